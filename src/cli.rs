@@ -1,0 +1,328 @@
+//! Command-line definitions for both binaries (clap derive; doc comments are
+//! the help text) and the code that runs each command. The `main`s only
+//! parse, set up logging and call [`run_client`] / [`run_daemon`].
+
+use crate::client::{self, passphrase, ClientError, HostKeyPolicy, Identity, Options, Target};
+use crate::protocol::{self, exit, Outcome};
+use anyhow::{anyhow, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Unlock LUKS-encrypted servers waiting in their initramfs, over SSH.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, after_help = EXIT_CODES)]
+pub struct ClientCli {
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 unlocked, 1 error, 2 wrong passphrase, \
+3 host key unknown, 4 host key changed, 5 auth refused, 6 unreachable/timeout, \
+7 nothing to unlock, 8 unlock failed on the server, 9 partly unlocked, \
+10 no tries left.";
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Send the LUKS passphrase to a server waiting in its initramfs.
+    Unlock {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Read the passphrase from standard input (one line).
+        #[arg(long, conflicts_with = "passphrase_command")]
+        passphrase_stdin: bool,
+        /// Run this command (via sh -c) and use the first line it prints,
+        /// e.g. "pass show servers/web1".
+        #[arg(long, value_name = "CMD")]
+        passphrase_command: Option<String>,
+    },
+    /// Show what the server's initramfs is waiting to unlock.
+    Status {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// HOST, HOST:PORT or [IPV6]:PORT of the initramfs listener.
+    pub target: String,
+    /// Expected host key fingerprint (SHA256:...) of the initramfs listener.
+    #[arg(long, value_name = "SHA256:...")]
+    pub fingerprint: Option<String>,
+    /// Known-hosts file for initramfs keys
+    /// [default: ~/.config/portcullis/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Pin an unknown host key without asking (first contact only; a
+    /// changed key is always refused).
+    #[arg(long)]
+    pub accept_new: bool,
+    /// Private key file (repeatable); default: ssh-agent, then ~/.ssh/id_*.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Do not use ssh-agent even when SSH_AUTH_SOCK is set.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// User name to log in as (the listener accepts any; keys decide).
+    #[arg(short = 'l', long, default_value = "root")]
+    pub user: String,
+    /// Keep retrying while the listener does not answer (server still
+    /// booting), for up to DURATION (e.g. 300, 90s, 10m).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m",
+          value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Timeout for one connection attempt.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `90`, `90s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 30, 90s, 10m, 1h)"))
+}
+
+impl ConnArgs {
+    fn options(&self) -> Result<Options> {
+        let target = Target::parse(&self.target)?;
+        let host_key = match &self.fingerprint {
+            Some(fp) => {
+                if !fp.starts_with("SHA256:") {
+                    anyhow::bail!("--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it");
+                }
+                HostKeyPolicy::Fingerprint(fp.clone())
+            }
+            None => HostKeyPolicy::KnownHosts {
+                path: match &self.known_hosts {
+                    Some(p) => p.clone(),
+                    None => client::known_hosts::default_path()
+                        .ok_or_else(|| anyhow!("HOME is not set: pass --known-hosts FILE or --fingerprint"))?,
+                },
+                accept_new: self.accept_new,
+            },
+        };
+        Ok(Options {
+            target,
+            user: self.user.clone(),
+            host_key,
+            identity: Identity {
+                agent: !self.no_agent,
+                files: self.identity.clone(),
+            },
+            connect_timeout: self.timeout,
+            wait: self.wait,
+        })
+    }
+}
+
+/// Prints a failure (text or JSON) and returns its exit code.
+fn report_error(target: &str, json: bool, e: &ClientError) -> u8 {
+    if json {
+        let v = serde_json::json!({
+            "target": target,
+            "outcome": e.kind(),
+            "error": e.to_string(),
+            "exit-code": e.exit_code(),
+        });
+        println!("{v}");
+    } else {
+        eprintln!("error: {target}: {e}");
+    }
+    e.exit_code()
+}
+
+/// Runs the admin CLI; returns the process exit code.
+pub fn run_client(cli: ClientCli) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            ClientCommand::Unlock {
+                conn,
+                passphrase_stdin,
+                passphrase_command,
+            } => {
+                let source = match (passphrase_stdin, passphrase_command) {
+                    (_, Some(c)) => passphrase::Source::Command(c),
+                    (true, None) => passphrase::Source::Stdin,
+                    (false, None) => passphrase::Source::Prompt,
+                };
+                cmd_unlock(&conn, &source).await
+            }
+            ClientCommand::Status { conn } => cmd_status(&conn).await,
+        }
+    })
+}
+
+async fn cmd_unlock(conn: &ConnArgs, source: &passphrase::Source) -> u8 {
+    let opts = match conn.options() {
+        Ok(o) => o,
+        Err(e) => return report_error(&conn.target, conn.json, &ClientError::Other(e)),
+    };
+    let target = opts.target.to_string();
+    // Ask first, so `--wait` can run unattended once the passphrase is typed.
+    let pass = match passphrase::read(source, &target) {
+        Ok(p) => p,
+        Err(e) => return report_error(&target, conn.json, &ClientError::Other(e)),
+    };
+    let reply = match client::unlock(&opts, &pass).await {
+        Ok(r) => r,
+        Err(e) => return report_error(&target, conn.json, &e),
+    };
+    drop(pass);
+    let code = reply.outcome.exit_code();
+    if conn.json {
+        let v = serde_json::json!({
+            "target": target,
+            "outcome": reply.outcome,
+            "volumes": reply.volumes,
+            "message": reply.message,
+            "exit-code": code,
+        });
+        println!("{v}");
+    } else if reply.outcome == Outcome::Unlocked {
+        println!("{target}: {}", protocol::describe_unlock(&reply));
+    } else {
+        eprintln!("{target}: {}", protocol::describe_unlock(&reply));
+    }
+    code
+}
+
+async fn cmd_status(conn: &ConnArgs) -> u8 {
+    let opts = match conn.options() {
+        Ok(o) => o,
+        Err(e) => return report_error(&conn.target, conn.json, &ClientError::Other(e)),
+    };
+    let target = opts.target.to_string();
+    match client::status(&opts).await {
+        Ok(s) => {
+            if conn.json {
+                let v = serde_json::json!({ "target": target, "volumes": s.volumes });
+                println!("{v}");
+            } else {
+                print!("{}", protocol::describe_status(&s.volumes));
+            }
+            exit::UNLOCKED
+        }
+        Err(e) => report_error(&target, conn.json, &e),
+    }
+}
+
+/// The initramfs listener.
+#[derive(Debug, Parser)]
+#[command(name = "portcullisd", version)]
+pub struct DaemonCli {
+    /// Configuration file.
+    #[arg(long, short = 'c', default_value = crate::config::DEFAULT_PATH, global = true)]
+    pub config: PathBuf,
+    /// More log output.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Listen and unlock (the default).
+    Run,
+    /// Create a new ed25519 host key (mode 0600) and print its fingerprint.
+    Keygen {
+        /// Where to write the key; FILE.pub gets the public half.
+        file: PathBuf,
+    },
+    /// Validate the config and the files it names, then exit. Hooks run this
+    /// when building an image so mistakes fail the build, not the boot.
+    Check {
+        /// Look up the config's paths under this directory (an image tree).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+/// Runs the listener CLI; returns the process exit code.
+pub fn run_daemon(cli: DaemonCli) -> u8 {
+    let result = match cli.command.unwrap_or(DaemonCommand::Run) {
+        DaemonCommand::Keygen { file } => crate::hostkey::generate(&file, "portcullis-initramfs")
+            .map(|k| {
+                println!("{}", crate::authkeys::fingerprint(k.public_key()));
+            })
+            .map_err(|e| e.context("keygen")),
+        DaemonCommand::Check { root } => check(&cli.config, &root),
+        DaemonCommand::Run => crate::daemon::run(&cli.config, &crate::sys::Root::default()),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("portcullisd: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn check(config: &std::path::Path, root: &std::path::Path) -> Result<()> {
+    let root = crate::sys::Root::new(root);
+    let path = root.join(config);
+    let settings = crate::config::Settings::load(&path)?;
+    let report = settings.check_files(&root)?;
+    let key_path = root.join(&settings.host_key);
+    if crate::hostkey::world_or_group_readable(&key_path)? {
+        anyhow::bail!(
+            "host key {} is readable by group or others; chmod 600 it",
+            key_path.display()
+        );
+    }
+    println!(
+        "{}: ok; host key {}; {} authorized key(s); {} volume(s) configured{}",
+        path.display(),
+        report.fingerprint,
+        report.keys,
+        settings.volumes.len(),
+        if settings.volumes_from_cmdline {
+            " (+ kernel command line)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clis_are_consistent() {
+        ClientCli::command().debug_assert();
+        DaemonCli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

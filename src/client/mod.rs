@@ -1,0 +1,488 @@
+//! The admin's side: connect to a listener, verify its host key (failing
+//! closed), authenticate with the agent or key files, and run `unlock` or
+//! `status` in machine mode. It never touches local disks except its own
+//! known-hosts file.
+
+pub mod known_hosts;
+pub mod passphrase;
+
+use crate::authkeys::fingerprint;
+use crate::protocol::{self, exit, StatusReply, UnlockReply};
+use crate::secret::Passphrase;
+use anyhow::{anyhow, Context, Result};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most bytes we accept from a listener's reply: a hostile server must not
+/// make us allocate without bound.
+const MAX_REPLY: usize = 1 << 20;
+
+/// `HOST[:PORT]` or `[V6]:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || anyhow!("{s:?} is not HOST, HOST:PORT or [IPV6]:PORT");
+        if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if after.is_empty() => 22,
+                None => return Err(bad()),
+            };
+            return Ok(Target { host: host.into(), port });
+        }
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => Ok(Target {
+                host: h.into(),
+                port: p.parse().map_err(|_| bad())?,
+            }),
+            _ if s.is_empty() => Err(bad()),
+            _ => Ok(Target { host: s.into(), port: 22 }),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How the initramfs host key is verified. There is no "accept anything".
+#[derive(Debug, Clone)]
+pub enum HostKeyPolicy {
+    /// Exactly this `SHA256:…` fingerprint.
+    Fingerprint(String),
+    /// portcullis's known-hosts file. Unknown keys are shown and asked about
+    /// on a terminal, pinned without asking with `accept_new`, else refused.
+    KnownHosts { path: PathBuf, accept_new: bool },
+}
+
+/// Errors the caller tells apart by exit code.
+#[derive(Debug)]
+pub enum ClientError {
+    HostKeyUnknown { fingerprint: String, hint: String },
+    HostKeyChanged { expected: String, got: String, hint: String },
+    AuthRefused(String),
+    Unreachable(String),
+    Other(anyhow::Error),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::HostKeyUnknown { .. } => exit::HOST_KEY_UNKNOWN,
+            ClientError::HostKeyChanged { .. } => exit::HOST_KEY_CHANGED,
+            ClientError::AuthRefused(_) => exit::AUTH_REFUSED,
+            ClientError::Unreachable(_) => exit::UNREACHABLE,
+            ClientError::Other(_) => exit::ERROR,
+        }
+    }
+
+    /// Short machine name for `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::HostKeyUnknown { .. } => "host-key-unknown",
+            ClientError::HostKeyChanged { .. } => "host-key-changed",
+            ClientError::AuthRefused(_) => "auth-refused",
+            ClientError::Unreachable(_) => "unreachable",
+            ClientError::Other(_) => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::HostKeyUnknown { fingerprint, hint } => write!(
+                f,
+                "host key {fingerprint} is not pinned; {hint}"
+            ),
+            ClientError::HostKeyChanged { expected, got, hint } => write!(
+                f,
+                "HOST KEY CHANGED: expected {expected}, server offered {got}. Refusing to send a \
+                 passphrase. If the initramfs was rebuilt with a new key, check the new \
+                 fingerprint on the server's console (portcullisd keygen printed it), then {hint}"
+            ),
+            ClientError::AuthRefused(m) => write!(f, "authentication refused: {m}"),
+            ClientError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            ClientError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ClientError {
+    fn from(e: anyhow::Error) -> Self {
+        ClientError::Other(e)
+    }
+}
+
+/// Where the client's own key comes from.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Try ssh-agent (when `SSH_AUTH_SOCK` is set) before key files.
+    pub agent: bool,
+    /// Key files; empty means the usual `~/.ssh/id_*`.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    pub user: String,
+    pub host_key: HostKeyPolicy,
+    pub identity: Identity,
+    pub connect_timeout: Duration,
+    /// Keep retrying an unreachable listener this long.
+    pub wait: Option<Duration>,
+}
+
+/// The russh client handler: only checks the host key.
+pub(crate) struct Checker {
+    policy: HostKeyPolicy,
+    host_id: String,
+    /// Why the key was refused, for a precise error after connect fails.
+    verdict: Arc<Mutex<Option<ClientError>>>,
+}
+
+impl Checker {
+    fn decide(&self, key: &PublicKey) -> Result<(), ClientError> {
+        let got = fingerprint(key);
+        match &self.policy {
+            HostKeyPolicy::Fingerprint(want) => {
+                if *want == got {
+                    Ok(())
+                } else {
+                    Err(ClientError::HostKeyChanged {
+                        expected: want.clone(),
+                        got,
+                        hint: "pass the new --fingerprint".into(),
+                    })
+                }
+            }
+            HostKeyPolicy::KnownHosts { path, accept_new } => {
+                let hint = format!(
+                    "remove the line for {} from {} and connect again to re-pin",
+                    self.host_id,
+                    path.display()
+                );
+                match known_hosts::check_file(path, &self.host_id, key)? {
+                    known_hosts::Verdict::Match => Ok(()),
+                    known_hosts::Verdict::Changed { pinned, line } => Err(ClientError::HostKeyChanged {
+                        expected: pinned,
+                        got,
+                        hint: format!("{hint} (line {line})"),
+                    }),
+                    known_hosts::Verdict::Unknown => {
+                        let ok = *accept_new || ask_terminal(&self.host_id, &got)?;
+                        if !ok {
+                            return Err(ClientError::HostKeyUnknown {
+                                fingerprint: got,
+                                hint: format!(
+                                    "compare it with the fingerprint `portcullisd keygen` printed, then pin it \
+                                     with --fingerprint {}, or run on a terminal to be asked, or --accept-new",
+                                    fingerprint(key)
+                                ),
+                            });
+                        }
+                        known_hosts::add(path, &self.host_id, key)?;
+                        eprintln!("pinned {} for {} in {}", got, self.host_id, path.display());
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Asks on the controlling terminal (not stdin, which may carry the
+/// passphrase). No terminal: the answer is no.
+fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
+    use std::io::{BufRead, Write};
+    let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+        return Ok(false);
+    };
+    if !tty.is_terminal() {
+        return Ok(false);
+    }
+    let mut w = &tty;
+    write!(
+        w,
+        "The initramfs of {host_id} is not known yet.\nIts host key fingerprint is {fp}.\n\
+         Compare it with what `portcullisd keygen` printed. Pin it? [yes/no] "
+    )?;
+    w.flush()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&tty).read_line(&mut answer)?;
+    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+}
+
+impl russh::client::Handler for Checker {
+    type Error = anyhow::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            *lock(&self.verdict) = Some(ClientError::Other(anyhow!("host certificates are not supported")));
+            return Ok(false);
+        };
+        // The known-hosts check may prompt; keep it off the async threads.
+        let this = Checker {
+            policy: self.policy.clone(),
+            host_id: self.host_id.clone(),
+            verdict: self.verdict.clone(),
+        };
+        let key = key.clone();
+        let r = tokio::task::spawn_blocking(move || this.decide(&key))
+            .await
+            .map_err(|e| anyhow!("host key check: {e}"))?;
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                *lock(&self.verdict) = Some(e);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Conn = russh::client::Handle<Checker>;
+
+/// Connects, verifies the host key and authenticates; retries an
+/// unreachable listener while `wait` lasts.
+pub(crate) async fn connect(opts: &Options) -> Result<Conn, ClientError> {
+    let deadline = opts.wait.map(|w| Instant::now() + w);
+    let mut announced = false;
+    loop {
+        match connect_once(opts).await {
+            Err(ClientError::Unreachable(m)) if deadline.is_some_and(|d| Instant::now() < d) => {
+                if !announced {
+                    eprintln!("{}: not answering yet ({m}); waiting", opts.target);
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
+    let verdict = Arc::new(Mutex::new(None));
+    let checker = Checker {
+        policy: opts.host_key.clone(),
+        host_id: known_hosts::host_id(&opts.target.host, opts.target.port),
+        verdict: verdict.clone(),
+    };
+    let config = Arc::new(russh::client::Config {
+        inactivity_timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    });
+    let addr = (opts.target.host.as_str(), opts.target.port);
+    let target = opts.target.to_string();
+    let connecting = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Unreachable(format!("{target}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        russh::client::connect_stream(config, tcp, checker).await.map_err(|e| {
+            lock(&verdict)
+                .take()
+                .unwrap_or_else(|| ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}")))
+        })
+    };
+    let mut conn = tokio::time::timeout(opts.connect_timeout, connecting)
+        .await
+        .map_err(|_| ClientError::Unreachable(format!("{target}: timed out after {:?}", opts.connect_timeout)))??;
+    authenticate(&mut conn, opts).await?;
+    Ok(conn)
+}
+
+async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError> {
+    let mut tried = Vec::new();
+    if opts.identity.agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match russh::keys::agent::client::AgentClient::connect_env().await {
+            Ok(mut agent) => {
+                let ids = agent.request_identities().await.unwrap_or_default();
+                for id in ids {
+                    let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
+                        continue;
+                    };
+                    let hash = rsa_hash(conn, &key).await;
+                    let r = conn
+                        .authenticate_publickey_with(&opts.user, key.clone(), hash, &mut agent)
+                        .await;
+                    match r {
+                        Ok(r) if r.success() => return Ok(()),
+                        _ => tried.push(format!("agent key {}", fingerprint(&key))),
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: ssh-agent at SSH_AUTH_SOCK not usable: {e}"),
+        }
+    }
+    let files = if opts.identity.files.is_empty() {
+        default_identities()
+    } else {
+        opts.identity.files.clone()
+    };
+    for path in files {
+        let explicit = !opts.identity.files.is_empty();
+        let key = match load_identity(&path) {
+            Ok(k) => k,
+            Err(e) if explicit => return Err(ClientError::Other(e)),
+            Err(_) => continue,
+        };
+        let hash = rsa_hash(conn, key.public_key()).await;
+        let r = conn
+            .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(|e| ClientError::Unreachable(format!("during authentication: {e}")))?;
+        if r.success() {
+            return Ok(());
+        }
+        tried.push(path.display().to_string());
+    }
+    let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
+    Err(ClientError::AuthRefused(if tried.is_empty() {
+        "no key to offer: start ssh-agent with your key, or pass -i KEYFILE".into()
+    } else {
+        format!(
+            "the listener accepted none of: {}; add the public key to the initramfs authorized_keys and rebuild it",
+            tried.join(", ")
+        )
+    }))
+}
+
+async fn rsa_hash(conn: &Conn, key: &PublicKey) -> Option<HashAlg> {
+    if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
+        conn.best_supported_rsa_hash().await.ok().flatten().flatten()
+    } else {
+        None
+    }
+}
+
+fn default_identities() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return vec![];
+    };
+    let ssh = PathBuf::from(home).join(".ssh");
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|n| ssh.join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Loads a key file, asking for its passphrase when it is encrypted.
+fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
+    match russh::keys::load_secret_key(path, None) {
+        Ok(k) => Ok(k),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let pw = zeroize::Zeroizing::new(
+                rpassword::prompt_password(format!("Enter passphrase for key {}: ", path.display()))
+                    .with_context(|| format!("key {} is encrypted and there is no terminal to ask on; load it into ssh-agent", path.display()))?,
+            );
+            russh::keys::load_secret_key(path, Some(&pw))
+                .with_context(|| format!("decrypting key {}", path.display()))
+        }
+        Err(e) => Err(anyhow!("loading key {}: {e}", path.display())),
+    }
+}
+
+/// Runs one exec command; sends `stdin` then EOF; returns stdout and status.
+async fn exec(conn: &Conn, command: &str, stdin: Option<&Passphrase>) -> Result<(Vec<u8>, Option<u32>)> {
+    let mut ch = conn
+        .channel_open_session()
+        .await
+        .context("opening a session on the listener")?;
+    ch.exec(true, command).await.context("sending the command")?;
+    if let Some(p) = stdin {
+        ch.data(p.expose()).await.context("sending the passphrase")?;
+    }
+    ch.eof().await.context("sending EOF")?;
+    let mut out = Vec::new();
+    let mut status = None;
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                if out.len() + data.len() > MAX_REPLY {
+                    anyhow::bail!("the listener sent more than {MAX_REPLY} bytes; giving up");
+                }
+                out.extend_from_slice(&data);
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok((out, status))
+}
+
+fn parse_reply<T: serde::de::DeserializeOwned>(out: &[u8]) -> Result<T> {
+    let line = out.split(|&b| b == b'\n').next().unwrap_or_default();
+    serde_json::from_slice(line).map_err(|_| {
+        let shown: String = String::from_utf8_lossy(line).chars().take(200).collect();
+        match serde_json::from_slice::<protocol::ErrorReply>(line) {
+            Ok(e) => anyhow!("the listener refused: {}", e.error),
+            Err(_) => anyhow!(
+                "the listener's reply is not portcullis protocol {} ({shown:?}); is this a portcullisd?",
+                protocol::VERSION
+            ),
+        }
+    })
+}
+
+/// Sends the passphrase; returns the listener's answer.
+#[tracing::instrument(skip_all)]
+pub async fn unlock(opts: &Options, pass: &Passphrase) -> Result<UnlockReply, ClientError> {
+    let conn = connect(opts).await?;
+    let (out, _) = exec(&conn, &protocol::machine_command("unlock"), Some(pass))
+        .await
+        .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+    let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
+    Ok(parse_reply(&out)?)
+}
+
+pub async fn status(opts: &Options) -> Result<StatusReply, ClientError> {
+    let conn = connect(opts).await?;
+    let (out, _) = exec(&conn, &protocol::machine_command("status"), None)
+        .await
+        .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+    let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
+    Ok(parse_reply(&out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = |s: &str| Target::parse(s).unwrap();
+        assert_eq!(t("web1"), Target { host: "web1".into(), port: 22 });
+        assert_eq!(t("web1:2222"), Target { host: "web1".into(), port: 2222 });
+        assert_eq!(t("[::1]:2222"), Target { host: "::1".into(), port: 2222 });
+        assert_eq!(t("::1"), Target { host: "::1".into(), port: 22 });
+        assert_eq!(t("[::1]").port, 22);
+        assert!(Target::parse("web1:x").is_err());
+        assert!(Target::parse("").is_err());
+        assert_eq!(t("[::1]:2").to_string(), "[::1]:2");
+    }
+}

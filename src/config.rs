@@ -1,0 +1,315 @@
+//! The listener's configuration: raw TOML (unknown keys rejected) turned into
+//! one validated [`Settings`] value. Every error names the file, the key and
+//! the value, so a typo fails `portcullisd check` at image build time rather
+//! than the next reboot.
+
+use crate::authkeys::AuthorizedKeys;
+use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/portcullis/portcullisd.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    #[serde(default)]
+    listen: Option<Vec<String>>,
+    host_key: Option<PathBuf>,
+    authorized_keys: Option<PathBuf>,
+    #[serde(default)]
+    backend: Option<String>,
+    cryptsetup: Option<PathBuf>,
+    max_tries: Option<u32>,
+    volumes_from_cmdline: Option<bool>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    volume: Vec<RawVolume>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    auth_attempts: Option<u32>,
+    login_grace_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_unauthenticated: Option<u32>,
+    max_sessions: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawVolume {
+    name: String,
+    device: String,
+}
+
+/// Which unlock backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Pick at runtime (only `cryptsetup` exists so far).
+    Auto,
+    Cryptsetup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub auth_attempts: u32,
+    pub login_grace: Duration,
+    pub idle_timeout: Duration,
+    pub max_unauthenticated: u32,
+    pub max_sessions: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            auth_attempts: 6,
+            login_grace: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            max_unauthenticated: 8,
+            max_sessions: 16,
+        }
+    }
+}
+
+/// Validated listener settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub host_key: PathBuf,
+    pub authorized_keys: PathBuf,
+    pub backend: BackendKind,
+    pub cryptsetup: PathBuf,
+    pub max_tries: u32,
+    pub volumes_from_cmdline: bool,
+    pub limits: Limits,
+    pub volumes: Vec<Volume>,
+}
+
+impl Settings {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let file = path.display();
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a snippet; keep it on one.
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text.get(..s.start).unwrap_or("").matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!("{file}{at}: {msg}")
+        })?;
+        let listen = raw
+            .listen
+            .unwrap_or_else(|| vec!["0.0.0.0:22".into()])
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!("{file}: listen = {a:?} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if listen.is_empty() {
+            bail!("{file}: listen = []: give at least one address");
+        }
+        let backend = match raw.backend.as_deref().unwrap_or("auto") {
+            "auto" => BackendKind::Auto,
+            "cryptsetup" => BackendKind::Cryptsetup,
+            other => bail!("{file}: backend = {other:?}: expected \"auto\" or \"cryptsetup\""),
+        };
+        let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
+            let p = p.unwrap_or_else(|| PathBuf::from(default));
+            if !p.is_absolute() {
+                bail!("{file}: {key} = {:?} must be an absolute path", p.display().to_string());
+            }
+            Ok(p)
+        };
+        let host_key = abs("host-key", raw.host_key, "/etc/portcullis/host_key")?;
+        let authorized_keys = abs(
+            "authorized-keys",
+            raw.authorized_keys,
+            "/etc/portcullis/authorized_keys",
+        )?;
+        let cryptsetup = abs("cryptsetup", raw.cryptsetup, "/sbin/cryptsetup")?;
+        let max_tries = raw.max_tries.unwrap_or(10);
+        if max_tries == 0 || max_tries > 1000 {
+            bail!("{file}: max-tries = {max_tries}: expected 1 to 1000");
+        }
+        let d = Limits::default();
+        let l = raw.limits;
+        let limits = Limits {
+            auth_attempts: range(&file, "limits.auth-attempts", l.auth_attempts, d.auth_attempts, 1, 100)?,
+            login_grace: Duration::from_secs(range(
+                &file,
+                "limits.login-grace-secs",
+                l.login_grace_secs,
+                d.login_grace.as_secs(),
+                1,
+                3600,
+            )?),
+            idle_timeout: Duration::from_secs(range(
+                &file,
+                "limits.idle-timeout-secs",
+                l.idle_timeout_secs,
+                d.idle_timeout.as_secs(),
+                1,
+                86400,
+            )?),
+            max_unauthenticated: range(
+                &file,
+                "limits.max-unauthenticated",
+                l.max_unauthenticated,
+                d.max_unauthenticated,
+                1,
+                1024,
+            )?,
+            max_sessions: range(&file, "limits.max-sessions", l.max_sessions, d.max_sessions, 1, 1024)?,
+        };
+        let mut volumes: Vec<Volume> = Vec::new();
+        for (i, v) in raw.volume.iter().enumerate() {
+            if !valid_mapper_name(&v.name) {
+                bail!(
+                    "{file}: volume[{i}].name = {:?}: use letters, digits, '-', '_', '.', '+'",
+                    v.name
+                );
+            }
+            if volumes.iter().any(|o| o.name == v.name) {
+                bail!("{file}: volume[{i}].name = {:?} is used twice", v.name);
+            }
+            let device = DeviceSpec::parse(&v.device)
+                .map_err(|e| anyhow::anyhow!("{file}: volume[{i}].device: {e}"))?;
+            volumes.push(Volume {
+                name: v.name.clone(),
+                device,
+            });
+        }
+        let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
+        if volumes.is_empty() && !volumes_from_cmdline {
+            bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
+        }
+        Ok(Settings {
+            listen,
+            host_key,
+            authorized_keys,
+            backend,
+            cryptsetup,
+            max_tries,
+            volumes_from_cmdline,
+            limits,
+            volumes,
+        })
+    }
+
+    /// Loads the files the settings point at, so `portcullisd check` fails on
+    /// a missing or unreadable key now, not at boot.
+    pub fn check_files(&self, root: &crate::sys::Root) -> Result<CheckReport> {
+        let key = crate::hostkey::load(&root.join(&self.host_key))?;
+        let ak_path = root.join(&self.authorized_keys);
+        let text = std::fs::read_to_string(&ak_path)
+            .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
+        let ak = AuthorizedKeys::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+        if ak.keys.is_empty() {
+            bail!(
+                "{}: no keys: nobody could unlock; add an admin's public key (one ssh-ed25519 … line)",
+                ak_path.display()
+            );
+        }
+        let exe = root.join(&self.cryptsetup);
+        if !exe.exists() {
+            bail!("cryptsetup not found at {}: set cryptsetup = \"…\" in the config", exe.display());
+        }
+        Ok(CheckReport {
+            fingerprint: crate::authkeys::fingerprint(key.public_key()),
+            keys: ak.keys.len(),
+        })
+    }
+}
+
+pub struct CheckReport {
+    pub fingerprint: String,
+    pub keys: usize,
+}
+
+fn range<T>(file: &impl std::fmt::Display, key: &str, v: Option<T>, default: T, lo: T, hi: T) -> Result<T>
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
+    let v = v.unwrap_or(default);
+    if v < lo || v > hi {
+        bail!("{file}: {key} = {v}: expected {lo} to {hi}");
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Settings> {
+        Settings::parse(s, Path::new("/etc/portcullis/portcullisd.toml"))
+    }
+
+    #[test]
+    fn minimal_and_full() {
+        let s = parse("[[volume]]\nname = \"root\"\ndevice = \"UUID=abcd\"\n").unwrap();
+        assert_eq!(s.listen, vec!["0.0.0.0:22".parse().unwrap()]);
+        assert_eq!(s.volumes[0].device, DeviceSpec::Uuid("abcd".into()));
+        assert_eq!(s.limits, Limits::default());
+        let s = parse(
+            "listen = [\"[::]:2222\"]\nbackend = \"cryptsetup\"\nmax-tries = 3\n\
+             [limits]\nauth-attempts = 3\nlogin-grace-secs = 10\n",
+        )
+        .unwrap();
+        assert_eq!(s.listen[0].port(), 2222);
+        assert_eq!(s.limits.login_grace, Duration::from_secs(10));
+        assert!(s.volumes.is_empty() && s.volumes_from_cmdline);
+    }
+
+    #[test]
+    fn precise_errors() {
+        let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        let m = e("lisen = [\"0.0.0.0:22\"]\n");
+        assert!(m.contains("unknown field `lisen`") && m.contains("line 1"), "{m}");
+        assert!(m.starts_with("/etc/portcullis/portcullisd.toml"), "{m}");
+        let m = e("listen = [\"0.0.0.0\"]");
+        assert!(m.contains("listen = \"0.0.0.0\" is not an address:port"), "{m}");
+        let m = e("[[volume]]\nname = \"root\"\ndevice = \"vda2\"\n");
+        assert!(m.contains("volume[0].device") && m.contains("absolute path"), "{m}");
+        let m = e("[[volume]]\nname = \"a b\"\ndevice = \"/dev/vda\"\n");
+        assert!(m.contains("volume[0].name = \"a b\""), "{m}");
+        let m = e("[limits]\nlogin-grace-secs = 0\n");
+        assert!(m.contains("limits.login-grace-secs = 0: expected 1 to 3600"), "{m}");
+        let m = e("host-key = \"keys/host\"\n");
+        assert!(m.contains("host-key = \"keys/host\" must be an absolute path"), "{m}");
+        let m = e("backend = \"dropbear\"\n");
+        assert!(m.contains("backend = \"dropbear\""), "{m}");
+        let m = e("volumes-from-cmdline = false\n");
+        assert!(m.contains("nothing to unlock"), "{m}");
+        let m = e("[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\n[[volume]]\nname = \"r\"\ndevice = \"/dev/b\"\n");
+        assert!(m.contains("used twice"), "{m}");
+        let m = e("max-tries = \"many\"\n");
+        assert!(m.contains("line 1"), "{m}");
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/portcullisd.toml");
+        Settings::load(&p).unwrap();
+    }
+}

@@ -1,0 +1,91 @@
+//! Wiring of the listener process: settings, host key, authorized keys, the
+//! volume list (config plus kernel command line), the backend, the sockets.
+
+use crate::authkeys::{fingerprint, AuthorizedKeys};
+use crate::config::{BackendKind, Settings};
+use crate::sys::{Root, SystemRunner};
+use crate::unlock::cryptsetup::Cryptsetup;
+use crate::unlock::volume::{self, Volume};
+use crate::unlock::Backend;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Configured volumes first; command-line volumes add names not yet used.
+pub fn volumes(settings: &Settings, root: &Root) -> Vec<Volume> {
+    let mut vols = settings.volumes.clone();
+    if settings.volumes_from_cmdline {
+        let cmdline = std::fs::read_to_string(root.join("/proc/cmdline")).unwrap_or_default();
+        let (extra, warnings) = volume::from_cmdline(&cmdline);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        for v in extra {
+            if !vols.iter().any(|o| o.name == v.name) {
+                vols.push(v);
+            }
+        }
+    }
+    vols
+}
+
+pub fn backend(settings: &Settings, root: &Root) -> Result<Arc<dyn Backend>> {
+    let vols = volumes(settings, root);
+    if vols.is_empty() {
+        anyhow::bail!(
+            "no volume to unlock: add a [[volume]] to the config or cryptdevice=/rd.luks.name= to the kernel command line"
+        );
+    }
+    match settings.backend {
+        BackendKind::Auto | BackendKind::Cryptsetup => Ok(Arc::new(Cryptsetup::new(
+            SystemRunner,
+            root.clone(),
+            settings.cryptsetup.clone(),
+            vols,
+            settings.max_tries,
+        ))),
+    }
+}
+
+/// Runs the listener until every volume is open.
+pub fn run(config: &Path, root: &Root) -> Result<()> {
+    let settings = Settings::load(config)?;
+    let host_key = crate::hostkey::load(&root.join(&settings.host_key))?;
+    let ak_path = root.join(&settings.authorized_keys);
+    let keys = AuthorizedKeys::parse(
+        &std::fs::read_to_string(&ak_path)
+            .with_context(|| format!("reading authorized keys {}", ak_path.display()))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+    if keys.keys.is_empty() {
+        anyhow::bail!("{}: no keys; nobody could log in", ak_path.display());
+    }
+    let backend = backend(&settings, root)?;
+    if backend.all_open() {
+        tracing::info!("every volume is already open; nothing to do");
+        return Ok(());
+    }
+    let fp = fingerprint(host_key.public_key());
+    let config = crate::listener::ssh_config(host_key, &settings.limits);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let mut listeners = Vec::new();
+        for addr in &settings.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            listeners.push(l);
+        }
+        for v in backend.status() {
+            tracing::info!(volume = %v.name, device = %v.device, state = ?v.state, "waiting for a passphrase");
+        }
+        tracing::info!(
+            "listening on {}; host key {fp}",
+            settings.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        crate::listener::serve(listeners, config, backend, keys, settings.limits.clone()).await
+    })
+}

@@ -1,0 +1,18 @@
+//! Portcullis: unlock LUKS-encrypted servers over SSH from their initramfs.
+//!
+//! The library holds everything; the binaries `portcullisd` (the initramfs
+//! listener) and `portcullis` (the admin's CLI) only parse arguments and call
+//! in. See `docs/` for the design and the protocol.
+
+pub mod authkeys;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod hostkey;
+pub mod listener;
+pub mod logging;
+pub mod protocol;
+pub mod secret;
+pub mod sys;
+pub mod unlock;

@@ -1,0 +1,326 @@
+//! What travels over the SSH channel between `portcullis` and `portcullisd`:
+//! the exec command names, the machine-mode replies, and exit statuses.
+//!
+//! This module owns encoding only; it does no I/O and knows nothing of russh.
+//! The wire format is documented in `docs/protocol.md`; change both together.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the machine mode. Bumped on any incompatible change.
+pub const VERSION: u32 = 1;
+/// Exec commands in machine mode start with this word, then a space and the op.
+pub const MACHINE_PREFIX: &str = "portcullis/";
+/// Longest exec command line we look at; anything longer is refused.
+pub const MAX_COMMAND_LEN: usize = 128;
+
+/// Exit statuses, shared by the listener's exec replies and the client CLI.
+pub mod exit {
+    pub const UNLOCKED: u8 = 0;
+    /// Any other error (bad usage, I/O, configuration).
+    pub const ERROR: u8 = 1;
+    pub const WRONG_PASSPHRASE: u8 = 2;
+    pub const HOST_KEY_UNKNOWN: u8 = 3;
+    pub const HOST_KEY_CHANGED: u8 = 4;
+    pub const AUTH_REFUSED: u8 = 5;
+    pub const UNREACHABLE: u8 = 6;
+    pub const NOTHING_TO_UNLOCK: u8 = 7;
+    /// The unlock backend failed for a reason other than the passphrase.
+    pub const UNLOCK_FAILED: u8 = 8;
+    /// Some volumes opened, others are still waiting for another passphrase.
+    pub const PARTIAL: u8 = 9;
+    /// The tries limit for the pending volumes is used up for this boot.
+    pub const NO_TRIES_LEFT: u8 = 10;
+}
+
+/// A parsed exec request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Human `unlock`: passphrase is one line on stdin.
+    Unlock,
+    /// Human `status`: a table of what is pending.
+    Status,
+    Help,
+    /// Machine mode: passphrase is all of stdin up to EOF; reply is one JSON line.
+    MachineUnlock,
+    MachineStatus,
+}
+
+/// Why an exec command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    TooLong,
+    UnsupportedVersion(String),
+    Unknown(String),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::TooLong => f.write_str("command too long"),
+            CommandError::UnsupportedVersion(v) => write!(
+                f,
+                "protocol version {v} is not supported by this listener (it speaks {VERSION}); \
+                 use a matching portcullis client"
+            ),
+            CommandError::Unknown(c) => write!(
+                f,
+                "unknown command {c:?}; this listener only understands: unlock, status, help"
+            ),
+        }
+    }
+}
+
+/// Parses the command line of an SSH exec request. Never panics on any input.
+pub fn parse_command(raw: &[u8]) -> Result<Command, CommandError> {
+    if raw.len() > MAX_COMMAND_LEN {
+        return Err(CommandError::TooLong);
+    }
+    let text = String::from_utf8_lossy(raw);
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    match words.as_slice() {
+        ["unlock"] => Ok(Command::Unlock),
+        ["status"] => Ok(Command::Status),
+        ["help"] => Ok(Command::Help),
+        [first, op] if first.starts_with(MACHINE_PREFIX) => {
+            let v = first.get(MACHINE_PREFIX.len()..).unwrap_or("");
+            if v != VERSION.to_string() {
+                return Err(CommandError::UnsupportedVersion(v.chars().take(16).collect()));
+            }
+            match *op {
+                "unlock" => Ok(Command::MachineUnlock),
+                "status" => Ok(Command::MachineStatus),
+                other => Err(CommandError::Unknown(other.chars().take(32).collect())),
+            }
+        }
+        _ => Err(CommandError::Unknown(text.chars().take(32).collect())),
+    }
+}
+
+/// The exec command our client sends for a machine-mode operation.
+pub fn machine_command(op: &str) -> String {
+    format!("{MACHINE_PREFIX}{VERSION} {op}")
+}
+
+/// State of one volume as the listener reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeState {
+    /// Still locked, waiting for a passphrase.
+    Pending,
+    /// Open (by us or by someone else, such as the console prompt).
+    Open,
+    /// The device was not found (yet).
+    Missing,
+    /// The tries limit for this boot is used up.
+    Exhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VolumeInfo {
+    pub name: String,
+    pub device: String,
+    pub backend: String,
+    pub state: VolumeState,
+    /// `None` when the backend does not limit tries.
+    pub tries_left: Option<u32>,
+}
+
+/// Overall result of one unlock request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every volume is open; boot continues.
+    Unlocked,
+    /// Some volumes opened with this passphrase, others still wait.
+    Partial,
+    WrongPassphrase,
+    NothingToUnlock,
+    NoTriesLeft,
+    /// The backend failed for another reason; `message` says which.
+    Failed,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Unlocked => exit::UNLOCKED,
+            Outcome::Partial => exit::PARTIAL,
+            Outcome::WrongPassphrase => exit::WRONG_PASSPHRASE,
+            Outcome::NothingToUnlock => exit::NOTHING_TO_UNLOCK,
+            Outcome::NoTriesLeft => exit::NO_TRIES_LEFT,
+            Outcome::Failed => exit::UNLOCK_FAILED,
+        }
+    }
+}
+
+/// Reply to `portcullis/1 unlock`, one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UnlockReply {
+    pub version: u32,
+    pub outcome: Outcome,
+    pub volumes: Vec<VolumeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Reply to `portcullis/1 status`, one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StatusReply {
+    pub version: u32,
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// Machine-mode error reply, for requests that never reached the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ErrorReply {
+    pub version: u32,
+    pub error: String,
+}
+
+/// Encodes a reply as one line of JSON ending in `\n`.
+pub fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; fall back to an error
+    // object rather than panicking if it ever does.
+    let mut v = serde_json::to_vec(value)
+        .unwrap_or_else(|_| br#"{"version":1,"error":"internal encoding error"}"#.to_vec());
+    v.push(b'\n');
+    v
+}
+
+/// Human-readable one-line summary of an unlock reply.
+pub fn describe_unlock(reply: &UnlockReply) -> String {
+    let names = |state: VolumeState| {
+        reply
+            .volumes
+            .iter()
+            .filter(|v| v.state == state)
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let base = match reply.outcome {
+        Outcome::Unlocked => format!("unlocked: {}; boot continues", names(VolumeState::Open)),
+        Outcome::Partial => format!(
+            "partly unlocked: open {}; still waiting: {}",
+            names(VolumeState::Open),
+            names(VolumeState::Pending)
+        ),
+        Outcome::WrongPassphrase => {
+            let left = reply
+                .volumes
+                .iter()
+                .filter(|v| v.state == VolumeState::Pending)
+                .filter_map(|v| v.tries_left)
+                .min();
+            match left {
+                Some(n) => format!("wrong passphrase ({n} tries left)"),
+                None => "wrong passphrase".to_string(),
+            }
+        }
+        Outcome::NothingToUnlock => "nothing to unlock: no volume is waiting".to_string(),
+        Outcome::NoTriesLeft => {
+            "no tries left for this boot: reboot the server to try again".to_string()
+        }
+        Outcome::Failed => "unlock failed".to_string(),
+    };
+    match &reply.message {
+        Some(m) if !m.is_empty() => format!("{base}: {m}"),
+        _ => base,
+    }
+}
+
+/// Human-readable table for `status`.
+pub fn describe_status(volumes: &[VolumeInfo]) -> String {
+    if volumes.is_empty() {
+        return "no volumes configured\n".to_string();
+    }
+    let mut out = String::new();
+    for v in volumes {
+        let tries = v
+            .tries_left
+            .map(|n| format!("{n} tries left"))
+            .unwrap_or_default();
+        let state = match v.state {
+            VolumeState::Pending => "pending",
+            VolumeState::Open => "open",
+            VolumeState::Missing => "device missing",
+            VolumeState::Exhausted => "no tries left",
+        };
+        out.push_str(&format!(
+            "{:<16} {:<32} {:<15} {:<12} {}\n",
+            v.name, v.device, state, v.backend, tries
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse_command(b"unlock"), Ok(Command::Unlock));
+        assert_eq!(parse_command(b" status \n"), Ok(Command::Status));
+        assert_eq!(parse_command(b"portcullis/1 unlock"), Ok(Command::MachineUnlock));
+        assert_eq!(
+            parse_command(machine_command("status").as_bytes()),
+            Ok(Command::MachineStatus)
+        );
+        assert!(matches!(
+            parse_command(b"portcullis/2 unlock"),
+            Err(CommandError::UnsupportedVersion(v)) if v == "2"
+        ));
+        assert!(matches!(parse_command(b"sh -c id"), Err(CommandError::Unknown(_))));
+        assert!(matches!(parse_command(b"unlock; reboot"), Err(CommandError::Unknown(_))));
+        assert_eq!(parse_command(&[b'a'; 500]), Err(CommandError::TooLong));
+        assert!(parse_command(&[0xff, 0xfe, 0x00]).is_err());
+        assert!(parse_command(b"").is_err());
+    }
+
+    #[test]
+    fn reply_roundtrip_is_stable() {
+        let r = UnlockReply {
+            version: VERSION,
+            outcome: Outcome::WrongPassphrase,
+            volumes: vec![VolumeInfo {
+                name: "root".into(),
+                device: "/dev/vda2".into(),
+                backend: "cryptsetup".into(),
+                state: VolumeState::Pending,
+                tries_left: Some(4),
+            }],
+            message: None,
+        };
+        let line = encode_line(&r);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"version\":1,\"outcome\":\"wrong-passphrase\",\"volumes\":[{\"name\":\"root\",\
+             \"device\":\"/dev/vda2\",\"backend\":\"cryptsetup\",\"state\":\"pending\",\
+             \"tries-left\":4}]}\n"
+        );
+        let back: UnlockReply = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(describe_unlock(&r), "wrong passphrase (4 tries left)");
+    }
+
+    #[test]
+    fn exit_codes_distinct() {
+        let all = [
+            Outcome::Unlocked,
+            Outcome::Partial,
+            Outcome::WrongPassphrase,
+            Outcome::NothingToUnlock,
+            Outcome::NoTriesLeft,
+            Outcome::Failed,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|o| o.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}
