@@ -289,8 +289,10 @@ pub fn fingerprint(key: &PublicKey) -> String {
 mod tests {
     use super::*;
 
-    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
-    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
+    const K2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -298,9 +300,8 @@ mod tests {
 
     #[test]
     fn parses_options_and_decides() {
-        let text = format!(
-            "# admins\n\nrestrict,from=\"10.0.0.0/8,!10.6.6.6\" {K1} alice@laptop\n{K2}\n"
-        );
+        let text =
+            format!("# admins\n\nrestrict,from=\"10.0.0.0/8,!10.6.6.6\" {K1} alice@laptop\n{K2}\n");
         let ak = AuthorizedKeys::parse(&text).unwrap();
         assert_eq!(ak.keys.len(), 2);
         assert_eq!(ak.keys[0].comment, "alice@laptop");
@@ -308,11 +309,17 @@ mod tests {
         assert!(ak.keys[1].pty);
         let k1 = key(K1);
         assert!(ak.allows(&k1, Some("10.1.2.3".parse().unwrap())).is_some());
-        assert!(ak.allows(&k1, Some("::ffff:10.1.2.3".parse().unwrap())).is_some());
+        assert!(ak
+            .allows(&k1, Some("::ffff:10.1.2.3".parse().unwrap()))
+            .is_some());
         assert!(ak.allows(&k1, Some("10.6.6.6".parse().unwrap())).is_none());
-        assert!(ak.allows(&k1, Some("192.168.1.1".parse().unwrap())).is_none());
+        assert!(ak
+            .allows(&k1, Some("192.168.1.1".parse().unwrap()))
+            .is_none());
         assert!(ak.allows(&k1, None).is_none());
-        assert!(ak.allows(&key(K2), Some("192.168.1.1".parse().unwrap())).is_some());
+        assert!(ak
+            .allows(&key(K2), Some("192.168.1.1".parse().unwrap()))
+            .is_some());
     }
 
     #[test]
@@ -336,7 +343,10 @@ mod tests {
         assert!(from_matches(&["10.0.0.?".into()], ip("10.0.0.7")));
         assert!(!from_matches(&["10.0.0.?".into()], ip("10.0.0.17")));
         assert!(from_matches(&["2001:db8::/32".into()], ip("2001:db8::1")));
-        assert!(!from_matches(&["*".into(), "!127.0.0.1".into()], ip("127.0.0.1")));
+        assert!(!from_matches(
+            &["*".into(), "!127.0.0.1".into()],
+            ip("127.0.0.1")
+        ));
         assert!(from_matches(&["0.0.0.0/0".into()], ip("8.8.8.8")));
         assert!(wildcard(b"a*b*c", b"axxbyyc"));
         assert!(!wildcard(b"a*b*c", b"axxbyy"));

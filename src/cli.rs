@@ -101,15 +101,18 @@ impl ConnArgs {
         let host_key = match &self.fingerprint {
             Some(fp) => {
                 if !fp.starts_with("SHA256:") {
-                    anyhow::bail!("--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it");
+                    anyhow::bail!(
+                        "--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it"
+                    );
                 }
                 HostKeyPolicy::Fingerprint(fp.clone())
             }
             None => HostKeyPolicy::KnownHosts {
                 path: match &self.known_hosts {
                     Some(p) => p.clone(),
-                    None => client::known_hosts::default_path()
-                        .ok_or_else(|| anyhow!("HOME is not set: pass --known-hosts FILE or --fingerprint"))?,
+                    None => client::known_hosts::default_path().ok_or_else(|| {
+                        anyhow!("HOME is not set: pass --known-hosts FILE or --fingerprint")
+                    })?,
                 },
                 accept_new: self.accept_new,
             },
@@ -146,7 +149,10 @@ fn report_error(target: &str, json: bool, e: &ClientError) -> u8 {
 
 /// Runs the admin CLI; returns the process exit code.
 pub fn run_client(cli: ClientCli) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -305,7 +311,6 @@ fn check(config: &std::path::Path, root: &std::path::Path) -> Result<()> {
     );
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

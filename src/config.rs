@@ -135,7 +135,10 @@ impl Settings {
         let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
             if !p.is_absolute() {
-                bail!("{file}: {key} = {:?} must be an absolute path", p.display().to_string());
+                bail!(
+                    "{file}: {key} = {:?} must be an absolute path",
+                    p.display().to_string()
+                );
             }
             Ok(p)
         };
@@ -153,7 +156,14 @@ impl Settings {
         let d = Limits::default();
         let l = raw.limits;
         let limits = Limits {
-            auth_attempts: range(&file, "limits.auth-attempts", l.auth_attempts, d.auth_attempts, 1, 100)?,
+            auth_attempts: range(
+                &file,
+                "limits.auth-attempts",
+                l.auth_attempts,
+                d.auth_attempts,
+                1,
+                100,
+            )?,
             login_grace: Duration::from_secs(range(
                 &file,
                 "limits.login-grace-secs",
@@ -178,7 +188,14 @@ impl Settings {
                 1,
                 1024,
             )?,
-            max_sessions: range(&file, "limits.max-sessions", l.max_sessions, d.max_sessions, 1, 1024)?,
+            max_sessions: range(
+                &file,
+                "limits.max-sessions",
+                l.max_sessions,
+                d.max_sessions,
+                1,
+                1024,
+            )?,
         };
         let mut volumes: Vec<Volume> = Vec::new();
         for (i, v) in raw.volume.iter().enumerate() {
@@ -232,7 +249,10 @@ impl Settings {
         }
         let exe = root.join(&self.cryptsetup);
         if !exe.exists() {
-            bail!("cryptsetup not found at {}: set cryptsetup = \"…\" in the config", exe.display());
+            bail!(
+                "cryptsetup not found at {}: set cryptsetup = \"…\" in the config",
+                exe.display()
+            );
         }
         Ok(CheckReport {
             fingerprint: crate::authkeys::fingerprint(key.public_key()),
@@ -246,7 +266,14 @@ pub struct CheckReport {
     pub keys: usize,
 }
 
-fn range<T>(file: &impl std::fmt::Display, key: &str, v: Option<T>, default: T, lo: T, hi: T) -> Result<T>
+fn range<T>(
+    file: &impl std::fmt::Display,
+    key: &str,
+    v: Option<T>,
+    default: T,
+    lo: T,
+    hi: T,
+) -> Result<T>
 where
     T: PartialOrd + Copy + std::fmt::Display,
 {
@@ -285,18 +312,33 @@ mod tests {
     fn precise_errors() {
         let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
         let m = e("lisen = [\"0.0.0.0:22\"]\n");
-        assert!(m.contains("unknown field `lisen`") && m.contains("line 1"), "{m}");
+        assert!(
+            m.contains("unknown field `lisen`") && m.contains("line 1"),
+            "{m}"
+        );
         assert!(m.starts_with("/etc/portcullis/portcullisd.toml"), "{m}");
         let m = e("listen = [\"0.0.0.0\"]");
-        assert!(m.contains("listen = \"0.0.0.0\" is not an address:port"), "{m}");
+        assert!(
+            m.contains("listen = \"0.0.0.0\" is not an address:port"),
+            "{m}"
+        );
         let m = e("[[volume]]\nname = \"root\"\ndevice = \"vda2\"\n");
-        assert!(m.contains("volume[0].device") && m.contains("absolute path"), "{m}");
+        assert!(
+            m.contains("volume[0].device") && m.contains("absolute path"),
+            "{m}"
+        );
         let m = e("[[volume]]\nname = \"a b\"\ndevice = \"/dev/vda\"\n");
         assert!(m.contains("volume[0].name = \"a b\""), "{m}");
         let m = e("[limits]\nlogin-grace-secs = 0\n");
-        assert!(m.contains("limits.login-grace-secs = 0: expected 1 to 3600"), "{m}");
+        assert!(
+            m.contains("limits.login-grace-secs = 0: expected 1 to 3600"),
+            "{m}"
+        );
         let m = e("host-key = \"keys/host\"\n");
-        assert!(m.contains("host-key = \"keys/host\" must be an absolute path"), "{m}");
+        assert!(
+            m.contains("host-key = \"keys/host\" must be an absolute path"),
+            "{m}"
+        );
         let m = e("backend = \"dropbear\"\n");
         assert!(m.contains("backend = \"dropbear\""), "{m}");
         let m = e("volumes-from-cmdline = false\n");

@@ -25,7 +25,10 @@ pub fn load(path: &Path) -> Result<PrivateKey> {
         )
     })?;
     if key.is_encrypted() {
-        bail!("host key {} is encrypted; the listener needs it unencrypted", path.display());
+        bail!(
+            "host key {} is encrypted; the listener needs it unencrypted",
+            path.display()
+        );
     }
     if key.algorithm() != Algorithm::Ed25519 {
         bail!(
@@ -92,7 +95,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("host_key");
         let k = generate(&p, "test").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(!world_or_group_readable(&p).unwrap());
         let l = load(&p).unwrap();
         assert_eq!(l.public_key(), k.public_key());

@@ -54,7 +54,12 @@ impl<'a> MakeWriter<'a> for Tee {
 /// `PORTCULLIS_LOG` (e.g. `debug`) overrides the level.
 pub fn init(kmsg: bool, verbose: bool) {
     let kmsg = kmsg
-        .then(|| std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok())
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .ok()
+        })
         .flatten()
         .map(|f| Arc::new(Mutex::new(f)));
     let default = if verbose { "debug" } else { "info" };

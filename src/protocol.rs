@@ -84,7 +84,9 @@ pub fn parse_command(raw: &[u8]) -> Result<Command, CommandError> {
         [first, op] if first.starts_with(MACHINE_PREFIX) => {
             let v = first.get(MACHINE_PREFIX.len()..).unwrap_or("");
             if v != VERSION.to_string() {
-                return Err(CommandError::UnsupportedVersion(v.chars().take(16).collect()));
+                return Err(CommandError::UnsupportedVersion(
+                    v.chars().take(16).collect(),
+                ));
             }
             match *op {
                 "unlock" => Ok(Command::MachineUnlock),
@@ -266,7 +268,10 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse_command(b"unlock"), Ok(Command::Unlock));
         assert_eq!(parse_command(b" status \n"), Ok(Command::Status));
-        assert_eq!(parse_command(b"portcullis/1 unlock"), Ok(Command::MachineUnlock));
+        assert_eq!(
+            parse_command(b"portcullis/1 unlock"),
+            Ok(Command::MachineUnlock)
+        );
         assert_eq!(
             parse_command(machine_command("status").as_bytes()),
             Ok(Command::MachineStatus)
@@ -275,8 +280,14 @@ mod tests {
             parse_command(b"portcullis/2 unlock"),
             Err(CommandError::UnsupportedVersion(v)) if v == "2"
         ));
-        assert!(matches!(parse_command(b"sh -c id"), Err(CommandError::Unknown(_))));
-        assert!(matches!(parse_command(b"unlock; reboot"), Err(CommandError::Unknown(_))));
+        assert!(matches!(
+            parse_command(b"sh -c id"),
+            Err(CommandError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_command(b"unlock; reboot"),
+            Err(CommandError::Unknown(_))
+        ));
         assert_eq!(parse_command(&[b'a'; 500]), Err(CommandError::TooLong));
         assert!(parse_command(&[0xff, 0xfe, 0x00]).is_err());
         assert!(parse_command(b"").is_err());

@@ -196,10 +196,22 @@ mod tests {
 
     #[test]
     fn from_line_strips_one_newline() {
-        assert_eq!(Passphrase::from_line(b"abc\n".to_vec()).unwrap().expose(), b"abc");
-        assert_eq!(Passphrase::from_line(b"abc\r\n".to_vec()).unwrap().expose(), b"abc");
-        assert_eq!(Passphrase::from_line(b"abc\n\n".to_vec()).unwrap().expose(), b"abc\n");
-        assert_eq!(Passphrase::from_line(b"a b ".to_vec()).unwrap().expose(), b"a b ");
+        assert_eq!(
+            Passphrase::from_line(b"abc\n".to_vec()).unwrap().expose(),
+            b"abc"
+        );
+        assert_eq!(
+            Passphrase::from_line(b"abc\r\n".to_vec()).unwrap().expose(),
+            b"abc"
+        );
+        assert_eq!(
+            Passphrase::from_line(b"abc\n\n".to_vec()).unwrap().expose(),
+            b"abc\n"
+        );
+        assert_eq!(
+            Passphrase::from_line(b"a b ".to_vec()).unwrap().expose(),
+            b"a b "
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl Runner for SystemRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", program.display())))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
+            })?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A program that exits before reading everything closes the pipe;
             // its exit status tells what happened, so a broken pipe is not fatal.
@@ -123,14 +125,21 @@ mod tests {
     #[test]
     fn root_join() {
         let r = Root::new("/tmp/x");
-        assert_eq!(r.join("/proc/cmdline"), PathBuf::from("/tmp/x/proc/cmdline"));
+        assert_eq!(
+            r.join("/proc/cmdline"),
+            PathBuf::from("/tmp/x/proc/cmdline")
+        );
         assert_eq!(Root::default().join("/dev/vda"), PathBuf::from("/dev/vda"));
     }
 
     #[test]
     fn runner_feeds_stdin_and_reports_status() {
         let out = SystemRunner
-            .run(Path::new("/bin/sh"), &["-c".into(), "cat; exit 3".into()], Some(b"abc"))
+            .run(
+                Path::new("/bin/sh"),
+                &["-c".into(), "cat; exit 3".into()],
+                Some(b"abc"),
+            )
             .unwrap();
         assert_eq!(out.stdout, b"abc");
         assert_eq!(out.code, Some(3));

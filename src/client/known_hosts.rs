@@ -17,7 +17,10 @@ pub enum Verdict {
     Match,
     Unknown,
     /// Pinned with another key; the pinned key's fingerprint and its line.
-    Changed { pinned: String, line: usize },
+    Changed {
+        pinned: String,
+        line: usize,
+    },
 }
 
 pub fn default_path() -> Option<PathBuf> {
@@ -29,7 +32,10 @@ pub fn default_path() -> Option<PathBuf> {
 }
 
 pub fn host_id(host: &str, port: u16) -> String {
-    format!("[{}]:{port}", host.trim_start_matches('[').trim_end_matches(']'))
+    format!(
+        "[{}]:{port}",
+        host.trim_start_matches('[').trim_end_matches(']')
+    )
 }
 
 /// Looks `host_id` up in `text`. Lines that cannot be parsed are skipped
@@ -99,8 +105,10 @@ use std::os::unix::fs::DirBuilderExt;
 mod tests {
     use super::*;
 
-    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
-    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
+    const K2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
 
     #[test]
     fn verdicts() {
@@ -129,6 +137,9 @@ mod tests {
         add(&p, "[h]:22", &k1).unwrap();
         assert_eq!(check_file(&p, "[h]:22", &k1).unwrap(), Verdict::Match);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -38,7 +38,10 @@ impl Target {
                 None if after.is_empty() => 22,
                 None => return Err(bad()),
             };
-            return Ok(Target { host: host.into(), port });
+            return Ok(Target {
+                host: host.into(),
+                port,
+            });
         }
         match s.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') => Ok(Target {
@@ -46,7 +49,10 @@ impl Target {
                 port: p.parse().map_err(|_| bad())?,
             }),
             _ if s.is_empty() => Err(bad()),
-            _ => Ok(Target { host: s.into(), port: 22 }),
+            _ => Ok(Target {
+                host: s.into(),
+                port: 22,
+            }),
         }
     }
 }
@@ -74,8 +80,15 @@ pub enum HostKeyPolicy {
 /// Errors the caller tells apart by exit code.
 #[derive(Debug)]
 pub enum ClientError {
-    HostKeyUnknown { fingerprint: String, hint: String },
-    HostKeyChanged { expected: String, got: String, hint: String },
+    HostKeyUnknown {
+        fingerprint: String,
+        hint: String,
+    },
+    HostKeyChanged {
+        expected: String,
+        got: String,
+        hint: String,
+    },
     AuthRefused(String),
     Unreachable(String),
     Other(anyhow::Error),
@@ -107,11 +120,14 @@ impl ClientError {
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientError::HostKeyUnknown { fingerprint, hint } => write!(
-                f,
-                "host key {fingerprint} is not pinned; {hint}"
-            ),
-            ClientError::HostKeyChanged { expected, got, hint } => write!(
+            ClientError::HostKeyUnknown { fingerprint, hint } => {
+                write!(f, "host key {fingerprint} is not pinned; {hint}")
+            }
+            ClientError::HostKeyChanged {
+                expected,
+                got,
+                hint,
+            } => write!(
                 f,
                 "HOST KEY CHANGED: expected {expected}, server offered {got}. Refusing to send a \
                  passphrase. If the initramfs was rebuilt with a new key, check the new \
@@ -181,11 +197,13 @@ impl Checker {
                 );
                 match known_hosts::check_file(path, &self.host_id, key)? {
                     known_hosts::Verdict::Match => Ok(()),
-                    known_hosts::Verdict::Changed { pinned, line } => Err(ClientError::HostKeyChanged {
-                        expected: pinned,
-                        got,
-                        hint: format!("{hint} (line {line})"),
-                    }),
+                    known_hosts::Verdict::Changed { pinned, line } => {
+                        Err(ClientError::HostKeyChanged {
+                            expected: pinned,
+                            got,
+                            hint: format!("{hint} (line {line})"),
+                        })
+                    }
                     known_hosts::Verdict::Unknown => {
                         let ok = *accept_new || ask_terminal(&self.host_id, &got)?;
                         if !ok {
@@ -212,7 +230,11 @@ impl Checker {
 /// passphrase). No terminal: the answer is no.
 fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
     use std::io::{BufRead, Write};
-    let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
         return Ok(false);
     };
     if !tty.is_terminal() {
@@ -233,9 +255,14 @@ fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
 impl russh::client::Handler for Checker {
     type Error = anyhow::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *lock(&self.verdict) = Some(ClientError::Other(anyhow!("host certificates are not supported")));
+            *lock(&self.verdict) = Some(ClientError::Other(anyhow!(
+                "host certificates are not supported"
+            )));
             return Ok(false);
         };
         // The known-hosts check may prompt; keep it off the async threads.
@@ -301,15 +328,22 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
             .await
             .map_err(|e| ClientError::Unreachable(format!("{target}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        russh::client::connect_stream(config, tcp, checker).await.map_err(|e| {
-            lock(&verdict)
-                .take()
-                .unwrap_or_else(|| ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}")))
-        })
+        russh::client::connect_stream(config, tcp, checker)
+            .await
+            .map_err(|e| {
+                lock(&verdict).take().unwrap_or_else(|| {
+                    ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}"))
+                })
+            })
     };
     let mut conn = tokio::time::timeout(opts.connect_timeout, connecting)
         .await
-        .map_err(|_| ClientError::Unreachable(format!("{target}: timed out after {:?}", opts.connect_timeout)))??;
+        .map_err(|_| {
+            ClientError::Unreachable(format!(
+                "{target}: timed out after {:?}",
+                opts.connect_timeout
+            ))
+        })??;
     authenticate(&mut conn, opts).await?;
     Ok(conn)
 }
@@ -372,7 +406,11 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
 
 async fn rsa_hash(conn: &Conn, key: &PublicKey) -> Option<HashAlg> {
     if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
-        conn.best_supported_rsa_hash().await.ok().flatten().flatten()
+        conn.best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten()
     } else {
         None
     }
@@ -407,14 +445,22 @@ fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
 }
 
 /// Runs one exec command; sends `stdin` then EOF; returns stdout and status.
-async fn exec(conn: &Conn, command: &str, stdin: Option<&Passphrase>) -> Result<(Vec<u8>, Option<u32>)> {
+async fn exec(
+    conn: &Conn,
+    command: &str,
+    stdin: Option<&Passphrase>,
+) -> Result<(Vec<u8>, Option<u32>)> {
     let mut ch = conn
         .channel_open_session()
         .await
         .context("opening a session on the listener")?;
-    ch.exec(true, command).await.context("sending the command")?;
+    ch.exec(true, command)
+        .await
+        .context("sending the command")?;
     if let Some(p) = stdin {
-        ch.data(p.expose()).await.context("sending the passphrase")?;
+        ch.data(p.expose())
+            .await
+            .context("sending the passphrase")?;
     }
     ch.eof().await.context("sending EOF")?;
     let mut out = Vec::new();
@@ -476,10 +522,34 @@ mod tests {
     #[test]
     fn targets() {
         let t = |s: &str| Target::parse(s).unwrap();
-        assert_eq!(t("web1"), Target { host: "web1".into(), port: 22 });
-        assert_eq!(t("web1:2222"), Target { host: "web1".into(), port: 2222 });
-        assert_eq!(t("[::1]:2222"), Target { host: "::1".into(), port: 2222 });
-        assert_eq!(t("::1"), Target { host: "::1".into(), port: 22 });
+        assert_eq!(
+            t("web1"),
+            Target {
+                host: "web1".into(),
+                port: 22
+            }
+        );
+        assert_eq!(
+            t("web1:2222"),
+            Target {
+                host: "web1".into(),
+                port: 2222
+            }
+        );
+        assert_eq!(
+            t("[::1]:2222"),
+            Target {
+                host: "::1".into(),
+                port: 2222
+            }
+        );
+        assert_eq!(
+            t("::1"),
+            Target {
+                host: "::1".into(),
+                port: 22
+            }
+        );
         assert_eq!(t("[::1]").port, 22);
         assert!(Target::parse("web1:x").is_err());
         assert!(Target::parse("").is_err());

@@ -39,7 +39,8 @@ pub fn from_reader(r: impl Read) -> Result<Passphrase> {
     r.take(crate::secret::MAX_LEN as u64 + 2)
         .read_to_end(&mut buf)
         .context("reading the passphrase from standard input")?;
-    Passphrase::from_line(std::mem::take(&mut *buf)).map_err(|e| anyhow::anyhow!("{e} (standard input)"))
+    Passphrase::from_line(std::mem::take(&mut *buf))
+        .map_err(|e| anyhow::anyhow!("{e} (standard input)"))
 }
 
 /// Runs a password-manager command; its stdout is the passphrase. Its
@@ -59,7 +60,9 @@ pub fn from_command(cmd: &str) -> Result<Passphrase> {
             .read_to_end(&mut buf)
             .with_context(|| format!("reading output of passphrase command {cmd:?}"))?;
     }
-    let status = child.wait().with_context(|| format!("waiting for {cmd:?}"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {cmd:?}"))?;
     if !status.success() {
         bail!("passphrase command {cmd:?} failed ({status}); run it by hand to see why");
     }

@@ -4,7 +4,12 @@
 //! underneath.
 //!
 //! Attacker-facing: no `unwrap`, `expect`, indexing or `panic` here.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 pub mod terminal;
 
@@ -138,7 +143,12 @@ async fn all_open(shared: &Arc<Shared>) -> bool {
         .unwrap_or(false)
 }
 
-fn accept(shared: &Arc<Shared>, config: &Arc<russh::server::Config>, stream: TcpStream, peer: SocketAddr) {
+fn accept(
+    shared: &Arc<Shared>,
+    config: &Arc<russh::server::Config>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let Ok(session_permit) = shared.sessions.clone().try_acquire_owned() else {
         tracing::warn!(%peer, "refused connection: too many sessions");
         return;
@@ -161,7 +171,9 @@ fn accept(shared: &Arc<Shared>, config: &Arc<russh::server::Config>, stream: Tcp
     tokio::spawn(async move {
         let _permit = session_permit;
         let deadline = tokio::time::Instant::now() + grace;
-        let started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler)).await;
+        let started =
+            tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler))
+                .await;
         let mut session = match started {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -192,6 +204,10 @@ fn accept(shared: &Arc<Shared>, config: &Arc<russh::server::Config>, stream: Tcp
 fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>) {
     match r {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        // A client closing its socket after the reply is the normal end.
+        Err(e) if format!("{e:#}").contains("early eof") => {
+            tracing::debug!(%peer, "connection closed by the client")
+        }
         Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
     }
 }
@@ -356,7 +372,9 @@ impl Conn {
         };
         let pass = match key {
             None => return,
-            Some(Key::Cancel) => return self.finish(ch, s, b"^C\r\nCancelled.\r\n", b"", exit::ERROR),
+            Some(Key::Cancel) => {
+                return self.finish(ch, s, b"^C\r\nCancelled.\r\n", b"", exit::ERROR)
+            }
             Some(Key::Line(Err(e))) => {
                 let _ = s.data(ch, format!("\r\n{e}.\r\n").into_bytes());
                 return self.prompt(ch, s).await;
@@ -369,7 +387,9 @@ impl Conn {
         let tries = tries + 1;
         match reply.outcome {
             Outcome::WrongPassphrase | Outcome::Partial if tries < SESSION_TRIES => {
-                if let Some(Mode::Interactive { tries: t, .. }) = self.channels.get_mut(&ch).map(|c| &mut c.mode) {
+                if let Some(Mode::Interactive { tries: t, .. }) =
+                    self.channels.get_mut(&ch).map(|c| &mut c.mode)
+                {
                     *t = tries;
                 }
                 let _ = s.data(ch, line.into_bytes());
@@ -407,16 +427,29 @@ impl russh::server::Handler for Conn {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Only listed keys get to sign; `from=` is checked again after.
-        if self.shared.keys.allows(offer.public_key, Some(self.peer.ip())).is_some() {
+        if self
+            .shared
+            .keys
+            .allows(offer.public_key, Some(self.peer.ip()))
+            .is_some()
+        {
             Ok(Auth::Accept)
         } else {
             Ok(reject())
         }
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         let fp = fingerprint(key.public_key);
-        match self.shared.keys.allows(key.public_key, Some(self.peer.ip())) {
+        match self
+            .shared
+            .keys
+            .allows(key.public_key, Some(self.peer.ip()))
+        {
             Some(entry) => {
                 tracing::info!(peer = %self.peer, user, key = %fp, comment = %entry.comment, "accepted public key");
                 self.pty_allowed = entry.pty;
@@ -449,7 +482,13 @@ impl russh::server::Handler for Conn {
         // its queue never fills up and stalls the session.
         let id = channel.id();
         drop(channel);
-        self.channels.insert(id, Chan { mode: Mode::Idle, pty: false });
+        self.channels.insert(
+            id,
+            Chan {
+                mode: Mode::Idle,
+                pty: false,
+            },
+        );
         reply.accept().await;
         Ok(())
     }
@@ -503,12 +542,20 @@ impl russh::server::Handler for Conn {
             editor: LineEditor::default(),
             tries: 0,
         };
-        let _ = s.data(ch, b"portcullis: remote unlock. Ctrl-C to leave.\r\n".to_vec());
+        let _ = s.data(
+            ch,
+            b"portcullis: remote unlock. Ctrl-C to leave.\r\n".to_vec(),
+        );
         self.prompt(ch, s).await;
         Ok(())
     }
 
-    async fn exec_request(&mut self, ch: ChannelId, data: &[u8], s: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        ch: ChannelId,
+        data: &[u8],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
         if !self.channels.contains_key(&ch) {
             return Ok(());
         }
@@ -541,11 +588,20 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn data(&mut self, ch: ChannelId, data: &[u8], s: &mut Session) -> Result<(), Self::Error> {
+    async fn data(
+        &mut self,
+        ch: ChannelId,
+        data: &[u8],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
         let (machine, line_done, overflow) = match self.channels.get_mut(&ch).map(|c| &mut c.mode) {
             Some(Mode::Unlock { machine, buf }) => {
                 buf.push(data);
-                (*machine, !*machine && buf.line_end().is_some(), buf.overflowed())
+                (
+                    *machine,
+                    !*machine && buf.line_end().is_some(),
+                    buf.overflowed(),
+                )
             }
             Some(Mode::Interactive { .. }) => {
                 self.interactive_key(ch, data, s).await;
@@ -554,7 +610,8 @@ impl russh::server::Handler for Conn {
             _ => return Ok(()),
         };
         if overflow {
-            if let Some(Mode::Unlock { buf, .. }) = self.channels.get_mut(&ch).map(|c| &mut c.mode) {
+            if let Some(Mode::Unlock { buf, .. }) = self.channels.get_mut(&ch).map(|c| &mut c.mode)
+            {
                 buf.clear();
             }
             self.refuse_input(ch, machine, SecretError::TooLong, s);
@@ -572,12 +629,23 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn env_request(&mut self, ch: ChannelId, _k: &str, _v: &str, s: &mut Session) -> Result<(), Self::Error> {
+    async fn env_request(
+        &mut self,
+        ch: ChannelId,
+        _k: &str,
+        _v: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
         let _ = s.channel_failure(ch);
         Ok(())
     }
 
-    async fn subsystem_request(&mut self, ch: ChannelId, name: &str, s: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        ch: ChannelId,
+        name: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
         tracing::warn!(peer = %self.peer, subsystem = name, "subsystem refused");
         let _ = s.channel_failure(ch);
         Ok(())
@@ -596,11 +664,20 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn agent_request(&mut self, _ch: ChannelId, _s: &mut Session) -> Result<bool, Self::Error> {
+    async fn agent_request(
+        &mut self,
+        _ch: ChannelId,
+        _s: &mut Session,
+    ) -> Result<bool, Self::Error> {
         Ok(false)
     }
 
-    async fn tcpip_forward(&mut self, _a: &str, _p: &mut u32, _s: &mut Session) -> Result<bool, Self::Error> {
+    async fn tcpip_forward(
+        &mut self,
+        _a: &str,
+        _p: &mut u32,
+        _s: &mut Session,
+    ) -> Result<bool, Self::Error> {
         tracing::warn!(peer = %self.peer, "port forwarding refused");
         Ok(false)
     }

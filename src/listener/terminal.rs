@@ -71,6 +71,7 @@ impl LineEditor {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -91,9 +92,15 @@ mod tests {
         assert_eq!(line(&mut e, b"junk\x15ok\n"), b"ok");
         assert!(matches!(e.feed(b"abc\x03"), Some(Key::Cancel)));
         assert!(matches!(e.feed(b"\x04"), Some(Key::Cancel)));
-        assert!(matches!(e.feed(b"\r"), Some(Key::Line(Err(SecretError::Empty)))));
+        assert!(matches!(
+            e.feed(b"\r"),
+            Some(Key::Line(Err(SecretError::Empty)))
+        ));
         let long = vec![b'a'; 5000];
         assert!(e.feed(&long).is_none());
-        assert!(matches!(e.feed(b"\r"), Some(Key::Line(Err(SecretError::TooLong)))));
+        assert!(matches!(
+            e.feed(b"\r"),
+            Some(Key::Line(Err(SecretError::TooLong)))
+        ));
     }
 }

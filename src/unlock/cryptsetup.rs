@@ -27,7 +27,13 @@ pub struct Cryptsetup<R: Runner> {
 }
 
 impl<R: Runner> Cryptsetup<R> {
-    pub fn new(runner: R, root: Root, program: PathBuf, volumes: Vec<Volume>, max_tries: u32) -> Self {
+    pub fn new(
+        runner: R,
+        root: Root,
+        program: PathBuf,
+        volumes: Vec<Volume>,
+        max_tries: u32,
+    ) -> Self {
         Cryptsetup {
             runner,
             root,
@@ -132,10 +138,13 @@ pub(crate) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
+    /// Arguments and stdin of every cryptsetup run.
+    pub(crate) type Calls = Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
+
     /// Records every call; answers from a closure. Creates the mapper node
     /// on success so state follows as it would on a real system.
     pub(crate) struct FakeCryptsetup {
-        pub calls: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
+        pub calls: Calls,
         pub root: PathBuf,
         pub answer: fn(&[u8]) -> Output,
     }
@@ -156,7 +165,10 @@ pub(crate) mod tests {
 
     pub(crate) fn answer_sesame(stdin: &[u8]) -> Output {
         if stdin == b"sesame" {
-            Output { code: Some(0), ..Default::default() }
+            Output {
+                code: Some(0),
+                ..Default::default()
+            }
         } else {
             Output {
                 code: Some(2),
@@ -187,15 +199,28 @@ pub(crate) mod tests {
         t: &tempfile::TempDir,
         vols: &[(&str, &str)],
         answer: fn(&[u8]) -> Output,
-    ) -> (Cryptsetup<FakeCryptsetup>, Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>) {
+    ) -> (Cryptsetup<FakeCryptsetup>, Calls) {
         let calls = Arc::new(Mutex::new(vec![]));
-        let runner = FakeCryptsetup { calls: calls.clone(), root: t.path().into(), answer };
+        let runner = FakeCryptsetup {
+            calls: calls.clone(),
+            root: t.path().into(),
+            answer,
+        };
         let volumes = vols
             .iter()
-            .map(|(n, d)| Volume { name: n.to_string(), device: DeviceSpec::parse(d).unwrap() })
+            .map(|(n, d)| Volume {
+                name: n.to_string(),
+                device: DeviceSpec::parse(d).unwrap(),
+            })
             .collect();
         (
-            Cryptsetup::new(runner, Root::new(t.path()), "/sbin/cryptsetup".into(), volumes, 3),
+            Cryptsetup::new(
+                runner,
+                Root::new(t.path()),
+                "/sbin/cryptsetup".into(),
+                volumes,
+                3,
+            ),
             calls,
         )
     }
@@ -223,7 +248,11 @@ pub(crate) mod tests {
     #[test]
     fn one_passphrase_all_volumes_and_tries() {
         let t = fake_tree(&["vda", "vdb"]);
-        let (b, calls) = backend(&t, &[("root", "/dev/vda"), ("data", "/dev/vdb")], answer_sesame);
+        let (b, calls) = backend(
+            &t,
+            &[("root", "/dev/vda"), ("data", "/dev/vdb")],
+            answer_sesame,
+        );
         let r = crate::unlock::unlock(&b, &pass("wrong"));
         assert_eq!(r.outcome, crate::protocol::Outcome::WrongPassphrase);
         assert!(r.volumes.iter().all(|v| v.tries_left == Some(2)));

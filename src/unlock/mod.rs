@@ -141,7 +141,11 @@ mod tests {
             Outcome::Partial
         );
         assert_eq!(
-            s(vec![("a", Attempt::WrongPassphrase)], vec![vi("a", Pending)]).outcome,
+            s(
+                vec![("a", Attempt::WrongPassphrase)],
+                vec![vi("a", Pending)]
+            )
+            .outcome,
             Outcome::WrongPassphrase
         );
         let f = s(
@@ -150,7 +154,10 @@ mod tests {
         );
         assert_eq!(f.outcome, Outcome::Failed);
         assert_eq!(f.message.as_deref(), Some("a: Not enough memory"));
-        assert_eq!(s(vec![], vec![vi("a", Open)]).outcome, Outcome::NothingToUnlock);
+        assert_eq!(
+            s(vec![], vec![vi("a", Open)]).outcome,
+            Outcome::NothingToUnlock
+        );
         assert_eq!(
             s(vec![("a", Attempt::NoTriesLeft)], vec![vi("a", Exhausted)]).outcome,
             Outcome::NoTriesLeft

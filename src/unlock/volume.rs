@@ -217,8 +217,13 @@ mod tests {
             DeviceSpec::parse("UUID=ABCD-12").unwrap(),
             DeviceSpec::Uuid("abcd-12".into())
         );
-        assert_eq!(DeviceSpec::parse("LABEL=root").unwrap(), DeviceSpec::Label("root".into()));
-        assert!(DeviceSpec::parse("vda2").unwrap_err().contains("absolute path"));
+        assert_eq!(
+            DeviceSpec::parse("LABEL=root").unwrap(),
+            DeviceSpec::Label("root".into())
+        );
+        assert!(DeviceSpec::parse("vda2")
+            .unwrap_err()
+            .contains("absolute path"));
         assert!(DeviceSpec::parse("UUID=zz").is_err());
         assert!(DeviceSpec::parse("PARTUUID=1234").is_err());
     }
@@ -233,9 +238,18 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                Volume { name: "root".into(), device: DeviceSpec::Uuid("1111-aa".into()) },
-                Volume { name: "data".into(), device: DeviceSpec::Uuid("2222".into()) },
-                Volume { name: "luks-3333".into(), device: DeviceSpec::Uuid("3333".into()) },
+                Volume {
+                    name: "root".into(),
+                    device: DeviceSpec::Uuid("1111-aa".into())
+                },
+                Volume {
+                    name: "data".into(),
+                    device: DeviceSpec::Uuid("2222".into())
+                },
+                Volume {
+                    name: "luks-3333".into(),
+                    device: DeviceSpec::Uuid("3333".into())
+                },
             ]
         );
         assert_eq!(w.len(), 3, "{w:?}");
