@@ -51,9 +51,14 @@ struct RawVolume {
 /// Which unlock backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// Pick at runtime (only `cryptsetup` exists so far).
+    /// Pick at runtime: systemd initrd, else Debian askpass, else cryptsetup.
     Auto,
+    /// Run `cryptsetup open` ourselves.
     Cryptsetup,
+    /// Answer systemd's ask-password requests.
+    Systemd,
+    /// Feed Debian's askpass through its fifo.
+    Askpass,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +135,11 @@ impl Settings {
         let backend = match raw.backend.as_deref().unwrap_or("auto") {
             "auto" => BackendKind::Auto,
             "cryptsetup" => BackendKind::Cryptsetup,
-            other => bail!("{file}: backend = {other:?}: expected \"auto\" or \"cryptsetup\""),
+            "systemd" => BackendKind::Systemd,
+            "askpass" => BackendKind::Askpass,
+            other => bail!(
+                "{file}: backend = {other:?}: expected \"auto\", \"cryptsetup\", \"systemd\" or \"askpass\""
+            ),
         };
         let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
@@ -216,7 +225,7 @@ impl Settings {
             });
         }
         let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
-        if volumes.is_empty() && !volumes_from_cmdline {
+        if backend == BackendKind::Cryptsetup && volumes.is_empty() && !volumes_from_cmdline {
             bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
         }
         Ok(Settings {
@@ -248,7 +257,7 @@ impl Settings {
             );
         }
         let exe = root.join(&self.cryptsetup);
-        if !exe.exists() {
+        if matches!(self.backend, BackendKind::Cryptsetup | BackendKind::Auto) && !exe.exists() {
             bail!(
                 "cryptsetup not found at {}: set cryptsetup = \"…\" in the config",
                 exe.display()
@@ -341,7 +350,7 @@ mod tests {
         );
         let m = e("backend = \"dropbear\"\n");
         assert!(m.contains("backend = \"dropbear\""), "{m}");
-        let m = e("volumes-from-cmdline = false\n");
+        let m = e("backend = \"cryptsetup\"\nvolumes-from-cmdline = false\n");
         assert!(m.contains("nothing to unlock"), "{m}");
         let m = e("[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\n[[volume]]\nname = \"r\"\ndevice = \"/dev/b\"\n");
         assert!(m.contains("used twice"), "{m}");

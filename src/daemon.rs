@@ -6,7 +6,7 @@ use crate::config::{BackendKind, Settings};
 use crate::sys::{Root, SystemRunner};
 use crate::unlock::cryptsetup::Cryptsetup;
 use crate::unlock::volume::{self, Volume};
-use crate::unlock::Backend;
+use crate::unlock::{askpass, systemd, Backend};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -29,21 +29,38 @@ pub fn volumes(settings: &Settings, root: &Root) -> Vec<Volume> {
     vols
 }
 
-pub fn backend(settings: &Settings, root: &Root) -> Result<Arc<dyn Backend>> {
-    let vols = volumes(settings, root);
-    if vols.is_empty() {
-        anyhow::bail!(
-            "no volume to unlock: add a [[volume]] to the config or cryptdevice=/rd.luks.name= to the kernel command line"
-        );
+/// Resolves `auto`: a systemd initrd has ask-password requests; a Debian
+/// initramfs has askpass; anything else gets cryptsetup run directly.
+pub fn detect(kind: BackendKind, root: &Root) -> BackendKind {
+    match kind {
+        BackendKind::Auto if systemd::detect(root) => BackendKind::Systemd,
+        BackendKind::Auto if askpass::detect(root) => BackendKind::Askpass,
+        BackendKind::Auto => BackendKind::Cryptsetup,
+        k => k,
     }
-    match settings.backend {
-        BackendKind::Auto | BackendKind::Cryptsetup => Ok(Arc::new(Cryptsetup::new(
-            SystemRunner,
-            root.clone(),
-            settings.cryptsetup.clone(),
-            vols,
-            settings.max_tries,
-        ))),
+}
+
+pub fn backend(settings: &Settings, root: &Root) -> Result<Arc<dyn Backend>> {
+    let kind = detect(settings.backend, root);
+    tracing::info!("unlock backend: {kind:?}");
+    match kind {
+        BackendKind::Systemd => Ok(Arc::new(systemd::SystemdAgent::new(root.clone()))),
+        BackendKind::Askpass => Ok(Arc::new(askpass::Askpass::new(root.clone()))),
+        BackendKind::Auto | BackendKind::Cryptsetup => {
+            let vols = volumes(settings, root);
+            if vols.is_empty() {
+                anyhow::bail!(
+                    "no volume to unlock: add a [[volume]] to the config or cryptdevice=/rd.luks.name= to the kernel command line"
+                );
+            }
+            Ok(Arc::new(Cryptsetup::new(
+                SystemRunner,
+                root.clone(),
+                settings.cryptsetup.clone(),
+                vols,
+                settings.max_tries,
+            )))
+        }
     }
 }
 

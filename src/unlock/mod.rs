@@ -5,7 +5,10 @@
 //! initramfs, our minimal image). The systemd ask-password agent and the
 //! Debian askpass fifo come next, behind the same trait.
 
+pub mod askpass;
 pub mod cryptsetup;
+pub mod crypttab;
+pub mod systemd;
 pub mod volume;
 
 use crate::protocol::{Outcome, UnlockReply, VolumeInfo, VolumeState, VERSION};

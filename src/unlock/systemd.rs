@@ -1,0 +1,415 @@
+//! systemd password agent: answers the `ask.*` requests systemd-cryptsetup
+//! leaves in `/run/systemd/ask-password/` (dracut with systemd, mkinitcpio
+//! `sd-encrypt`, any systemd initrd). The console agent keeps running beside
+//! us; whoever answers first wins.
+//!
+//! Protocol (systemd "Password Agents"): each request is an ini file with an
+//! `[Ask]` section: `Socket=` (an AF_UNIX datagram socket), `PID=`,
+//! `NotAfter=` (CLOCK_MONOTONIC µs, 0 = never), `Id=`, `Message=`, `Echo=`.
+//! The answer is one datagram: `+` and the passphrase, or `-` to cancel.
+
+use super::crypttab;
+use super::volume::mapper_exists;
+use super::{Attempt, Backend};
+use crate::protocol::{VolumeInfo, VolumeState};
+use crate::secret::Passphrase;
+use crate::sys::Root;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+pub const ASK_DIR: &str = "/run/systemd/ask-password";
+
+/// One parsed `ask.*` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub file: PathBuf,
+    pub socket: PathBuf,
+    pub pid: Option<u32>,
+    pub not_after: u64,
+    pub id: String,
+    pub message: String,
+}
+
+impl Ask {
+    /// The device from `Id=cryptsetup:/dev/…` (empty for other askers).
+    pub fn device(&self) -> &str {
+        self.id.strip_prefix("cryptsetup:").unwrap_or("")
+    }
+
+    /// The volume name: systemd-cryptsetup ends its message with
+    /// "… (NAME):" or "… for NAME:"; fall back to the device.
+    pub fn volume_name(&self) -> String {
+        let m = self.message.trim_end().trim_end_matches(':');
+        if let (Some(open), true) = (m.rfind('('), m.ends_with(')')) {
+            if let Some(inner) = m.get(open + 1..m.len() - 1) {
+                if !inner.is_empty() && !inner.contains(' ') {
+                    return inner.to_string();
+                }
+            }
+        }
+        self.device().rsplit('/').next().unwrap_or("").to_string()
+    }
+}
+
+/// Parses an ask file; `None` when it has no usable `[Ask]` section.
+/// Unknown keys are ignored, as the spec asks.
+pub fn parse_ask(text: &str, file: PathBuf) -> Option<Ask> {
+    let mut in_ask = false;
+    let (mut socket, mut pid, mut not_after, mut id, mut message) =
+        (None, None, 0u64, String::new(), String::new());
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_ask = line == "[Ask]";
+            continue;
+        }
+        if !in_ask {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k.trim() {
+            "Socket" => socket = Some(PathBuf::from(v.trim())),
+            "PID" => pid = v.trim().parse().ok(),
+            "NotAfter" => not_after = v.trim().parse().unwrap_or(0),
+            "Id" => id = v.trim().to_string(),
+            "Message" => message = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    Some(Ask {
+        file,
+        socket: socket?,
+        pid,
+        not_after,
+        id,
+        message,
+    })
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock `NotAfter=` uses.
+pub fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000) + (ts.tv_nsec as u64) / 1000
+}
+
+pub struct SystemdAgent {
+    root: Root,
+    /// How long to wait for systemd-cryptsetup's verdict on one answer.
+    pub verdict_timeout: Duration,
+    clock: fn() -> u64,
+}
+
+impl SystemdAgent {
+    pub fn new(root: Root) -> Self {
+        SystemdAgent {
+            root,
+            verdict_timeout: Duration::from_secs(90),
+            clock: monotonic_us,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_clock(root: Root, clock: fn() -> u64) -> Self {
+        SystemdAgent {
+            root,
+            verdict_timeout: Duration::from_secs(2),
+            clock,
+        }
+    }
+
+    /// Live cryptsetup requests: not expired, asker alive, sorted by file.
+    pub fn pending_asks(&self) -> Vec<Ask> {
+        let Ok(dir) = std::fs::read_dir(self.root.join(ASK_DIR)) else {
+            return vec![];
+        };
+        let now = (self.clock)();
+        let mut asks: Vec<Ask> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ask."))
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                parse_ask(&text, e.path())
+            })
+            .filter(|a| a.id.starts_with("cryptsetup:"))
+            .filter(|a| a.not_after == 0 || a.not_after > now)
+            .filter(|a| {
+                a.pid
+                    .is_none_or(|p| self.root.join(format!("/proc/{p}")).exists())
+            })
+            .collect();
+        asks.sort_by(|a, b| a.file.cmp(&b.file));
+        asks
+    }
+
+    fn info(&self, name: &str, device: &str, state: VolumeState) -> VolumeInfo {
+        VolumeInfo {
+            name: name.to_string(),
+            device: device.to_string(),
+            backend: "systemd".into(),
+            state,
+            tries_left: None,
+        }
+    }
+
+    /// Sends `+passphrase` to the asker's socket.
+    fn answer(&self, ask: &Ask, pass: &Passphrase) -> std::io::Result<()> {
+        let mut msg = Zeroizing::new(Vec::with_capacity(pass.len() + 1));
+        msg.push(b'+');
+        msg.extend_from_slice(pass.expose());
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        sock.send_to(&msg, self.root.join(&ask.socket))?;
+        Ok(())
+    }
+
+    /// Waits for the verdict on an answered request: the mapper device
+    /// appears (opened), or the same Id asks again (wrong passphrase), or
+    /// the request vanishes without either (the asker gave up).
+    fn verdict(&self, ask: &Ask, name: &str) -> Attempt {
+        let deadline = Instant::now() + self.verdict_timeout;
+        let mut gone_since: Option<Instant> = None;
+        while Instant::now() < deadline {
+            if mapper_exists(&self.root, name) {
+                return Attempt::Opened;
+            }
+            let now_pending = self.pending_asks();
+            if now_pending
+                .iter()
+                .any(|a| a.id == ask.id && a.file != ask.file)
+            {
+                return Attempt::WrongPassphrase;
+            }
+            if !now_pending.iter().any(|a| a.file == ask.file) {
+                // Answered and removed; give the mapper or a re-ask a moment.
+                let since = *gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(15) {
+                    return Attempt::Failed("systemd-cryptsetup stopped asking without opening the volume; see the console/journal".into());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Attempt::Failed(format!(
+            "no verdict from systemd-cryptsetup within {:?}",
+            self.verdict_timeout
+        ))
+    }
+
+    fn known(&self) -> Vec<crypttab::Entry> {
+        std::fs::read_to_string(self.root.join("/etc/crypttab"))
+            .map(|t| crypttab::parse(&t))
+            .unwrap_or_default()
+    }
+}
+
+impl Backend for SystemdAgent {
+    fn name(&self) -> &'static str {
+        "systemd"
+    }
+
+    fn status(&self) -> Vec<VolumeInfo> {
+        let mut out: Vec<VolumeInfo> = Vec::new();
+        for a in self.pending_asks() {
+            let name = a.volume_name();
+            if !out.iter().any(|v| v.name == name) {
+                out.push(self.info(&name, a.device(), VolumeState::Pending));
+            }
+        }
+        for e in self.known() {
+            if out.iter().any(|v| v.name == e.name) {
+                continue;
+            }
+            let state = if mapper_exists(&self.root, &e.name) {
+                VolumeState::Open
+            } else {
+                VolumeState::Pending
+            };
+            out.push(self.info(&e.name, &e.source, state));
+        }
+        out
+    }
+
+    fn try_unlock(&self, pass: &Passphrase) -> Vec<(VolumeInfo, Attempt)> {
+        let mut out = Vec::new();
+        let mut answered: Vec<String> = Vec::new();
+        // Volumes may start asking one after another (a data volume after
+        // root): keep answering new requests for a short while.
+        let mut quiet_until = Instant::now() + Duration::from_secs(2);
+        loop {
+            let fresh: Vec<Ask> = self
+                .pending_asks()
+                .into_iter()
+                .filter(|a| !answered.contains(&a.id))
+                .collect();
+            if fresh.is_empty() {
+                if Instant::now() >= quiet_until || out.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            for ask in fresh {
+                let name = ask.volume_name();
+                answered.push(ask.id.clone());
+                let info = self.info(&name, ask.device(), VolumeState::Pending);
+                let attempt = match self.answer(&ask, pass) {
+                    Ok(()) => self.verdict(&ask, &name),
+                    Err(e) => Attempt::Failed(format!("answering {}: {e}", ask.socket.display())),
+                };
+                tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
+                let opened = attempt == Attempt::Opened;
+                out.push((info, attempt));
+                if !opened {
+                    // Same passphrase is wrong for this one; do not spend
+                    // it on siblings' tries more than once each.
+                    continue;
+                }
+            }
+            quiet_until = Instant::now() + Duration::from_secs(2);
+        }
+        out
+    }
+
+    fn all_open(&self) -> bool {
+        let known = self.known();
+        !known.is_empty()
+            && self.pending_asks().is_empty()
+            && known.iter().all(|e| mapper_exists(&self.root, &e.name))
+    }
+}
+
+/// Whether this looks like a systemd initrd.
+pub fn detect(root: &Root) -> bool {
+    root.join("/run/systemd/system").is_dir() || root.join(ASK_DIR).is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+    use std::path::Path;
+
+    fn now() -> u64 {
+        1_000_000
+    }
+
+    fn write_ask(root: &Path, n: u32, id: &str, msg: &str, not_after: u64, sock: &str) {
+        let dir = root.join("run/systemd/ask-password");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("ask.{n}")),
+            format!("[Ask]\nPID=1\nSocket={sock}\nAcceptCached=1\nEcho=0\nNotAfter={not_after}\nId={id}\nMessage={msg}\nIcon=drive-harddisk\nSomethingNew=1\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn parse_and_names() {
+        let a = parse_ask(
+            "[Ask]\nSocket=/run/systemd/ask-password/sck.1\nPID=42\nNotAfter=0\nId=cryptsetup:/dev/vda2\nMessage=Please enter passphrase for disk QEMU (root):\n",
+            "ask.1".into(),
+        )
+        .unwrap();
+        assert_eq!(a.pid, Some(42));
+        assert_eq!(a.device(), "/dev/vda2");
+        assert_eq!(a.volume_name(), "root");
+        assert!(parse_ask("[Other]\nSocket=/x\n", "f".into()).is_none());
+        let b = parse_ask(
+            "[Ask]\nSocket=/s\nId=cryptsetup:/dev/sdb1\nMessage=Enter it\n",
+            "f".into(),
+        )
+        .unwrap();
+        assert_eq!(b.volume_name(), "sdb1");
+    }
+
+    #[test]
+    fn pending_skips_expired_dead_and_foreign() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+        write_ask(t.path(), 1, "cryptsetup:/dev/vda", "(root):", 0, "/run/s1");
+        write_ask(t.path(), 2, "cryptsetup:/dev/vdb", "(old):", 10, "/run/s2");
+        write_ask(t.path(), 3, "ssh-key:x", "(x):", 0, "/run/s3");
+        let dir = t.path().join("run/systemd/ask-password");
+        std::fs::write(
+            dir.join("ask.4"),
+            "[Ask]\nPID=999\nSocket=/s\nId=cryptsetup:/dev/vdc\n",
+        )
+        .unwrap();
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let p = agent.pending_asks();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].volume_name(), "root");
+    }
+
+    #[test]
+    fn answers_with_exact_datagram_and_sees_success() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+        std::fs::create_dir_all(t.path().join("run")).unwrap();
+        let sock = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+        write_ask(
+            t.path(),
+            1,
+            "cryptsetup:/dev/vda",
+            "Please enter passphrase for disk X (root):",
+            0,
+            "/run/sck.1",
+        );
+        let root = t.path().to_path_buf();
+        // Play systemd-cryptsetup: read the answer, open on the right one.
+        let asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let n = sock.recv(&mut buf).unwrap();
+            let got = buf[..n].to_vec();
+            std::fs::remove_file(root.join("run/systemd/ask-password/ask.1")).unwrap();
+            std::fs::create_dir_all(root.join("dev/mapper")).unwrap();
+            std::fs::write(root.join("dev/mapper/root"), b"").unwrap();
+            got
+        });
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let pass = Passphrase::new(b"open sesame".to_vec()).unwrap();
+        let r = agent.try_unlock(&pass);
+        assert_eq!(asker.join().unwrap(), b"+open sesame");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, Attempt::Opened);
+        assert_eq!(r[0].0.name, "root");
+    }
+
+    #[test]
+    fn wrong_passphrase_is_a_reask() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+        std::fs::create_dir_all(t.path().join("run")).unwrap();
+        let sock = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+        write_ask(
+            t.path(),
+            1,
+            "cryptsetup:/dev/vda",
+            "(root):",
+            0,
+            "/run/sck.1",
+        );
+        let root = t.path().to_path_buf();
+        let asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let _ = sock.recv(&mut buf).unwrap();
+            std::fs::remove_file(root.join("run/systemd/ask-password/ask.1")).unwrap();
+            write_ask(&root, 2, "cryptsetup:/dev/vda", "(root):", 0, "/run/sck.2");
+        });
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let r = agent.try_unlock(&Passphrase::new(b"nope".to_vec()).unwrap());
+        asker.join().unwrap();
+        assert_eq!(r[0].1, Attempt::WrongPassphrase);
+        let reply = crate::unlock::summarize(&r, agent.status());
+        assert_eq!(reply.outcome, crate::protocol::Outcome::WrongPassphrase);
+    }
+}
