@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, unit and in-process tests, shell checks,
+# and the QEMU end-to-end tests on a real kernel. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n### %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+step "cargo test"
+cargo test --locked
+step "shellcheck"
+mapfile -t scripts < <(git ls-files '*.sh' 'initramfs/**' 'tests/vm/guest/*' .ci/run | sort -u)
+shellcheck -S warning -x "${scripts[@]}"
+step "QEMU end-to-end: minimal image, portcullis and stock OpenSSH"
+tests/vm/e2e.sh
+if [ -x tests/distro/run.sh ]; then
+    step "QEMU end-to-end: images built by initramfs-tools, dracut, mkinitcpio"
+    tests/distro/run.sh
+fi
+step "all tests passed"
