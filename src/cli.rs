@@ -20,33 +20,106 @@ pub struct ClientCli {
 const EXIT_CODES: &str = "Exit codes: 0 unlocked, 1 error, 2 wrong passphrase, \
 3 host key unknown, 4 host key changed, 5 auth refused, 6 unreachable/timeout, \
 7 nothing to unlock, 8 unlock failed on the server, 9 partly unlocked, \
-10 no tries left.";
+10 no tries left, 11 (several hosts) one or more hosts failed.";
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Send the LUKS passphrase to a server waiting in its initramfs.
+    /// Send the LUKS passphrase to one server, or to groups and hosts of an
+    /// inventory in parallel (see docs/fleet.md).
     Unlock {
+        /// HOST[:PORT] of one listener; or inventory groups and hosts,
+        /// ssh_config aliases, `all`.
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
         #[command(flatten)]
         conn: ConnArgs,
         /// Read the passphrase from standard input (one line).
         #[arg(long, conflicts_with = "passphrase_command")]
         passphrase_stdin: bool,
         /// Run this command (via sh -c) and use the first line it prints,
-        /// e.g. "pass show servers/web1".
+        /// e.g. "pass show servers/web1". With several hosts it replaces
+        /// the inventory's passphrase sources.
         #[arg(long, value_name = "CMD")]
         passphrase_command: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Show what the server's initramfs is waiting to unlock.
     Status {
+        /// HOST, HOST:PORT or [IPV6]:PORT of the initramfs listener.
+        target: String,
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Watch an inventory and unlock hosts waiting in their initramfs,
+    /// unattended, with their command or file passphrase sources.
+    Watch(WatchArgs),
+}
+
+/// Options for several hosts at once.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Inventory of hosts and groups
+    /// [default: ~/.config/portcullis/inventory.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// ssh_config for aliases [default: the inventory's, or ~/.ssh/config].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Hosts talked to at once.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: u32,
+    /// Do not wait for the systems to come up after unlocking.
+    #[arg(long)]
+    pub no_wait_up: bool,
+    /// How long to wait for a system to answer after unlocking.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub up_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Groups or hosts to watch [default: all].
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Inventory of hosts and groups
+    /// [default: ~/.config/portcullis/inventory.toml].
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// Time between two looks at the same host.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Wrong passphrases before a host is left alone until it reboots.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_wrong: u32,
+    /// First pause after a failed attempt (doubles each time, up to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub backoff: Duration,
+    /// How long approve-command may take to decide.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub approve_timeout: Duration,
+    /// Log the time until each system answers, up to this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub up_timeout: Duration,
+    /// Do not wait for the systems after unlocking.
+    #[arg(long)]
+    pub no_wait_up: bool,
+    /// Hosts talked to at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: u32,
+    /// Timeout for one connection attempt.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not use ssh-agent even when SSH_AUTH_SOCK is set.
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ConnArgs {
-    /// HOST, HOST:PORT or [IPV6]:PORT of the initramfs listener.
-    pub target: String,
     /// Expected host key fingerprint (SHA256:...) of the initramfs listener.
     #[arg(long, value_name = "SHA256:...")]
     pub fingerprint: Option<String>,
@@ -64,9 +137,10 @@ pub struct ConnArgs {
     /// Do not use ssh-agent even when SSH_AUTH_SOCK is set.
     #[arg(long)]
     pub no_agent: bool,
-    /// User name to log in as (the listener accepts any; keys decide).
-    #[arg(short = 'l', long, default_value = "root")]
-    pub user: String,
+    /// User name to log in as (the listener accepts any; keys decide)
+    /// [default: root, or the inventory's].
+    #[arg(short = 'l', long)]
+    pub user: Option<String>,
     /// Keep retrying while the listener does not answer (server still
     /// booting), for up to DURATION (e.g. 300, 90s, 10m).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m",
@@ -75,7 +149,7 @@ pub struct ConnArgs {
     /// Timeout for one connection attempt.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Print one JSON object instead of text.
+    /// Print JSON (one object per host) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -96,8 +170,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl ConnArgs {
-    fn options(&self) -> Result<Options> {
-        let target = Target::parse(&self.target)?;
+    fn options(&self, target: &str) -> Result<Options> {
+        let target = Target::parse(target)?;
         let host_key = match &self.fingerprint {
             Some(fp) => {
                 if !fp.starts_with("SHA256:") {
@@ -115,11 +189,12 @@ impl ConnArgs {
                     })?,
                 },
                 accept_new: self.accept_new,
+                ask: true,
             },
         };
         Ok(Options {
             target,
-            user: self.user.clone(),
+            user: self.user.clone().unwrap_or_else(|| "root".into()),
             host_key,
             identity: Identity {
                 agent: !self.no_agent,
@@ -132,7 +207,7 @@ impl ConnArgs {
 }
 
 /// Prints a failure (text or JSON) and returns its exit code.
-fn report_error(target: &str, json: bool, e: &ClientError) -> u8 {
+pub(crate) fn report_error(target: &str, json: bool, e: &ClientError) -> u8 {
     if json {
         let v = serde_json::json!({
             "target": target,
@@ -162,26 +237,40 @@ pub fn run_client(cli: ClientCli) -> u8 {
     rt.block_on(async move {
         match cli.command {
             ClientCommand::Unlock {
+                targets,
                 conn,
                 passphrase_stdin,
                 passphrase_command,
+                fleet,
             } => {
                 let source = match (passphrase_stdin, passphrase_command) {
                     (_, Some(c)) => passphrase::Source::Command(c),
                     (true, None) => passphrase::Source::Stdin,
                     (false, None) => passphrase::Source::Prompt,
                 };
-                cmd_unlock(&conn, &source).await
+                match crate::fleet::cmd::route(&targets, &fleet) {
+                    Ok(crate::fleet::cmd::Route::One(target)) => {
+                        cmd_unlock(&target, &conn, &source).await
+                    }
+                    Ok(crate::fleet::cmd::Route::Many(inv)) => {
+                        crate::fleet::cmd::unlock(&inv, &targets, &conn, &source, &fleet).await
+                    }
+                    Err(e) => {
+                        let t = targets.join(" ");
+                        report_error(&t, conn.json, &ClientError::Other(e))
+                    }
+                }
             }
-            ClientCommand::Status { conn } => cmd_status(&conn).await,
+            ClientCommand::Status { target, conn } => cmd_status(&target, &conn).await,
+            ClientCommand::Watch(args) => crate::fleet::cmd::watch(&args).await,
         }
     })
 }
 
-async fn cmd_unlock(conn: &ConnArgs, source: &passphrase::Source) -> u8 {
-    let opts = match conn.options() {
+async fn cmd_unlock(target: &str, conn: &ConnArgs, source: &passphrase::Source) -> u8 {
+    let opts = match conn.options(target) {
         Ok(o) => o,
-        Err(e) => return report_error(&conn.target, conn.json, &ClientError::Other(e)),
+        Err(e) => return report_error(target, conn.json, &ClientError::Other(e)),
     };
     let target = opts.target.to_string();
     // Ask first, so `--wait` can run unattended once the passphrase is typed.
@@ -212,10 +301,10 @@ async fn cmd_unlock(conn: &ConnArgs, source: &passphrase::Source) -> u8 {
     code
 }
 
-async fn cmd_status(conn: &ConnArgs) -> u8 {
-    let opts = match conn.options() {
+async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
+    let opts = match conn.options(target) {
         Ok(o) => o,
-        Err(e) => return report_error(&conn.target, conn.json, &ClientError::Other(e)),
+        Err(e) => return report_error(target, conn.json, &ClientError::Other(e)),
     };
     let target = opts.target.to_string();
     match client::status(&opts).await {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod fleet;
 pub mod hostkey;
 pub mod listener;
 pub mod logging;

@@ -30,6 +30,9 @@ pub mod exit {
     pub const PARTIAL: u8 = 9;
     /// The tries limit for the pending volumes is used up for this boot.
     pub const NO_TRIES_LEFT: u8 = 10;
+    /// Fleet runs (`portcullis unlock GROUP…`): one host or more did not
+    /// end well; the per-host records say how.
+    pub const SOME_HOSTS_FAILED: u8 = 11;
 }
 
 /// A parsed exec request.

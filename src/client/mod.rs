@@ -73,8 +73,14 @@ pub enum HostKeyPolicy {
     /// Exactly this `SHA256:…` fingerprint.
     Fingerprint(String),
     /// portcullis's known-hosts file. Unknown keys are shown and asked about
-    /// on a terminal, pinned without asking with `accept_new`, else refused.
-    KnownHosts { path: PathBuf, accept_new: bool },
+    /// on a terminal when `ask` is set, pinned without asking with
+    /// `accept_new`, else refused. Fleet runs clear `ask`: many hosts asking
+    /// at once on one terminal would garble the questions.
+    KnownHosts {
+        path: PathBuf,
+        accept_new: bool,
+        ask: bool,
+    },
 }
 
 /// Errors the caller tells apart by exit code.
@@ -189,7 +195,11 @@ impl Checker {
                     })
                 }
             }
-            HostKeyPolicy::KnownHosts { path, accept_new } => {
+            HostKeyPolicy::KnownHosts {
+                path,
+                accept_new,
+                ask,
+            } => {
                 let hint = format!(
                     "remove the line for {} from {} and connect again to re-pin",
                     self.host_id,
@@ -205,7 +215,7 @@ impl Checker {
                         })
                     }
                     known_hosts::Verdict::Unknown => {
-                        let ok = *accept_new || ask_terminal(&self.host_id, &got)?;
+                        let ok = *accept_new || (*ask && ask_terminal(&self.host_id, &got)?);
                         if !ok {
                             return Err(ClientError::HostKeyUnknown {
                                 fingerprint: got,

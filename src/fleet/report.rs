@@ -1,0 +1,307 @@
+//! What a fleet run prints: live progress on a terminal (one line per
+//! change, plus a counter line redrawn in place), a summary table at the
+//! end, or one JSON record per host with `--json`. Text is built by pure
+//! functions so it can be tested; only [`show`] writes.
+
+use super::run::{Event, HostOutcome, Phase, Report};
+use std::collections::BTreeMap;
+use std::io::Write;
+use tokio::sync::mpsc;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A terminal: live lines and a counter.
+    Live,
+    /// `--json`: one record per host as each finishes.
+    Json,
+    /// Not a terminal: nothing until the table.
+    Quiet,
+}
+
+/// Live display state.
+pub struct Progress {
+    names: Vec<String>,
+    phases: Vec<Option<Phase>>,
+    width: usize,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new(names: Vec<String>) -> Self {
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(4).min(32);
+        Progress {
+            phases: vec![None; names.len()],
+            names,
+            width,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The line(s) to print for an event (without the counter).
+    pub fn line(&mut self, ev: &Event) -> Option<String> {
+        let (index, text) = match ev {
+            Event::Phase { index, phase } => {
+                let slot = self.phases.get_mut(*index)?;
+                if *slot == Some(*phase) || matches!(phase, Phase::Done | Phase::Failed) {
+                    // Done/Failed are printed with their report.
+                    *slot = Some(*phase);
+                    return None;
+                }
+                *slot = Some(*phase);
+                let text = match phase {
+                    Phase::Waiting => "waiting",
+                    Phase::Unlocking => "unlocking",
+                    Phase::Booting => "unlocked, booting",
+                    Phase::Done | Phase::Failed => return None,
+                };
+                (*index, text.to_string())
+            }
+            Event::Finished { index, report } => {
+                if let Some(slot) = self.phases.get_mut(*index) {
+                    *slot = Some(if report.outcome.success() {
+                        Phase::Done
+                    } else {
+                        Phase::Failed
+                    });
+                }
+                let mut t = match report.outcome {
+                    HostOutcome::Up => format!(
+                        "up ({} after unlock)",
+                        secs(report.time_to_up.unwrap_or_default())
+                    ),
+                    HostOutcome::Unlocked => "unlocked".to_string(),
+                    o if o.success() => o.name().to_string(),
+                    o => format!("FAILED: {}", o.name()),
+                };
+                if !report.outcome.success() && !report.detail.is_empty() {
+                    t = format!("{t}: {}", one_line(&report.detail, 160));
+                }
+                (*index, t)
+            }
+        };
+        let name = self.names.get(index)?;
+        Some(format!(
+            "{:>7} {:<w$} {text}",
+            secs(self.started.elapsed().as_secs_f64()),
+            name,
+            w = self.width
+        ))
+    }
+
+    /// "3 waiting, 1 unlocking, 4 booting, 10 up, 1 failed".
+    pub fn counter(&self) -> String {
+        let count = |p: Phase| self.phases.iter().filter(|x| **x == Some(p)).count();
+        let waiting = self
+            .phases
+            .iter()
+            .filter(|x| x.is_none() || **x == Some(Phase::Waiting))
+            .count();
+        format!(
+            "{waiting} waiting, {} unlocking, {} booting, {} done, {} failed",
+            count(Phase::Unlocking),
+            count(Phase::Booting),
+            count(Phase::Done),
+            count(Phase::Failed)
+        )
+    }
+}
+
+fn secs(s: f64) -> String {
+    format!("{s:.1}s")
+}
+
+/// First line of `s`, cut to `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let first = s.lines().next().unwrap_or_default();
+    if first.chars().count() > max {
+        let cut: String = first.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        first.to_string()
+    }
+}
+
+/// One JSON line for a host.
+pub fn json_line(r: &Report) -> String {
+    serde_json::to_string(r).unwrap_or_else(|_| {
+        format!(
+            "{{\"host\":{:?},\"outcome\":\"error\",\"detail\":\"encoding failed\"}}",
+            r.host
+        )
+    })
+}
+
+/// The summary table, in plan order, and a totals line.
+pub fn table(reports: &[Report]) -> String {
+    let rows: Vec<[String; 5]> = reports
+        .iter()
+        .map(|r| {
+            [
+                r.host.clone(),
+                r.outcome.name().to_string(),
+                r.unlocked_after.map(secs).unwrap_or_else(|| "-".into()),
+                r.time_to_up.map(secs).unwrap_or_else(|| "-".into()),
+                one_line(&r.detail, 100),
+            ]
+        })
+        .collect();
+    let head = ["HOST", "OUTCOME", "UNLOCKED", "TO UP", "DETAIL"];
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (i, c) in row.iter().enumerate().take(4) {
+            if let Some(wi) = w.get_mut(i) {
+                *wi = (*wi).max(c.chars().count());
+            }
+        }
+    }
+    let fmt = |c: &[String; 5]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+        .trim_end()
+        .to_string()
+    };
+    let mut out = fmt(&head.map(String::from));
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&fmt(row));
+        out.push('\n');
+    }
+    out.push_str(&totals(reports));
+    out.push('\n');
+    out
+}
+
+/// "12 hosts: 10 up, 1 wrong-passphrase, 1 unreachable".
+pub fn totals(reports: &[Report]) -> String {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reports {
+        *by.entry(r.outcome.name()).or_default() += 1;
+    }
+    let parts: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!(
+        "{} host{}: {}",
+        reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
+        parts.join(", ")
+    )
+}
+
+/// Consumes events until the run ends, printing as `mode` says.
+pub async fn show(mut rx: mpsc::UnboundedReceiver<Event>, names: Vec<String>, mode: Mode) {
+    let mut p = Progress::new(names);
+    let mut out = std::io::stdout();
+    while let Some(ev) = rx.recv().await {
+        match mode {
+            Mode::Quiet => {}
+            Mode::Json => {
+                if let Event::Finished { report, .. } = &ev {
+                    let _ = writeln!(out, "{}", json_line(report));
+                    let _ = out.flush();
+                }
+            }
+            Mode::Live => {
+                let line = p.line(&ev);
+                // Clear the counter line, print the change above it, redraw.
+                let mut text = String::from("\r\x1b[K");
+                if let Some(l) = line {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+                text.push_str(&p.counter());
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+        }
+    }
+    if mode == Mode::Live {
+        let _ = out.write_all(b"\r\x1b[K");
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(host: &str, outcome: HostOutcome, detail: &str) -> Report {
+        Report {
+            host: host.into(),
+            target: format!("{host}:22"),
+            outcome,
+            exit_code: outcome.exit_code(),
+            unlock: None,
+            unlocked_after: Some(1.25),
+            time_to_up: (outcome == HostOutcome::Up).then_some(4.0),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn table_and_totals() {
+        let t = table(&[
+            rep("web1", HostOutcome::Up, ""),
+            rep(
+                "db-long-name",
+                HostOutcome::WrongPassphrase,
+                "wrong passphrase (4 tries left)\nsecond line",
+            ),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "HOST          OUTCOME           UNLOCKED  TO UP  DETAIL"
+        );
+        assert_eq!(lines[1], "web1          up                    1.2s   4.0s");
+        assert_eq!(
+            lines[2],
+            "db-long-name  wrong-passphrase      1.2s      -  wrong passphrase (4 tries left)"
+        );
+        assert_eq!(lines[3], "2 hosts: 1 up, 1 wrong-passphrase");
+    }
+
+    #[test]
+    fn live_lines() {
+        let mut p = Progress::new(vec!["a".into(), "bb".into()]);
+        let l = p
+            .line(&Event::Phase {
+                index: 1,
+                phase: Phase::Unlocking,
+            })
+            .unwrap();
+        assert!(l.ends_with("bb unlocking"), "{l}");
+        assert_eq!(
+            p.counter(),
+            "1 waiting, 1 unlocking, 0 booting, 0 done, 0 failed"
+        );
+        let l = p
+            .line(&Event::Finished {
+                index: 0,
+                report: Box::new(rep("a", HostOutcome::Unreachable, "a:22: refused")),
+            })
+            .unwrap();
+        assert!(l.ends_with("a  FAILED: unreachable: a:22: refused"), "{l}");
+        assert!(p.counter().ends_with("1 failed"));
+    }
+
+    #[test]
+    fn json_records() {
+        let j = json_line(&rep("web1", HostOutcome::Up, ""));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["host"], "web1");
+        assert_eq!(v["outcome"], "up");
+        assert_eq!(v["exit-code"], 0);
+        assert_eq!(v["time-to-up"], 4.0);
+        assert!(v.get("detail").is_none());
+    }
+}
