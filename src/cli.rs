@@ -255,10 +255,7 @@ pub fn run_client(cli: ClientCli) -> u8 {
                     Ok(crate::fleet::cmd::Route::Many(inv)) => {
                         crate::fleet::cmd::unlock(&inv, &targets, &conn, &source, &fleet).await
                     }
-                    Err(e) => {
-                        let t = targets.join(" ");
-                        report_error(&t, conn.json, &ClientError::Other(e))
-                    }
+                    Err(e) => crate::fleet::cmd::setup_error(&targets, conn.json, &e),
                 }
             }
             ClientCommand::Status { target, conn } => cmd_status(&target, &conn).await,

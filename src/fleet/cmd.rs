@@ -143,21 +143,25 @@ pub async fn unlock(
 ) -> u8 {
     match unlock_inner(inv, targets, conn, cli_source, args).await {
         Ok(code) => code,
-        Err(e) => {
-            if conn.json {
-                let v = serde_json::json!({
-                    "target": targets.join(" "),
-                    "outcome": "error",
-                    "error": format!("{e:#}"),
-                    "exit-code": exit::ERROR,
-                });
-                println!("{v}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            exit::ERROR
-        }
+        Err(e) => setup_error(targets, conn.json, &e),
     }
+}
+
+/// Prints an error that stopped a run before any host was tried (bad
+/// inventory, unknown name, passphrase source failing); returns exit 1.
+pub fn setup_error(targets: &[String], json: bool, e: &anyhow::Error) -> u8 {
+    if json {
+        let v = serde_json::json!({
+            "target": targets.join(" "),
+            "outcome": "error",
+            "error": format!("{e:#}"),
+            "exit-code": exit::ERROR,
+        });
+        println!("{v}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    exit::ERROR
 }
 
 async fn unlock_inner(

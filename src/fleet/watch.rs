@@ -356,3 +356,79 @@ async fn attempt(h: &Watched, s: &Settings, sem: &Semaphore, st: &mut HostState)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            interval: Duration::from_secs(30),
+            max_wrong: 3,
+            backoff: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(3600),
+            approve_command: None,
+            approve_timeout: Duration::from_secs(60),
+            up_timeout: None,
+            parallel: 1,
+        }
+    }
+
+    #[test]
+    fn backs_off_then_gives_up_until_a_new_boot() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut st = HostState::default();
+        assert!(!st.observe(Last::Initramfs), "first sight is not a reboot");
+        assert!(st.may_try(t0));
+        assert_eq!(
+            st.record(Attempt::Wrong, t0, &s),
+            Some(Duration::from_secs(60))
+        );
+        assert!(!st.may_try(t0 + Duration::from_secs(59)));
+        assert!(st.may_try(t0 + Duration::from_secs(60)));
+        assert_eq!(
+            st.record(Attempt::Failed, t0, &s),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            st.record(Attempt::Wrong, t0, &s),
+            Some(Duration::from_secs(240))
+        );
+        // Third wrong answer: left alone, however long we wait.
+        assert_eq!(st.record(Attempt::Wrong, t0, &s), None);
+        assert!(st.given_up);
+        assert!(!st.may_try(t0 + Duration::from_secs(86400)));
+        // Still in the same boot: nothing changes.
+        assert!(!st.observe(Last::Initramfs));
+        assert!(st.given_up);
+        // Gone, then back: a new boot.
+        st.observe(Last::Down);
+        assert!(st.observe(Last::Initramfs));
+        assert!(!st.given_up && st.wrong == 0 && st.may_try(t0));
+        // Seeing the system up also marks a boot boundary.
+        st.record(Attempt::NoTriesLeft, t0, &s);
+        assert!(st.given_up);
+        st.observe(Last::NotInitramfs("SHA256:sys".into()));
+        assert!(st.observe(Last::Initramfs));
+        assert!(!st.given_up);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_reset_by_success() {
+        let s = Settings {
+            max_wrong: 100,
+            ..settings()
+        };
+        let t0 = Instant::now();
+        let mut st = HostState::default();
+        let mut last = None;
+        for _ in 0..40 {
+            last = st.record(Attempt::Failed, t0, &s);
+        }
+        assert_eq!(last, Some(Duration::from_secs(3600)));
+        assert_eq!(st.record(Attempt::Unlocked, t0, &s), None);
+        assert_eq!(st.failures, 0);
+        assert!(st.may_try(t0));
+    }
+}
