@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 umask 077
 
 tests/build-release.sh >/dev/null
-bin="$repo/target/x86_64-unknown-linux-gnu/release"
+bin="$repo/target/dist"
 echo "== size"
 size=$(stat -c %s "$bin/portcullisd")
 echo "portcullisd release binary: $size bytes ($(file -b "$bin/portcullisd" | cut -d, -f1-2,5))"

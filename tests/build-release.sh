@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# Release build: the listener statically linked (it goes into initramfs images
-# that have no libc of ours), the client as usual. Prints the listener's path.
+# Release build of both binaries, statically linked: the listener goes into
+# initramfs images that carry no libc of ours, and a static client runs on
+# any x86_64 Linux. Results are copied to target/dist/; prints that folder.
+#
+# musl gives the smallest listener (2.5 MB vs 3.3 MB with static glibc); its
+# target and musl-gcc (for ring's C parts) may not be installable on every
+# machine, so static glibc is the fallback, and a dynamic build the last one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-triple=x86_64-unknown-linux-gnu
-# crt-static on the gnu target works with the machine's toolchain alone; the
-# musl target may not be installable, so it is not required. Both binaries are
-# built static: the client then runs on any x86_64 Linux too.
-if ! RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$triple" --bins >&2; then
-    echo "build-release.sh: static build failed; falling back to dynamic binaries" >&2
-    cargo build --release --locked --target "$triple" --bins >&2
+dist=target/dist
+mkdir -p "$dist"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
+musl_ready() {
+    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
+        timeout 300 rustup target add x86_64-unknown-linux-musl >&2 || return 1
+    command -v musl-gcc >/dev/null ||
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2 || return 1
+}
+
+build() { # triple [rustflags]
+    RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" --bins >&2 &&
+        cp "target/$1/release/portcullisd" "target/$1/release/portcullis" "$dist/" &&
+        echo "$1${2:+ ($2)}" >"$dist/BUILD"
+}
+
+if [ "${PORTCULLIS_NO_MUSL:-}" != 1 ] && musl_ready && build x86_64-unknown-linux-musl; then
+    :
+elif build x86_64-unknown-linux-gnu "-C target-feature=+crt-static"; then
+    echo "build-release.sh: musl unavailable; built static glibc binaries" >&2
+else
+    echo "build-release.sh: static builds failed; falling back to dynamic binaries" >&2
+    build x86_64-unknown-linux-gnu
 fi
-echo "target/$triple/release/portcullisd"
+echo "$dist"

@@ -20,7 +20,7 @@ umask 077
 
 say "building portcullisd (static) and portcullis"
 "$repo/tests/build-release.sh" >/dev/null
-bin="$repo/target/x86_64-unknown-linux-gnu/release"
+bin="$repo/target/dist"
 
 say "fetching a Debian kernel, busybox and QEMU (cached after the first run)"
 "$here/fetch.sh"

@@ -36,7 +36,7 @@ cd "$work"
 
 log "building portcullisd (static) and portcullis"
 "$repo/tests/build-release.sh" >/dev/null
-target="$repo/target/x86_64-unknown-linux-gnu/release"
+target="$repo/target/dist"
 portcullisd="$target/portcullisd"
 portcullis="$target/portcullis"
 
