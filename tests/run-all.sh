@@ -13,7 +13,14 @@ cargo clippy --locked --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked
 step "shellcheck"
-mapfile -t scripts < <(git ls-files '*.sh' 'initramfs/**' 'tests/vm/guest/*' .ci/run | sort -u)
+# Every tracked shell script: *.sh, and files whose first line is a sh/bash
+# shebang (hooks and guest scripts have no extension).
+mapfile -t scripts < <(git ls-files | while read -r f; do
+    case $f in
+        *.sh) echo "$f" ;;
+        *) head -n1 "$f" 2>/dev/null | grep -qE '^#!.*(/|env )(ba)?sh( |$)' && echo "$f" ;;
+    esac
+done | sort -u)
 shellcheck -S warning -x "${scripts[@]}"
 step "QEMU end-to-end: minimal image, portcullis and stock OpenSSH"
 tests/vm/e2e.sh
