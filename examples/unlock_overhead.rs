@@ -66,11 +66,25 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(p.join("dev/vda"), b"")?;
         let host = portcullis::hostkey::generate(&p.join("host_key"), "bench")?;
         let admin = portcullis::hostkey::generate(&p.join("admin"), "admin")?;
-        let keys = AuthorizedKeys::parse(&admin.public_key().to_openssh()?).map_err(anyhow::Error::msg)?;
+        let keys =
+            AuthorizedKeys::parse(&admin.public_key().to_openssh()?).map_err(anyhow::Error::msg)?;
         let spent = Arc::new(Mutex::new(Duration::ZERO));
-        let runner = TimedCryptsetup { luks: luks.clone(), root: p.into(), spent: spent.clone() };
-        let vols = vec![Volume { name: "root".into(), device: DeviceSpec::Path("/dev/vda".into()) }];
-        let backend = Arc::new(Cryptsetup::new(runner, Root::new(p), "/sbin/cryptsetup".into(), vols, 5));
+        let runner = TimedCryptsetup {
+            luks: luks.clone(),
+            root: p.into(),
+            spent: spent.clone(),
+        };
+        let vols = vec![Volume {
+            name: "root".into(),
+            device: DeviceSpec::Path("/dev/vda".into()),
+        }];
+        let backend = Arc::new(Cryptsetup::new(
+            runner,
+            Root::new(p),
+            "/sbin/cryptsetup".into(),
+            vols,
+            5,
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let fp = portcullis::authkeys::fingerprint(host.public_key());
@@ -83,16 +97,24 @@ async fn main() -> anyhow::Result<()> {
             Limits::default(),
         ));
         let opts = Options {
-            target: Target { host: "127.0.0.1".into(), port },
+            target: Target {
+                host: "127.0.0.1".into(),
+                port,
+            },
             user: "root".into(),
             host_key: HostKeyPolicy::Fingerprint(fp),
-            identity: Identity { agent: false, files: vec![p.join("admin")] },
+            identity: Identity {
+                agent: false,
+                files: vec![p.join("admin")],
+            },
             connect_timeout: Duration::from_secs(30),
             wait: None,
         };
         let pass = Passphrase::new(pass_bytes.clone()).map_err(anyhow::Error::msg)?;
         let t = Instant::now();
-        let reply = client::unlock(&opts, &pass).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let reply = client::unlock(&opts, &pass)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let total = t.elapsed();
         anyhow::ensure!(
             reply.outcome == portcullis::protocol::Outcome::Unlocked,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Unlock LUKS-encrypted servers waiting in their initramfs, over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, after_help = EXIT_CODES)]
+#[command(name = "portcullis", version, after_help = EXIT_CODES, max_term_width = 80)]
 pub struct ClientCli {
     #[command(subcommand)]
     pub command: ClientCommand,
@@ -320,7 +320,7 @@ async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
 
 /// The initramfs listener.
 #[derive(Debug, Parser)]
-#[command(name = "portcullisd", version)]
+#[command(name = "portcullisd", version, max_term_width = 80)]
 pub struct DaemonCli {
     /// Configuration file.
     #[arg(long, short = 'c', default_value = crate::config::DEFAULT_PATH, global = true)]
