@@ -215,6 +215,11 @@ impl Backend for Askpass {
             if !opened {
                 break;
             }
+            // Every known volume is open: reply now. Waiting for another
+            // askpass would hold the reply until init-bottom stops us.
+            if self.all_open() {
+                break;
+            }
             // cryptroot handles volumes one after another: the next askpass
             // shows up once this one is set up.
             wait_until = Instant::now() + self.next_volume_wait;
