@@ -225,7 +225,7 @@ async fn unlock_inner(
         parallel: args.parallel as usize,
         listener_wait: conn.wait,
         up_timeout: (!args.no_wait_up).then_some(args.up_timeout),
-        poll: std::time::Duration::from_secs(2),
+        poll: std::time::Duration::from_secs(1),
     };
     let mode = if conn.json {
         Mode::Json
