@@ -224,6 +224,32 @@ fn ssh_config_aliases_on_the_command_line() {
     cfg.push_str(&format!("Host *\n  IdentityFile {}\n", key.display()));
     std::fs::write(dir.path().join(".ssh/config"), cfg).unwrap();
     let kh = dir.path().join("pins");
+    // Unpinned keys are refused in a fleet run (no questions asked, since
+    // many hosts would ask at once), and nothing is sent.
+    let out = portcullis(
+        dir.path(),
+        &[
+            "unlock",
+            "sim30-unlock",
+            "sim31-unlock",
+            "--no-agent",
+            "--known-hosts",
+            kh.to_str().unwrap(),
+            "--passphrase-stdin",
+            "--json",
+        ],
+        RIGHT,
+    );
+    let rec = records(&out);
+    assert_eq!(rec["sim30-unlock"]["outcome"], "host-key-unknown");
+    assert_eq!(rec["sim31-unlock"]["exit-code"], 3);
+    assert!(rec["sim30-unlock"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("add fingerprint = \"SHA256:"));
+    assert_eq!(out.status.code(), Some(11));
+    assert!(!kh.exists());
+    assert_eq!(shard.hosts[0].attempts.load(Ordering::SeqCst), 0);
     let out = portcullis(
         dir.path(),
         &[

@@ -50,7 +50,9 @@ impl Progress {
                 }
                 *slot = Some(*phase);
                 let text = match phase {
-                    Phase::Waiting => "waiting",
+                    // Every host starts waiting: the counter says so; a
+                    // line per host would flood a large fleet's screen.
+                    Phase::Waiting => return None,
                     Phase::Unlocking => "unlocking",
                     Phase::Booting => "unlocked, booting",
                     Phase::Done | Phase::Failed => return None,

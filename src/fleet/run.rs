@@ -49,8 +49,9 @@ pub enum Phase {
     Unlocking,
     /// Unlocked; waiting for the system's SSH server.
     Booting,
-    /// Finished well.
+    /// Finished well (set by the display from the report).
     Done,
+    /// Finished badly (set by the display from the report).
     Failed,
 }
 
@@ -275,7 +276,6 @@ async fn one(
         match look(sem, &plan.opts.target, timeout).await {
             Seen::Key(k) => {
                 if plan.system.as_ref().is_some_and(|(_, p)| p.matches(&k)) {
-                    tell(Phase::Done);
                     return report(
                         plan,
                         HostOutcome::AlreadyUp,
@@ -291,7 +291,6 @@ async fn one(
                     if *sys != plan.opts.target {
                         if let Seen::Key(k) = look(sem, sys, timeout).await {
                             if pins.matches(&k) {
-                                tell(Phase::Done);
                                 return report(
                                     plan,
                                     HostOutcome::AlreadyUp,
@@ -305,7 +304,6 @@ async fn one(
                     tokio::time::sleep(s.poll).await;
                     continue;
                 }
-                tell(Phase::Failed);
                 return report(plan, HostOutcome::Unreachable, why);
             }
         }
@@ -314,16 +312,28 @@ async fn one(
     // 2. Send the passphrase, once. The listener's key is verified again by
     // the client (fail closed); the probe's key only helps recognise the
     // initramfs while we wait for the system below.
-    tell(Phase::Unlocking);
     let reply = {
         let _turn = sem.acquire().await;
+        tell(Phase::Unlocking);
         client::unlock(&plan.opts, &plan.pass).await
     };
     let unlocked_at = Instant::now();
     let reply = match reply {
         Ok(r) => r,
+        Err(ClientError::HostKeyUnknown { fingerprint, .. }) => {
+            // The single-host hint (--fingerprint, a terminal) does not fit
+            // a fleet: say where the pin goes instead.
+            return report(
+                plan,
+                HostOutcome::HostKeyUnknown,
+                format!(
+                    "initramfs key {fingerprint} is not pinned: compare it with what \
+                     `portcullisd keygen` printed, then add fingerprint = \"{fingerprint}\" \
+                     to this host in the inventory (or run once with --accept-new)"
+                ),
+            );
+        }
         Err(e) => {
-            tell(Phase::Failed);
             return report(plan, HostOutcome::from_error(&e), e.to_string());
         }
     };
@@ -332,13 +342,11 @@ async fn one(
     r.detail = crate::protocol::describe_unlock(&reply);
     r.unlock = Some(reply);
     if !r.outcome.success() {
-        tell(Phase::Failed);
         return r;
     }
 
     // 3. Wait for the system.
     let Some(up_timeout) = s.up_timeout else {
-        tell(Phase::Done);
         return r;
     };
     let Some((sys, pins)) = &plan.system else {
@@ -346,7 +354,6 @@ async fn one(
             "{}; not waiting for the system: no system-fingerprint pinned and none in known_hosts",
             r.detail
         );
-        tell(Phase::Done);
         return r;
     };
     tell(Phase::Booting);
@@ -366,12 +373,10 @@ async fn one(
         Ok(d) => {
             r.outcome = HostOutcome::Up;
             r.time_to_up = Some(d.as_secs_f64());
-            tell(Phase::Done);
         }
         Err((outcome, detail)) => {
             r.outcome = outcome;
             r.detail = detail;
-            tell(Phase::Failed);
         }
     }
     r.exit_code = r.outcome.exit_code();
