@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# VM tests of the initramfs integration, on images built by the real
+# generators: boot in QEMU (TCG, two vCPUs), unlock over SSH with `portcullis`
+# (or on the serial console), and check that the real system came up with
+# nothing of the initramfs network left.
+#
+# Usage: tests/distro/run.sh [--keep-going] [FLAVOUR...]
+#   FLAVOUR: initramfs-tools dracut mkinitcpio (default: all three)
+#
+#   Debian roots are cached in target/distro-cache (PORTCULLIS_DISTRO_CACHE);
+#   logs (serial consoles, build logs, client output) go to
+#   target/distro-run/FLAVOUR/ and are kept. Installs the host packages it
+#   needs (debootstrap, qemu-system-x86, cryptsetup-bin, ...).
+#   Builds the binaries with tests/build-release.sh unless PORTCULLIS_BIN_DIR
+#   names a folder holding portcullisd (static) and portcullis.
+set -euo pipefail
+# shellcheck source=tests/distro/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+keep_going=0
+flavours=()
+for a in "$@"; do
+    case $a in
+        --keep-going) keep_going=1 ;;
+        initramfs-tools|dracut|mkinitcpio) flavours+=("$a") ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        *) die "unknown argument: $a" ;;
+    esac
+done
+[ ${#flavours[@]} -gt 0 ] || flavours=(initramfs-tools dracut mkinitcpio)
+
+run_dir=$distro_repo/target/distro-run
+mkdir -p "$run_dir"
+chmod 0700 "$run_dir"
+ensure_host_packages
+
+bin_dir=${PORTCULLIS_BIN_DIR:-}
+if [ -z "$bin_dir" ]; then
+    dlog "building portcullisd (static) and portcullis"
+    "$distro_repo/tests/build-release.sh" >/dev/null
+    bin_dir=$distro_repo/target/x86_64-unknown-linux-gnu/release
+fi
+# Private copies: the build tree may change while the VMs run.
+install -m 0755 "$bin_dir/portcullisd" "$run_dir/portcullisd.new"
+install -m 0755 "$bin_dir/portcullis" "$run_dir/portcullis.new"
+mv -f "$run_dir/portcullisd.new" "$run_dir/portcullisd"
+mv -f "$run_dir/portcullis.new" "$run_dir/portcullis"
+PD=$run_dir/portcullisd
+PC=$run_dir/portcullis
+ensure_keys "$PD"
+PASS=$(cat "$KEYS/passphrase")
+
+trap 'vm_stop' EXIT
+
+# pc SUBCOMMAND ARGS...: the client against the running VM, pinned to the test
+# host key; output in $case_dir/out and $case_dir/err, exit code in $rc.
+pc() {
+    local sub=$1
+    shift
+    set +e
+    "$PC" "$sub" --no-agent -i "$KEYS/admin" --fingerprint "$HOST_FP" \
+        "127.0.0.1:$VM_PORT" "$@" >"$case_dir/out" 2>"$case_dir/err"
+    rc=$?
+    set -e
+    cat "$case_dir/out" "$case_dir/err" >>"$case_dir/client.log"
+}
+expect_rc() { # WANT DESCRIPTION
+    [ "$rc" -eq "$1" ] ||
+        fail "$2: portcullis exited $rc, expected $1; stdout: $(cat "$case_dir/out"); stderr: $(cat "$case_dir/err")"
+    ok "$2 (exit $rc)"
+}
+
+# wait_listener: until `portcullis status` answers (the initramfs is up).
+wait_listener() {
+    pc status --wait=300s --json
+    expect_rc 0 "listener answers status"
+}
+
+# check_real_system BACKEND: the booted system's report (see
+# guest/portcullis-test-report): both volumes mounted, no listener, no port
+# 22, no address or route or link left from the initramfs, no failed unit.
+check_real_system() {
+    local backend=$1
+    vm_wait PORTCULLIS-REAL-SYSTEM-UP 300 >/dev/null || fail "the real system did not come up (serial log $VM_LOG)"
+    ok "real system up after $(serial_value PORTCULLIS-REAL-UPTIME) s of guest uptime"
+    expect_serial PORTCULLIS-REAL-ROOT "/dev/mapper/root ext4" "root filesystem is the unlocked LUKS volume"
+    expect_serial PORTCULLIS-REAL-DATA "/dev/mapper/data data-volume-ok" "data volume unlocked in the initramfs and mounted"
+    expect_serial PORTCULLIS-REAL-PORT22 none "nothing listens on port 22 in the booted system"
+    expect_serial PORTCULLIS-REAL-PROCS none "no portcullisd or DHCP client left running"
+    expect_serial PORTCULLIS-REAL-ADDR none "no global address left on any interface"
+    expect_serial PORTCULLIS-REAL-ROUTES none "no route left"
+    expect_serial PORTCULLIS-REAL-LINKS-UP none "no interface left up"
+    expect_serial PORTCULLIS-REAL-FAILED-UNITS none "no failed systemd unit"
+    grep -aq "^PORTCULLIS-REAL-KMSG: .*portcullisd: .*unlock backend: $backend" "$VM_LOG" ||
+        fail "the listener did not log 'unlock backend: $backend': $(grep -a '^PORTCULLIS-REAL-KMSG' "$VM_LOG" | head -n 5)"
+    ok "auto-detected backend: $backend"
+    # From the host too: the forwarded port reaches no listener any more.
+    pc status --timeout=10s
+    [ "$rc" -ne 0 ] || fail "portcullis status still answered after the switch to the real system"
+    ok "listener unreachable from the host after boot (exit $rc)"
+    if grep -aqF -- "$PASS" "$VM_LOG" "$case_dir/client.log"; then
+        fail "the passphrase appears in $VM_LOG or the client output"
+    fi
+    ok "passphrase absent from the serial log and client output"
+}
+
+# ssh_unlock: wrong passphrase (refused, tries go down), then the right one
+# opens every volume in one call.
+ssh_unlock() {
+    local want=$1
+    printf 'not the passphrase\n' >"$case_dir/wrong"
+    pc unlock --passphrase-stdin --json <"$case_dir/wrong"
+    expect_rc 2 "wrong passphrase refused"
+    pc unlock --passphrase-stdin <"$KEYS/passphrase"
+    expect_rc 0 "portcullis unlock"
+    grep -q -- "$want" "$case_dir/out" || fail "unlock output lacks '$want': $(cat "$case_dir/out")"
+    ok "unlock reported: $(cat "$case_dir/out")"
+}
+
+boot() { # NAME KERNEL-CMDLINE-EXTRA
+    vm_start "$case_dir" "$1" "$img/vmlinuz" "$img/initrd.img" \
+        "$(cat "$img/cmdline") portcullis.test.keep $2" "$img/root.img" "$img/data.img"
+}
+
+case_initramfs_tools() {
+    img=$distro_cache/img-initramfs-tools
+    "$distro_here/build-initramfs-tools.sh" "$PD" "$img"
+    cp "$img"/*.log "$case_dir/"
+
+    dlog "initramfs-tools boot 1: DHCP (ip=dhcp), two volumes unlocked over SSH with one passphrase"
+    boot ssh-dhcp "ip=dhcp"
+    wait_listener
+    grep -q '"name":"root"' "$case_dir/out" || fail "status does not list root: $(cat "$case_dir/out")"
+    ssh_unlock "root"
+    check_real_system Askpass
+    vm_stop
+
+    dlog "initramfs-tools boot 2: static ip=, the console answers first (race: console wins)"
+    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0:portcullis-test::off"
+    wait_listener
+    vm_wait 'Please unlock disk root' 120 >/dev/null || fail "no console prompt for root"
+    vm_type "$PASS"
+    vm_wait 'Please unlock disk data' 120 >/dev/null || fail "no console prompt for data after root"
+    vm_type "$PASS"
+    check_real_system Askpass
+    vm_stop
+}
+
+failed=()
+for flavour in "${flavours[@]}"; do
+    case_dir=$run_dir/$flavour
+    rm -rf "$case_dir"
+    mkdir -p "$case_dir"
+    start=$SECONDS
+    dlog "=== $flavour"
+    # A subshell outside any condition, so errexit stays on inside it.
+    set +e
+    (
+        set -e
+        trap vm_stop EXIT
+        "case_${flavour//-/_}"
+    )
+    case_rc=$?
+    set -e
+    if [ $case_rc -eq 0 ]; then
+        dlog "=== $flavour passed in $((SECONDS - start)) s"
+    else
+        dlog "=== $flavour FAILED after $((SECONDS - start)) s; logs in $case_dir"
+        failed+=("$flavour")
+        vm_stop
+        [ $keep_going -eq 1 ] || break
+    fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "distro tests failed: ${failed[*]}" >&2
+    exit 1
+fi
+dlog "all distro tests passed (${flavours[*]})"
