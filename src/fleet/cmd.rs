@@ -112,8 +112,22 @@ fn options(h: &Host, conn: &ConnArgs, known_hosts: &Path, agent: bool) -> Option
 /// ask for the key's passphrase on its own, hundreds of prompts at once.
 fn check_identities(hosts: &[Host], agent: bool) -> Result<()> {
     let agent = agent && std::env::var_os("SSH_AUTH_SOCK").is_some();
+    // Hosts without identities use the client's defaults, ~/.ssh/id_*.
+    let defaults: Vec<PathBuf> = if hosts.iter().any(|h| h.identity.is_empty()) {
+        std::env::var_os("HOME")
+            .map(|h| {
+                ["id_ed25519", "id_ecdsa", "id_rsa"]
+                    .iter()
+                    .map(|n| PathBuf::from(&h).join(".ssh").join(n))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
     let mut seen: Vec<&PathBuf> = Vec::new();
-    for p in hosts.iter().flat_map(|h| &h.identity) {
+    for p in hosts.iter().flat_map(|h| &h.identity).chain(&defaults) {
         if seen.contains(&p) {
             continue;
         }
