@@ -47,6 +47,7 @@ async fn unlock_with_a_key_held_by_ssh_agent() {
     opts.identity.agent = true;
     let r = client::unlock(&opts, &Passphrase::new(RIGHT.to_vec()).unwrap()).await;
     let _ = agent.kill();
+    let _ = agent.wait();
     let r = r.unwrap();
     assert_eq!(r.outcome, Outcome::Unlocked);
 }
