@@ -54,6 +54,9 @@ pub enum ClientCommand {
     /// Watch an inventory and unlock hosts waiting in their initramfs,
     /// unattended, with their command or file passphrase sources.
     Watch(WatchArgs),
+    /// Drive a clear-text rescue system over SSH: unlock, mount, check,
+    /// chroot, kexec into the main system (see docs/rescue.md).
+    Rescue(crate::rescue::cli::RescueArgs),
 }
 
 /// Options for several hosts at once.
@@ -260,6 +263,7 @@ pub fn run_client(cli: ClientCli) -> u8 {
             }
             ClientCommand::Status { target, conn } => cmd_status(&target, &conn).await,
             ClientCommand::Watch(args) => crate::fleet::cmd::watch(&args).await,
+            ClientCommand::Rescue(args) => crate::rescue::cli::run(args).await,
         }
     })
 }

@@ -14,6 +14,7 @@ pub mod hostkey;
 pub mod listener;
 pub mod logging;
 pub mod protocol;
+pub mod rescue;
 pub mod secret;
 pub mod sys;
 pub mod unlock;

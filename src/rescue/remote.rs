@@ -1,0 +1,189 @@
+//! The thin seam between plans and the rescue system: run one command line
+//! over SSH, optionally with secret bytes on its standard input, and collect
+//! its output and exit status. The real implementation reuses the client's
+//! connection code (host-key pinning that fails closed, agent/key-file
+//! authentication); tests use a recording fake.
+
+use crate::client::{self, ClientError, Options};
+use anyhow::{Context, Result};
+use russh::{ChannelMsg, Disconnect};
+use std::io::Write;
+
+/// Most output we keep from one command: a hostile rescue system must not
+/// make us allocate without bound. Streamed output is shown in full.
+const MAX_OUTPUT: usize = 8 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// `None`: no exit status arrived (killed, or the connection dropped).
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// The last non-empty line of stderr (else stdout), for one-line errors.
+    pub fn last_line(&self) -> String {
+        let pick = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .map(|l| l.chars().take(300).collect::<String>())
+        };
+        pick(&self.stderr)
+            .or_else(|| pick(&self.stdout))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs command lines on the rescue system.
+#[allow(async_fn_in_trait)]
+pub trait Remote {
+    /// Runs `command` through the remote user's shell, writes `stdin` (if
+    /// any) and closes it. `stream` shows output live as well. `Ok` whatever
+    /// the exit status; `Err` when the command could not be run at all.
+    async fn run(&mut self, command: &str, stdin: Option<&[u8]>, stream: bool) -> Result<Output>;
+}
+
+/// An SSH connection to the rescue system's OpenSSH server.
+pub struct Ssh {
+    conn: russh::client::Handle<client::Checker>,
+}
+
+impl Ssh {
+    pub async fn connect(opts: &Options) -> Result<Self, ClientError> {
+        Ok(Ssh {
+            conn: client::connect(opts).await?,
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .conn
+            .disconnect(Disconnect::ByApplication, "", "")
+            .await;
+    }
+}
+
+impl Remote for Ssh {
+    #[tracing::instrument(skip_all)]
+    async fn run(&mut self, command: &str, stdin: Option<&[u8]>, stream: bool) -> Result<Output> {
+        let mut ch = self
+            .conn
+            .channel_open_session()
+            .await
+            .context("opening an SSH session on the rescue system")?;
+        ch.exec(true, command)
+            .await
+            .context("sending the command")?;
+        if let Some(data) = stdin {
+            ch.data(data).await.context("sending standard input")?;
+        }
+        ch.eof().await.context("closing standard input")?;
+        let mut out = Output::default();
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if stream {
+                        let _ = std::io::stdout().write_all(&data);
+                        let _ = std::io::stdout().flush();
+                    }
+                    if out.stdout.len() + data.len() <= MAX_OUTPUT {
+                        out.stdout.extend_from_slice(&data);
+                    }
+                }
+                ChannelMsg::ExtendedData { data, .. } => {
+                    if stream {
+                        let _ = std::io::stderr().write_all(&data);
+                    }
+                    if out.stderr.len() + data.len() <= MAX_OUTPUT {
+                        out.stderr.extend_from_slice(&data);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    out.stderr.extend_from_slice(
+                        format!("\nkilled by signal {signal_name:?}\n").as_bytes(),
+                    );
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A recording fake: answers by the first rule whose prefix matches.
+    use super::*;
+
+    #[derive(Default)]
+    pub struct Fake {
+        pub rules: Vec<(String, Output)>,
+        /// (command, stdin bytes) in order.
+        pub calls: Vec<(String, Option<Vec<u8>>)>,
+        /// Replaces the boundary placeholder in canned answers.
+        pub boundary_from_command: bool,
+    }
+
+    impl Fake {
+        pub fn on(&mut self, prefix: &str, status: u32, stdout: &str) {
+            self.rules.push((
+                prefix.to_string(),
+                Output {
+                    status: Some(status),
+                    stdout: stdout.as_bytes().to_vec(),
+                    stderr: vec![],
+                },
+            ));
+        }
+
+        pub fn commands(&self) -> Vec<&str> {
+            self.calls.iter().map(|c| c.0.as_str()).collect()
+        }
+    }
+
+    impl Remote for Fake {
+        async fn run(
+            &mut self,
+            command: &str,
+            stdin: Option<&[u8]>,
+            _stream: bool,
+        ) -> Result<Output> {
+            self.calls
+                .push((command.to_string(), stdin.map(<[u8]>::to_vec)));
+            // Probes carry a random boundary; answers use "@@B" and get the
+            // real one substituted.
+            let boundary = command
+                .split_whitespace()
+                .find(|w| w.starts_with("@@portcullis-"))
+                .unwrap_or("@@B")
+                .to_string();
+            for (prefix, out) in &self.rules {
+                let matches = match prefix.strip_prefix('~') {
+                    Some(needle) => command.contains(needle),
+                    None => command.starts_with(prefix.as_str()),
+                };
+                if matches {
+                    let mut o = out.clone();
+                    o.stdout = String::from_utf8_lossy(&o.stdout)
+                        .replace("@@B", &boundary)
+                        .into_bytes();
+                    return Ok(o);
+                }
+            }
+            anyhow::bail!("fake: no rule for {command:?}")
+        }
+    }
+}
