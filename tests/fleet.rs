@@ -99,9 +99,9 @@ fn mixed_inventory_gives_a_correct_outcome_per_host() {
             "--json",
             "--no-agent",
             "--wait",
-            "6s",
+            "10s",
             "--timeout",
-            "3s",
+            "8s",
             "--up-timeout",
             "20s",
             "--parallel",
@@ -135,7 +135,7 @@ fn mixed_inventory_gives_a_correct_outcome_per_host() {
     assert!(rec["h0004"]["unlocked-after"].as_f64().unwrap() >= 2.0);
     assert_eq!(rec["h0001"]["unlock"]["volumes"][0]["tries-left"], 4);
     // One failing host never held up the others: well under the sum of waits.
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(30));
     // The wrong host got exactly one try; the changed-key host none.
     let h = &shard.hosts;
     assert_eq!(h[1].attempts.load(Ordering::SeqCst), 1);
