@@ -38,7 +38,7 @@ impl Ask {
     }
 
     /// The volume name: systemd-cryptsetup ends its message with
-    /// "… (NAME):" or "… for NAME:"; fall back to the device.
+    /// "… (NAME):" or "… for disk NAME:"; fall back to the device.
     pub fn volume_name(&self) -> String {
         let m = self.message.trim_end().trim_end_matches(':');
         if let (Some(open), true) = (m.rfind('('), m.ends_with(')')) {
@@ -48,8 +48,42 @@ impl Ask {
                 }
             }
         }
+        if let Some((_, last)) = m.rsplit_once(" disk ") {
+            if !last.is_empty() && !last.contains(' ') {
+                return last.to_string();
+            }
+        }
         self.device().rsplit('/').next().unwrap_or("").to_string()
     }
+
+    /// The crypttab name for this request when its device is an entry's
+    /// source (`UUID=x` is `/dev/disk/by-uuid/x`, and so on), else
+    /// [`Ask::volume_name`].
+    pub fn name_in(&self, known: &[crypttab::Entry]) -> String {
+        let dev = self.device();
+        known
+            .iter()
+            .find(|e| !dev.is_empty() && source_path(&e.source) == dev)
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| self.volume_name())
+    }
+}
+
+/// The /dev path systemd-cryptsetup uses in `Id=` for a crypttab source.
+fn source_path(source: &str) -> String {
+    let s = source.trim_matches('"');
+    for (tag, dir) in [
+        ("UUID=", "by-uuid"),
+        ("LABEL=", "by-label"),
+        ("PARTUUID=", "by-partuuid"),
+        ("PARTLABEL=", "by-partlabel"),
+        ("ID=", "by-id"),
+    ] {
+        if let Some(v) = s.strip_prefix(tag) {
+            return format!("/dev/disk/{dir}/{v}");
+        }
+    }
+    s.to_string()
 }
 
 /// Parses an ask file; `None` when it has no usable `[Ask]` section.
@@ -218,13 +252,14 @@ impl Backend for SystemdAgent {
 
     fn status(&self) -> Vec<VolumeInfo> {
         let mut out: Vec<VolumeInfo> = Vec::new();
+        let known = self.known();
         for a in self.pending_asks() {
-            let name = a.volume_name();
+            let name = a.name_in(&known);
             if !out.iter().any(|v| v.name == name) {
                 out.push(self.info(&name, a.device(), VolumeState::Pending));
             }
         }
-        for e in self.known() {
+        for e in known {
             if out.iter().any(|v| v.name == e.name) {
                 continue;
             }
@@ -241,6 +276,7 @@ impl Backend for SystemdAgent {
     fn try_unlock(&self, pass: &Passphrase) -> Vec<(VolumeInfo, Attempt)> {
         let mut out = Vec::new();
         let mut answered: Vec<String> = Vec::new();
+        let mut vanished: Vec<PathBuf> = Vec::new();
         // Volumes may start asking one after another (a data volume after
         // root): keep answering new requests for a short while.
         let mut quiet_until = Instant::now() + Duration::from_secs(2);
@@ -248,7 +284,7 @@ impl Backend for SystemdAgent {
             let fresh: Vec<Ask> = self
                 .pending_asks()
                 .into_iter()
-                .filter(|a| !answered.contains(&a.id))
+                .filter(|a| !answered.contains(&a.id) && !vanished.contains(&a.file))
                 .collect();
             if fresh.is_empty() {
                 if Instant::now() >= quiet_until || out.is_empty() {
@@ -257,14 +293,29 @@ impl Backend for SystemdAgent {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
+            let known = self.known();
             for ask in fresh {
-                let name = ask.volume_name();
-                answered.push(ask.id.clone());
+                let name = ask.name_in(&known);
                 let info = self.info(&name, ask.device(), VolumeState::Pending);
                 let attempt = match self.answer(&ask, pass) {
                     Ok(()) => self.verdict(&ask, &name),
+                    // The request went away between listing and answering:
+                    // systemd-cryptsetup took a passphrase from the kernel
+                    // keyring (a sibling's answer) or the console won. Not
+                    // a failure; a new request, if any, is answered later.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                        ) =>
+                    {
+                        tracing::debug!(volume = %name, "password request vanished before the answer");
+                        vanished.push(ask.file.clone());
+                        continue;
+                    }
                     Err(e) => Attempt::Failed(format!("answering {}: {e}", ask.socket.display())),
                 };
+                answered.push(ask.id.clone());
                 tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
                 let opened = attempt == Attempt::Opened;
                 out.push((info, attempt));
@@ -273,6 +324,11 @@ impl Backend for SystemdAgent {
                     // it on siblings' tries more than once each.
                     continue;
                 }
+            }
+            // Every known volume is open: reply now, before systemd moves on
+            // to switch-root and stops us.
+            if self.all_open() {
+                break;
             }
             quiet_until = Instant::now() + Duration::from_secs(2);
         }
@@ -329,6 +385,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.volume_name(), "sdb1");
+    }
+
+    /// systemd 252 (Debian 12) asks "Please enter passphrase for disk root:"
+    /// with Id=cryptsetup:/dev/disk/by-uuid/…: the crypttab entry whose
+    /// source is that device names the volume.
+    #[test]
+    fn names_from_crypttab_source() {
+        let a = parse_ask(
+            "[Ask]\nSocket=/s\nId=cryptsetup:/dev/disk/by-uuid/5a1e-01\nMessage=Please enter passphrase for disk root:\n",
+            "f".into(),
+        )
+        .unwrap();
+        assert_eq!(a.volume_name(), "root");
+        let known = crypttab::parse("root UUID=5a1e-00 none\ncrypt-a UUID=5a1e-01 none luks\n");
+        assert_eq!(a.name_in(&known), "crypt-a");
+        assert_eq!(a.name_in(&[]), "root");
+        let p = parse_ask(
+            "[Ask]\nSocket=/s\nId=cryptsetup:/dev/vdb\nMessage=Enter\n",
+            "f".into(),
+        )
+        .unwrap();
+        assert_eq!(p.name_in(&crypttab::parse("data /dev/vdb none\n")), "data");
     }
 
     #[test]
