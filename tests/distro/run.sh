@@ -146,6 +146,19 @@ case_initramfs_tools() {
     vm_stop
 }
 
+case_dracut() {
+    img=$distro_cache/img-dracut
+    "$distro_here/build-dracut.sh" "$PD" "$img"
+    cp "$img"/*.log "$case_dir/"
+
+    dlog "dracut boot 1: systemd initramfs, ip=dhcp via systemd-networkd, two volumes over SSH"
+    boot ssh-dhcp "ip=dhcp"
+    wait_listener
+    ssh_unlock "root"
+    check_real_system Systemd
+    vm_stop
+}
+
 failed=()
 for flavour in "${flavours[@]}"; do
     case_dir=$run_dir/$flavour
