@@ -38,7 +38,7 @@ bin_dir=${PORTCULLIS_BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
     dlog "building portcullisd (static) and portcullis"
     "$distro_repo/tests/build-release.sh" >/dev/null
-    bin_dir=$distro_repo/target/x86_64-unknown-linux-gnu/release
+    bin_dir=$distro_repo/target/dist
 fi
 # Private copies: the build tree may change while the VMs run.
 install -m 0755 "$bin_dir/portcullisd" "$run_dir/portcullisd.new"
@@ -76,15 +76,15 @@ wait_listener() {
     expect_rc 0 "listener answers status"
 }
 
-# check_real_system BACKEND: the booted system's report (see
+# check_real_system BACKEND [DATA]: the booted system's report (see
 # guest/portcullis-test-report): both volumes mounted, no listener, no port
 # 22, no address or route or link left from the initramfs, no failed unit.
 check_real_system() {
-    local backend=$1
+    local backend=$1 data=${2:-/dev/mapper/data data-volume-ok}
     vm_wait PORTCULLIS-REAL-SYSTEM-UP 300 >/dev/null || fail "the real system did not come up (serial log $VM_LOG)"
     ok "real system up after $(serial_value PORTCULLIS-REAL-UPTIME) s of guest uptime"
     expect_serial PORTCULLIS-REAL-ROOT "/dev/mapper/root ext4" "root filesystem is the unlocked LUKS volume"
-    expect_serial PORTCULLIS-REAL-DATA "/dev/mapper/data data-volume-ok" "data volume unlocked in the initramfs and mounted"
+    expect_serial PORTCULLIS-REAL-DATA "$data" "data volume as expected (unlocked in the initramfs and mounted, or none)"
     expect_serial PORTCULLIS-REAL-PORT22 none "nothing listens on port 22 in the booted system"
     expect_serial PORTCULLIS-REAL-PROCS none "no portcullisd or DHCP client left running"
     expect_serial PORTCULLIS-REAL-ADDR none "no global address left on any interface"
@@ -156,6 +156,28 @@ case_dracut() {
     wait_listener
     ssh_unlock "root"
     check_real_system Systemd
+    vm_stop
+}
+
+case_mkinitcpio() {
+    img=$distro_cache/img-mkinitcpio
+    "$distro_here/build-mkinitcpio.sh" "$PD" "$img"
+    cp "$img"/*.log "$case_dir/"
+
+    dlog "mkinitcpio boot 1: busybox image, ip=dhcp (udhcpc), cryptdevice= unlocked over SSH"
+    boot ssh-dhcp "ip=dhcp"
+    wait_listener
+    ssh_unlock "root"
+    check_real_system Cryptsetup none
+    vm_stop
+
+    dlog "mkinitcpio boot 2: static ip=, the console answers first (race: console wins)"
+    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
+    wait_listener
+    vm_wait 'A password is required to access the root volume' 120 >/dev/null ||
+        fail "no console prompt for root"
+    vm_type "$PASS"
+    check_real_system Cryptsetup none
     vm_stop
 }
 
