@@ -52,7 +52,11 @@ case $gen in
             inst 0644 "$here/mkinitcpio/install/$v" "/etc/initcpio/install/$v"
         done
         inst 0644 "$here/mkinitcpio/hooks/portcullis" /etc/initcpio/hooks/portcullis
-        inst 0644 "$here/mkinitcpio/portcullisd.service" /etc/initcpio/portcullis/portcullisd.service
+        # sd-portcullis uses the same units as the dracut module.
+        inst 0644 "$here/dracut/95portcullis/portcullisd.service" /etc/initcpio/portcullis/portcullisd.service
+        inst 0644 "$here/dracut/95portcullis/portcullis-network-cleanup.service" \
+            /etc/initcpio/portcullis/portcullis-network-cleanup.service
+        inst 0755 "$here/dracut/95portcullis/portcullis-flush-network.sh" /etc/initcpio/portcullis/flush-network
         ;;
     *)
         echo "usage: install.sh initramfs-tools|dracut|mkinitcpio [--destdir DIR] [--portcullisd PATH]" >&2

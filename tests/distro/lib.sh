@@ -193,7 +193,7 @@ ok() { echo "ok: $*" >&2; }
 
 # serial_value KEY: the text after "KEY: " on the last serial line with KEY.
 serial_value() {
-    grep -a "^$1: " "$VM_LOG" | tail -n 1 | sed "s/^$1: //" | tr -d '\r'
+    { grep -a -o -- "$1: .*" "$VM_LOG" || true; } | tail -n 1 | sed "s/^$1: //" | tr -d '\r'
 }
 
 # expect_serial KEY EXPECTED DESCRIPTION: the guest reported KEY: EXPECTED.
@@ -252,21 +252,23 @@ TOML
 ROOT_UUID=5a1e0000-0000-4000-8000-00000000a001
 DATA_UUID=5a1e0000-0000-4000-8000-00000000a002
 
-# prepare_guest_root ROOT CRYPTTAB_OPTIONS: fstab/crypttab for a LUKS root
-# (/dev/vda, mapped "root") and a LUKS data volume (/dev/vdb, mapped "data",
-# mounted on /data), and the report unit that prints PORTCULLIS-REAL-* lines
+# prepare_guest_root ROOT CRYPTTAB_OPTIONS [two|one]: fstab/crypttab for a
+# LUKS root (/dev/vda, mapped "root") and (two, the default) a LUKS data
+# volume (/dev/vdb, mapped "data", mounted on /data), and the report unit that prints PORTCULLIS-REAL-* lines
 # on the serial console once the real system is up.
 prepare_guest_root() {
-    local root=$1 opts=$2
+    local root=$1 opts=$2 volumes=${3:-two}
     cat >"$root/etc/fstab" <<FSTAB
 /dev/mapper/root / ext4 defaults,errors=remount-ro 0 1
-/dev/mapper/data /data ext4 defaults 0 2
 FSTAB
     cat >"$root/etc/crypttab" <<CRYPTTAB
 # <name> <device> <key> <options>
 root UUID=$ROOT_UUID none $opts
-data UUID=$DATA_UUID none $opts
 CRYPTTAB
+    if [ "$volumes" = two ]; then
+        echo "/dev/mapper/data /data ext4 defaults 0 2" >>"$root/etc/fstab"
+        echo "data UUID=$DATA_UUID none $opts" >>"$root/etc/crypttab"
+    fi
     echo portcullis-test >"$root/etc/hostname"
     mkdir -p "$root/data"
     install -D -m 0755 "$distro_here/guest/portcullis-test-report" "$root/usr/local/sbin/portcullis-test-report"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once, cached) a Debian 12 root folder for one initramfs flavour.
 #
-# Usage: tests/distro/rootfs.sh FLAVOUR      FLAVOUR: initramfs-tools | dracut
+# Usage: tests/distro/rootfs.sh FLAVOUR      FLAVOUR: initramfs-tools | dracut | mkinitcpio
 #   Prints the folder of the ready root on stdout.
 #
 #   Stage 1, shared: debootstrap --variant=minbase bookworm with the packages
@@ -22,7 +22,11 @@ case $flavour in
         flavour_pkgs="initramfs-tools cryptsetup-initramfs busybox klibc-utils linux-image-cloud-amd64" ;;
     dracut)
         flavour_pkgs="dracut dracut-network dbus linux-image-cloud-amd64" ;;
-    *) die "usage: rootfs.sh initramfs-tools|dracut" ;;
+    mkinitcpio)
+        # Binaries for the mkinitcpio harness (busybox, udev, cryptsetup, kmod);
+        # initramfs-tools only because the kernel package wants a generator.
+        flavour_pkgs="busybox initramfs-tools linux-image-cloud-amd64" ;;
+    *) die "usage: rootfs.sh initramfs-tools|dracut|mkinitcpio" ;;
 esac
 
 mirror() {

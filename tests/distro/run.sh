@@ -117,6 +117,15 @@ ssh_unlock() {
     ok "unlock reported: $(cat "$case_dir/out")"
 }
 
+# console_won: the listener opened nothing (the console did) and was gone
+# before the real system started.
+console_won() {
+    if grep -a '^PORTCULLIS-REAL-KMSG: .*portcullisd: .*result=Opened' "$VM_LOG"; then
+        fail "the listener opened a volume although only the console was answered"
+    fi
+    ok "the console answer won; the listener opened nothing"
+}
+
 boot() { # NAME KERNEL-CMDLINE-EXTRA
     vm_start "$case_dir" "$1" "$img/vmlinuz" "$img/initrd.img" \
         "$(cat "$img/cmdline") portcullis.test.keep $2" "$img/root.img" "$img/data.img"
@@ -143,6 +152,7 @@ case_initramfs_tools() {
     vm_wait 'Please unlock disk data' 120 >/dev/null || fail "no console prompt for data after root"
     vm_type "$PASS"
     check_real_system Askpass
+    console_won
     vm_stop
 }
 
@@ -169,6 +179,9 @@ case_mkinitcpio() {
     wait_listener
     ssh_unlock "root"
     check_real_system Cryptsetup none
+    grep -aq 'portcullis: root was unlocked over SSH' "$VM_LOG" ||
+        fail "the console prompt was not ended after the SSH unlock: $(grep -a 'portcullis:' "$VM_LOG" | tail -n 5)"
+    ok "the console prompt stopped asking once root was open"
     vm_stop
 
     dlog "mkinitcpio boot 2: static ip=, the console answers first (race: console wins)"
@@ -178,6 +191,10 @@ case_mkinitcpio() {
         fail "no console prompt for root"
     vm_type "$PASS"
     check_real_system Cryptsetup none
+    grep -aq 'portcullis: network: eth0 10.0.2.15/24' "$VM_LOG" ||
+        fail "static ip= not applied: $(grep -a 'portcullis: network' "$VM_LOG")"
+    ok "static ip= applied: $(grep -a -m1 -o 'portcullis: network: .*' "$VM_LOG" | tr -d '\r')"
+    console_won
     vm_stop
 }
 
