@@ -167,11 +167,29 @@ case_dracut() {
     ssh_unlock "root"
     check_real_system Systemd
     vm_stop
+
+    # No 90-second trap: with systemd's default start timeout cut to 20 s,
+    # leave the prompt waiting 60 s, then answer on the console. Nothing may
+    # time out into an emergency shell, and the listener must still go away.
+    dlog "dracut boot 2: default timeouts cut to 20 s, 60 s without an answer, then the console answers"
+    boot slow-console "ip=dhcp systemd.default_timeout_start_sec=20s rd.retry=20"
+    wait_listener
+    vm_wait 'Please enter passphrase for disk' 120 >/dev/null || fail "no console prompt"
+    sleep 60
+    if grep -aE 'Timed out|emergency|Emergency' "$VM_LOG"; then
+        fail "something timed out while the prompt waited (serial log $VM_LOG)"
+    fi
+    pc status --json
+    expect_rc 0 "listener still answers after 60 s of waiting"
+    vm_type "$PASS"
+    check_real_system Systemd
+    console_won
+    vm_stop
 }
 
 case_mkinitcpio() {
     img=$distro_cache/img-mkinitcpio
-    "$distro_here/build-mkinitcpio.sh" "$PD" "$img"
+    "$distro_here/build-mkinitcpio.sh" "$PD" "$img" busybox
     cp "$img"/*.log "$case_dir/"
 
     dlog "mkinitcpio boot 1: busybox image, ip=dhcp (udhcpc), cryptdevice= unlocked over SSH"
@@ -195,6 +213,16 @@ case_mkinitcpio() {
         fail "static ip= not applied: $(grep -a 'portcullis: network' "$VM_LOG")"
     ok "static ip= applied: $(grep -a -m1 -o 'portcullis: network: .*' "$VM_LOG" | tr -d '\r')"
     console_won
+    vm_stop
+
+    img=$distro_cache/img-mkinitcpio-sd
+    "$distro_here/build-mkinitcpio.sh" "$PD" "$img" systemd
+    cp "$img/mkinitcpio.log" "$case_dir/mkinitcpio-sd.log"
+    dlog "mkinitcpio boot 3: systemd image (sd-portcullis + sd-encrypt), ip=dhcp via networkd, two volumes over SSH"
+    boot sd-ssh-dhcp "ip=dhcp"
+    wait_listener
+    ssh_unlock "root"
+    check_real_system Systemd
     vm_stop
 }
 
