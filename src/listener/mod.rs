@@ -111,7 +111,21 @@ pub async fn serve(
         }));
     }
     drop(tx);
+    // The initramfs stops us with SIGTERM before switch-root, possibly while
+    // a reply is on its way (the volume just opened): stop accepting, let the
+    // sessions in flight finish (DRAIN), then exit 0.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(terminated);
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut stopped = false;
     loop {
         tokio::select! {
             conn = rx.recv() => match conn {
@@ -121,13 +135,21 @@ pub async fn serve(
             _ = shared.done.notified() => break,
             // Volumes can also be opened from elsewhere (the console).
             _ = poll.tick() => if all_open(&shared).await { break },
+            _ = &mut terminated => {
+                stopped = true;
+                break;
+            }
         }
     }
     for a in acceptors {
         a.abort();
     }
     drop(rx);
-    tracing::info!("every volume is open; closing the listener");
+    if stopped {
+        tracing::info!("stopped (SIGTERM); finishing the replies in flight");
+    } else {
+        tracing::info!("every volume is open; closing the listener");
+    }
     let total = shared.limits.max_sessions as usize;
     let deadline = tokio::time::Instant::now() + DRAIN;
     while shared.sessions.available_permits() < total && tokio::time::Instant::now() < deadline {
