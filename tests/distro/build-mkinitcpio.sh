@@ -40,7 +40,8 @@ case $variant in
 esac
 rm -rf "$root/usr/lib/initcpio" "$root/etc/initcpio"
 mkdir -p "$root/usr/lib/initcpio"
-cp -r "$distro_here/mkinitcpio/install" "$distro_here/mkinitcpio/hooks" "$root/usr/lib/initcpio/"
+cp -r "$distro_here/mkinitcpio/install" "$distro_here/mkinitcpio/hooks" "$distro_here/mkinitcpio/udev" \
+    "$root/usr/lib/initcpio/"
 install -m 0644 "$distro_here/mkinitcpio/functions" "$root/usr/lib/initcpio/functions"
 install -m 0755 "$distro_here/mkinitcpio/init" "$root/usr/lib/initcpio/init"
 install -m 0644 "$distro_here/mkinitcpio/init_functions" "$root/usr/lib/initcpio/init_functions"

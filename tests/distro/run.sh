@@ -34,6 +34,22 @@ mkdir -p "$run_dir"
 chmod 0700 "$run_dir"
 ensure_host_packages
 
+# The hooks run under ash/dash in the initramfs: keep every one of them and
+# this harness shellcheck-clean (the runtime hooks' #!/usr/bin/ash shebang
+# hides them from a shebang-based search).
+if command -v shellcheck >/dev/null; then
+    (
+        cd "$distro_repo"
+        shellcheck -S warning -x tests/distro/*.sh tests/distro/guest/portcullis-test-report \
+            tests/distro/mkinitcpio/{mkinitcpio,functions,init,init_functions,hooks/udev} \
+            initramfs/install.sh initramfs/initramfs-tools/hooks/* initramfs/initramfs-tools/scripts/*/* \
+            initramfs/dracut/95portcullis/*.sh initramfs/mkinitcpio/hooks/* \
+            initramfs/common/initramfs.conf initramfs/initramfs-tools/conf.d/* initramfs/dracut/portcullis.conf
+        shellcheck -S warning -s bash tests/distro/mkinitcpio/install/* initramfs/mkinitcpio/install/*
+    ) || die "shellcheck found problems in the hooks or the harness"
+    dlog "shellcheck: hooks and harness clean"
+fi
+
 bin_dir=${PORTCULLIS_BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
     dlog "building portcullisd (static) and portcullis"

@@ -18,14 +18,17 @@ for word in $cmdline; do
             ;;
     esac
 done
+rc=0
 for dev in /sys/class/net/*; do
     iface=${dev##*/}
     [ "$iface" = lo ] && continue
     [ -e "$dev" ] || continue
-    ip address flush dev "$iface" 2>/dev/null
-    ip route flush dev "$iface" 2>/dev/null
-    ip link set dev "$iface" down 2>/dev/null
-    echo "<6>portcullis: deconfigured $iface" >/dev/kmsg
+    if ip address flush dev "$iface" && ip route flush dev "$iface" && ip link set dev "$iface" down; then
+        echo "<6>portcullis: deconfigured $iface" >/dev/kmsg
+    else
+        echo "<3>portcullis: could not deconfigure $iface; its initramfs address may remain" >/dev/kmsg
+        rc=1
+    fi
 done
 # systemd-network-generator's files for ip= would configure the booted
 # system's networkd (if it runs one) with the initramfs settings.
@@ -33,4 +36,4 @@ rm -f /run/systemd/network/*.network /run/systemd/network/*.netdev /run/systemd/
     2>/dev/null
 # dhclient (network-legacy) leases and state.
 rm -f /tmp/net.*.did-setup /tmp/net.*.up 2>/dev/null
-exit 0
+exit $rc
