@@ -584,6 +584,10 @@ pub async fn kexec_flow<R: Remote>(
         .any(|d| d.is_luks() && facts.devices.mapping_of(&d.path).is_none());
     if locked && facts.mount_at(&target).is_none() {
         unlock_inner(s, &[], &mut pass, read_pass).await?;
+        if s.s.dry_run {
+            s.say("dry run: mounting and the kexec steps follow once the volumes are open; `unlock` and `mount` first show the whole plan\n");
+            return Ok((exit::UNLOCKED, json!({"dry-run": true})));
+        }
     }
     if facts.mount_at(&target).is_none() {
         mount_inner(s, false, None, None).await?;
@@ -634,10 +638,10 @@ pub async fn kexec_flow<R: Remote>(
         }
         ("-s", false) => "kexec_file_load (kexec -s), as asked".into(),
         (_, true) => {
-            "kexec_load (kexec -l) as asked, although lockdown/Secure Boot is on: expect a refusal"
+            "kexec_load (kexec -c) as asked, although lockdown/Secure Boot is on: expect a refusal"
                 .into()
         }
-        _ => "no lockdown, no Secure Boot: kexec_load (kexec -l)".into(),
+        _ => "no lockdown, no Secure Boot: kexec_load (kexec -c)".into(),
     });
 
     // Handover: which flavour, and which volumes the passphrase opens.

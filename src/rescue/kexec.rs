@@ -2,7 +2,7 @@
 //! its kernel, initrd and command line (boot loader entries, or what the
 //! user gives), choose the load method (`kexec -s`, i.e. kexec_file_load,
 //! under lockdown or Secure Boot, where only signed kernels are accepted;
-//! `kexec -l` otherwise), and plan the steps: build the combined initrd in a
+//! `kexec -c` otherwise), and plan the steps: build the combined initrd in a
 //! ramfs (never swapped, never on disk), load, drop the ramfs, unmount and
 //! close, execute. Pure planning; the remote reads use section boundaries.
 
@@ -127,16 +127,19 @@ pub enum LoadMethod {
     Auto,
     /// kexec -s (kexec_file_load: the kernel checks the signature).
     File,
-    /// kexec -l (kexec_load: refused under lockdown).
+    /// kexec -c (kexec_load: refused under lockdown).
     Classic,
 }
 
+/// kexec-tools flags: `-l` loads (without it kexec loads *and* reboots via
+/// shutdown); `-s` forces kexec_file_load, `-c` kexec_load, so a failure
+/// says which syscall refused instead of silently trying the other.
 pub fn load_flag(m: LoadMethod, facts: &Facts) -> &'static str {
     match m {
         LoadMethod::File => "-s",
-        LoadMethod::Classic => "-l",
+        LoadMethod::Classic => "-c",
         LoadMethod::Auto if facts.restricted_kexec() => "-s",
-        LoadMethod::Auto => "-l",
+        LoadMethod::Auto => "-c",
     }
 }
 
@@ -215,7 +218,12 @@ pub fn steps(
         (Some(i), _) => Some(shell::path("initrd", i)?),
         (None, _) => None,
     };
-    let mut load = vec!["kexec".to_string(), flag.to_string(), kernel.clone()];
+    let mut load = vec![
+        "kexec".to_string(),
+        flag.to_string(),
+        "-l".to_string(),
+        kernel.clone(),
+    ];
     if let Some(i) = &initrd {
         load.push(format!("--initrd={i}"));
     }
@@ -258,7 +266,7 @@ pub fn steps(
         "systemctl kexec".to_string()
     } else {
         // Detached, so the command returns before the old kernel is gone.
-        "(sleep 2; sync; kexec -e) </dev/null >/dev/null 2>&1 &".to_string()
+        "(sleep 1; sync; kexec -e) </dev/null >/dev/null 2>&1 &".to_string()
     };
     let mut e = Step::new(
         "boot the loaded kernel (the SSH connection ends here)",
@@ -329,7 +337,7 @@ mod tests {
     fn load_method_follows_lockdown() {
         assert_eq!(
             load_flag(LoadMethod::Auto, &facts("[none] integrity confidentiality")),
-            "-l"
+            "-c"
         );
         assert_eq!(
             load_flag(LoadMethod::Auto, &facts("none [integrity] confidentiality")),
@@ -340,7 +348,7 @@ mod tests {
                 LoadMethod::Classic,
                 &facts("none [integrity] confidentiality")
             ),
-            "-l"
+            "-c"
         );
         assert_eq!(load_flag(LoadMethod::File, &facts("[none]")), "-s");
     }
@@ -361,7 +369,7 @@ mod tests {
         )];
         let p = steps(
             &choice,
-            "-l",
+            "-c",
             Some(Flavour::InitramfsTools),
             &f,
             close,
@@ -374,9 +382,9 @@ mod tests {
             [
                 "mkdir -p /run/portcullis-rescue/kexec && mount -t ramfs -o mode=0700 portcullis-kexec /run/portcullis-rescue/kexec",
                 "umask 077 && cat /mnt/portcullis/boot/initrd.img >/run/portcullis-rescue/kexec/initrd && truncate -s %4 /run/portcullis-rescue/kexec/initrd && cat >>/run/portcullis-rescue/kexec/initrd",
-                "kexec -l /mnt/portcullis/boot/vmlinuz --initrd=/run/portcullis-rescue/kexec/initrd '--command-line=console=ttyS0 root=/dev/mapper/root ro rootflags=subvol=@'; rc=$?; rm -f /run/portcullis-rescue/kexec/initrd; umount /run/portcullis-rescue/kexec; exit $rc",
+                "kexec -c -l /mnt/portcullis/boot/vmlinuz --initrd=/run/portcullis-rescue/kexec/initrd '--command-line=console=ttyS0 root=/dev/mapper/root ro rootflags=subvol=@'; rc=$?; rm -f /run/portcullis-rescue/kexec/initrd; umount /run/portcullis-rescue/kexec; exit $rc",
                 "umount /mnt/portcullis",
-                "(sleep 2; sync; kexec -e) </dev/null >/dev/null 2>&1 &",
+                "(sleep 1; sync; kexec -e) </dev/null >/dev/null 2>&1 &",
             ]
         );
         assert_eq!(p.steps[1].stdin, Input::KeyArchive);
@@ -386,11 +394,11 @@ mod tests {
         assert_eq!(p.steps.len(), 1);
         assert_eq!(
             p.steps[0].command,
-            "kexec -s /mnt/portcullis/boot/vmlinuz --initrd=/mnt/portcullis/boot/initrd.img '--command-line=console=ttyS0 root=/dev/mapper/root ro rootflags=subvol=@'"
+            "kexec -s -l /mnt/portcullis/boot/vmlinuz --initrd=/mnt/portcullis/boot/initrd.img '--command-line=console=ttyS0 root=/dev/mapper/root ro rootflags=subvol=@'"
         );
         let mut bad = choice.clone();
         bad.cmdline = "a\nb".into();
-        assert!(steps(&bad, "-l", None, &f, vec![], false).is_err());
+        assert!(steps(&bad, "-c", None, &f, vec![], false).is_err());
         assert_eq!(
             synthesize_cmdline("UUID=x", Some("@")),
             "root=UUID=x ro rootflags=subvol=@"

@@ -337,7 +337,7 @@ pub fn hint(command: &str, status: Option<u32>) -> String {
         "; a missing mount point on a read-only root needs --rw; see `dmesg | tail` on the rescue system"
     } else if command.starts_with("kexec -s") {
         "; kexec_file_load refused the kernel: under lockdown/Secure Boot it must be signed by a key the rescue kernel trusts"
-    } else if command.starts_with("kexec -l") {
+    } else if command.starts_with("kexec -c") {
         "; kexec_load refused: under lockdown only --load-method file (kexec -s) works"
     } else if command.starts_with("umount") {
         "; something still uses it (a shell cd'ed there, a process in the chroot): `fuser -vm PATH` on the rescue system"

@@ -161,6 +161,7 @@ pub fn probe_command(b: &str) -> String {
     format!(
         "echo {b} tools; for t in {tools} systemctl; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; \
          echo {b} lsblk; {lsblk} 2>&1; \
+         echo {b} blkid; blkid -c /dev/null -o export 2>/dev/null; \
          echo {b} meminfo; cat /proc/meminfo; \
          echo {b} mountinfo; cat /proc/self/mountinfo; \
          echo {b} lockdown; cat /sys/kernel/security/lockdown 2>/dev/null; \
@@ -229,8 +230,34 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
+/// Fills filesystem type, UUID and labels from `blkid -o export` where lsblk
+/// had none: without udev (busybox-based rescue images, a bare initramfs)
+/// lsblk does not probe, blkid does.
+pub fn merge_blkid(devices: &mut [Dev], export: &str) {
+    for block in export.split("\n\n") {
+        let get = |k: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let Some(name) = get("DEVNAME") else { continue };
+        let Some(d) = devices.iter_mut().find(|d| d.path == name) else {
+            continue;
+        };
+        if d.fstype.is_none() {
+            d.fstype = get("TYPE");
+            d.uuid = d.uuid.take().or_else(|| get("UUID"));
+            d.label = d.label.take().or_else(|| get("LABEL"));
+        }
+        d.partuuid = d.partuuid.take().or_else(|| get("PARTUUID"));
+        d.partlabel = d.partlabel.take().or_else(|| get("PARTLABEL"));
+    }
+}
+
 pub fn parse_facts(out: &str, b: &str) -> Facts {
     let mut f = Facts::default();
+    let mut blkid = String::new();
     for (h, body) in sections(out, b) {
         match h {
             "tools" => f.tools = body.lines().map(str::to_string).collect(),
@@ -247,6 +274,7 @@ pub fn parse_facts(out: &str, b: &str) -> Facts {
                     f.lsblk_error = Some(format!("{e:#}: {first}"));
                 }
             },
+            "blkid" => blkid = body,
             "meminfo" => {
                 f.mem_available_kib = super::luks::mem_available_kib(&body);
                 f.mem_total_kib = body.lines().find_map(|l| {
@@ -280,6 +308,7 @@ pub fn parse_facts(out: &str, b: &str) -> Facts {
             _ => {}
         }
     }
+    merge_blkid(&mut f.devices, &blkid);
     f
 }
 
@@ -350,6 +379,27 @@ pub mod tests {
         let e = f.require(&["kexec", "xfs_repair"]).unwrap_err().to_string();
         assert!(e.contains("`xfs_repair` (package xfsprogs)"), "{e}");
         assert!(f.require(&["kexec"]).is_ok());
+    }
+
+    #[test]
+    fn blkid_fills_what_lsblk_without_udev_misses() {
+        let mut devs = lsblk::parse(
+            r#"{"blockdevices":[{"name":"vda","path":"/dev/vda","type":"disk","children":[
+               {"name":"vda2","path":"/dev/vda2","type":"part","fstype":null,"children":[
+                 {"name":"root","path":"/dev/mapper/root","type":"crypt","fstype":null}]}]}]}"#,
+        )
+        .unwrap();
+        merge_blkid(
+            &mut devs,
+            "DEVNAME=/dev/vda2\nUUID=7d0a\nTYPE=crypto_LUKS\nPARTUUID=0b5c-02\n\n\
+             DEVNAME=/dev/mapper/root\nLABEL=main\nUUID=5b3e\nUUID_SUB=x\nTYPE=btrfs\n",
+        );
+        assert!(devs[1].is_luks());
+        assert_eq!(devs[1].uuid.as_deref(), Some("7d0a"));
+        assert_eq!(devs[1].partuuid.as_deref(), Some("0b5c-02"));
+        assert_eq!(devs[2].fstype.as_deref(), Some("btrfs"));
+        assert_eq!(devs[2].label.as_deref(), Some("main"));
+        assert_eq!(devs[0].fstype, None);
     }
 
     #[test]
