@@ -5,7 +5,8 @@
 # cases (a bad config, missing keys, a permissive umask must fail the build).
 #
 # Usage: tests/distro/build-initramfs-tools.sh PORTCULLISD OUTDIR
-#   OUTDIR gets vmlinuz, initrd.img, root.img, data.img, cmdline.
+#   OUTDIR gets vmlinuz, initrd.img, initrd-keep.img (PORTCULLIS_KEEP_NETWORK=yes),
+#   root.img, data.img, cmdline.
 set -euo pipefail
 # shellcheck source=tests/distro/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -73,6 +74,14 @@ ok "image is 0600 and holds the listener, config, keys (host key $key_line)"
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$initrd" "$out/initrd.img"
+
+# A second image with PORTCULLIS_KEEP_NETWORK=yes: the booted system must
+# then still have the initramfs address (the flush is a choice, and the
+# check that sees no address can see one).
+echo 'PORTCULLIS_KEEP_NETWORK=yes' >>"$root/etc/portcullis/initramfs.conf"
+mkinit /tmp/initrd-keep.img || { cat "$out/mkinitramfs.log" >&2; fail "mkinitramfs (keep network) failed"; }
+mv "$root/tmp/initrd-keep.img" "$out/initrd-keep.img"
+sed -i '/^PORTCULLIS_KEEP_NETWORK=yes$/d' "$root/etc/portcullis/initramfs.conf"
 make_disks "$root" "$out" "$(hash_of "$root/.complete" "$root/etc/crypttab" "$root/etc/fstab" \
     "$distro_here/guest" "$KEYS/passphrase")"
 echo "root=/dev/mapper/root ro" >"$out/cmdline"

@@ -96,16 +96,24 @@ wait_listener() {
 # guest/portcullis-test-report): both volumes mounted, no listener, no port
 # 22, no address or route or link left from the initramfs, no failed unit.
 check_real_system() {
-    local backend=$1 data=${2:-/dev/mapper/data data-volume-ok}
+    local backend=$1 data=${2:-/dev/mapper/data data-volume-ok} network=${3:-flushed} addr
     vm_wait PORTCULLIS-REAL-SYSTEM-UP 300 >/dev/null || fail "the real system did not come up (serial log $VM_LOG)"
     ok "real system up after $(serial_value PORTCULLIS-REAL-UPTIME) s of guest uptime"
     expect_serial PORTCULLIS-REAL-ROOT "/dev/mapper/root ext4" "root filesystem is the unlocked LUKS volume"
     expect_serial PORTCULLIS-REAL-DATA "$data" "data volume as expected (unlocked in the initramfs and mounted, or none)"
     expect_serial PORTCULLIS-REAL-PORT22 none "nothing listens on port 22 in the booted system"
     expect_serial PORTCULLIS-REAL-PROCS none "no portcullisd or DHCP client left running"
-    expect_serial PORTCULLIS-REAL-ADDR none "no global address left on any interface"
-    expect_serial PORTCULLIS-REAL-ROUTES none "no route left"
-    expect_serial PORTCULLIS-REAL-LINKS-UP none "no interface left up"
+    if [ "$network" = kept ]; then
+        addr=$(serial_value PORTCULLIS-REAL-ADDR)
+        case $addr in
+            *=10.0.2.15/24*) ok "PORTCULLIS_KEEP_NETWORK=yes: the initramfs address is still there ($addr)" ;;
+            *) fail "PORTCULLIS_KEEP_NETWORK=yes, but the booted system reports PORTCULLIS-REAL-ADDR: '$addr'" ;;
+        esac
+    else
+        expect_serial PORTCULLIS-REAL-ADDR none "no global address left on any interface"
+        expect_serial PORTCULLIS-REAL-ROUTES none "no route left"
+        expect_serial PORTCULLIS-REAL-LINKS-UP none "no interface left up"
+    fi
     expect_serial PORTCULLIS-REAL-FAILED-UNITS none "no failed systemd unit"
     grep -aq "^PORTCULLIS-REAL-KMSG: .*portcullisd: .*unlock backend: $backend" "$VM_LOG" ||
         fail "the listener did not log 'unlock backend: $backend': $(grep -a '^PORTCULLIS-REAL-KMSG' "$VM_LOG" | head -n 5)"
@@ -142,8 +150,8 @@ console_won() {
     ok "the console answer won; the listener opened nothing"
 }
 
-boot() { # NAME KERNEL-CMDLINE-EXTRA
-    vm_start "$case_dir" "$1" "$img/vmlinuz" "$img/initrd.img" \
+boot() { # NAME KERNEL-CMDLINE-EXTRA [INITRD]
+    vm_start "$case_dir" "$1" "$img/vmlinuz" "${3:-$img/initrd.img}" \
         "$(cat "$img/cmdline") portcullis.test.keep $2" "$img/root.img" "$img/data.img"
 }
 
@@ -160,14 +168,14 @@ case_initramfs_tools() {
     check_real_system Askpass
     vm_stop
 
-    dlog "initramfs-tools boot 2: static ip=, the console answers first (race: console wins)"
-    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0:portcullis-test::off"
+    dlog "initramfs-tools boot 2: static ip=, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
+    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0:portcullis-test::off" "$img/initrd-keep.img"
     wait_listener
     vm_wait 'Please unlock disk root' 120 >/dev/null || fail "no console prompt for root"
     vm_type "$PASS"
     vm_wait 'Please unlock disk data' 120 >/dev/null || fail "no console prompt for data after root"
     vm_type "$PASS"
-    check_real_system Askpass
+    check_real_system Askpass "/dev/mapper/data data-volume-ok" kept
     console_won
     vm_stop
 }
