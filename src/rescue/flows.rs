@@ -765,3 +765,247 @@ fn hv(e: &crate::unlock::crypttab::Entry, d: &Dev) -> handover::Volume {
         luks_uuid: d.uuid.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rescue::cpio;
+    use crate::rescue::remote::fake::Fake;
+    use crate::rescue::run::Settings;
+    use crate::rescue::state::tests::{probe_output_with, MOUNTINFO};
+
+    const PASS: &[u8] = b"correct horse battery";
+    const LUKS_UUID: &str = "7d0a6f0e-3333-4a4a-9f9f-0123456789ab";
+
+    fn settings() -> Settings {
+        Settings {
+            target: "/mnt/portcullis".into(),
+            dry_run: false,
+            yes: true,
+            json: true,
+            verbose: false,
+            host: "rescue:22".into(),
+        }
+    }
+
+    fn pass() -> Result<Passphrase> {
+        Ok(Passphrase::new(PASS.to_vec()).unwrap())
+    }
+
+    /// The lsblk fixture with the LUKS device locked, or open under `name`.
+    fn lsblk(mapping: Option<&str>) -> String {
+        let mut v: Value = serde_json::from_str(include_str!("fixtures/lsblk.json")).unwrap();
+        let part = &mut v["blockdevices"][1]["children"][1];
+        match mapping {
+            None => {
+                part.as_object_mut().unwrap().remove("children");
+            }
+            Some(n) => {
+                part["children"][0]["name"] = json!(n);
+                part["children"][0]["path"] = json!(format!("/dev/mapper/{n}"));
+            }
+        }
+        format!("{v}\n")
+    }
+
+    const ROOT_ONLY: &str = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n";
+
+    fn never_in_commands(fake: &Fake) {
+        let secret = String::from_utf8_lossy(PASS);
+        for (c, _) in &fake.calls {
+            assert!(
+                !c.contains(secret.as_ref()),
+                "passphrase in a command line: {c}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unlock_opens_then_takes_the_crypttab_name() {
+        let provisional = format!("luks-{LUKS_UUID}");
+        let mut fake = Fake::default();
+        fake.on(
+            "~lsblk -J",
+            0,
+            &probe_output_with("@@B", "", ROOT_ONLY, &lsblk(None)),
+        );
+        fake.on(
+            "~lsblk -J",
+            0,
+            &probe_output_with(
+                "@@B",
+                &format!("{provisional}\n"),
+                ROOT_ONLY,
+                &lsblk(Some(&provisional)),
+            ),
+        );
+        fake.on(
+            "cryptsetup luksDump",
+            0,
+            include_str!("fixtures/luksdump-luks2.txt"),
+        );
+        fake.on("cryptsetup open --key-file=- /dev/vdb2", 0, "");
+        // Peeks: the btrfs holds the main system in @, /boot holds kernels.
+        fake.on(
+            "~/dev/mapper/luks-",
+            0,
+            &format!(
+                "@@B subvols\nID 256 gen 9 top level 5 path @\n@@B root /@\n@@B fstab\n{}\n@@B crypttab\nroot UUID={LUKS_UUID} none luks\n@@B kernels\n",
+                include_str!("fixtures/fstab")
+            ),
+        );
+        fake.on("~/dev/vdb1", 0, "@@B kernels\n/vmlinuz-6.1\n");
+        fake.on("cryptsetup close", 0, "");
+        let mut s = Session::new(&mut fake, settings());
+        let (code, v) = unlock(&mut s, &[], &pass).await.unwrap();
+        assert_eq!(code, exit::UNLOCKED, "{v}");
+        drop(s);
+        never_in_commands(&fake);
+        let with_stdin: Vec<(&str, bool)> = fake
+            .calls
+            .iter()
+            .filter(|c| c.1.is_some())
+            .map(|c| (c.0.as_str(), c.1.as_deref() == Some(PASS)))
+            .collect();
+        assert_eq!(with_stdin.len(), 2, "{with_stdin:?}");
+        assert!(with_stdin[0].0.starts_with(&format!(
+            "cryptsetup open --key-file=- /dev/vdb2 {provisional} && "
+        )));
+        assert!(with_stdin[1].0.starts_with(&format!(
+            "cryptsetup close {provisional} && cryptsetup open --key-file=- /dev/vdb2 root && "
+        )));
+        assert!(
+            with_stdin.iter().all(|c| c.1),
+            "stdin is the passphrase, exactly"
+        );
+    }
+
+    #[tokio::test]
+    async fn kexec_hands_the_key_over_in_an_archive_on_stdin() {
+        let mut fake = Fake::default();
+        fake.on(
+            "~lsblk -J",
+            0,
+            &probe_output_with("@@B", "root\n", MOUNTINFO, &lsblk(Some("root"))),
+        );
+        fake.on(
+            "~/etc/crypttab",
+            0,
+            &format!(
+                "@@B fstab\n{}\n@@B crypttab\nroot UUID={LUKS_UUID} none luks,discard\n",
+                include_str!("fixtures/fstab")
+            ),
+        );
+        fake.on(
+            "~loader/entries",
+            0,
+            "@@B file /boot/extlinux/extlinux.conf\nDEFAULT main\nLABEL main\n LINUX /vmlinuz\n INITRD /initrd.img\n \
+             APPEND root=/dev/mapper/root ro rootflags=subvol=@\n@@B boot\nvmlinuz\ninitrd.img\n\
+             @@B exists\n/usr/share/initramfs-tools/hooks/cryptroot\n",
+        );
+        fake.on(
+            "for f in",
+            0,
+            "/mnt/portcullis/boot/vmlinuz\n/mnt/portcullis/boot/initrd.img\n",
+        );
+        fake.on("cryptsetup open --test-passphrase", 0, "");
+        for step in [
+            "mkdir -p /run/portcullis-rescue/kexec",
+            "umask 077",
+            "kexec -c -l",
+            "umount",
+            "cryptsetup close",
+            "rm -f",
+            "(sleep 1",
+        ] {
+            fake.on(step, 0, "");
+        }
+        let o = KexecOptions {
+            entry: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            append: Some("quiet".into()),
+            flavour: None,
+            no_handover: false,
+            load_method: LoadMethod::Auto,
+            load_only: false,
+        };
+        let mut s = Session::new(&mut fake, settings());
+        let (code, v) = kexec_flow(&mut s, &o, &pass).await.unwrap();
+        assert_eq!(code, exit::UNLOCKED);
+        assert_eq!(v["handover"], json!("initramfs-tools"));
+        drop(s);
+        never_in_commands(&fake);
+        let cmds = fake.commands();
+        let load = cmds.iter().find(|c| c.starts_with("kexec")).unwrap();
+        assert!(
+            load.starts_with(
+                "kexec -c -l /mnt/portcullis/boot/vmlinuz --initrd=/run/portcullis-rescue/kexec/initrd \
+                 '--command-line=root=/dev/mapper/root ro rootflags=subvol=@ quiet'; rc=$?; rm -f"
+            ),
+            "{load}"
+        );
+        // Unmount everything, close, then boot: in that order, boot last.
+        let tail: Vec<&str> = cmds.iter().rev().take(8).rev().copied().collect();
+        assert_eq!(
+            tail.last().copied(),
+            Some("(sleep 1; sync; kexec -e) </dev/null >/dev/null 2>&1 &")
+        );
+        assert!(tail.contains(&"cryptsetup close root"), "{tail:?}");
+        let close_at = cmds
+            .iter()
+            .position(|c| *c == "cryptsetup close root")
+            .unwrap();
+        let last_umount = cmds
+            .iter()
+            .rposition(|c| c.starts_with("umount /mnt/portcullis"))
+            .unwrap();
+        assert!(last_umount < close_at);
+        // The passphrase went to the check, the archive to the initrd step.
+        let test = fake
+            .calls
+            .iter()
+            .find(|c| c.0.starts_with("cryptsetup open --test-passphrase"))
+            .unwrap();
+        assert_eq!(test.1.as_deref(), Some(PASS));
+        let append = fake
+            .calls
+            .iter()
+            .find(|c| c.0.starts_with("umask 077"))
+            .unwrap();
+        let files = cpio::list(append.1.as_deref().unwrap()).unwrap();
+        let key = files
+            .iter()
+            .find(|f| f.0 == "cryptroot/keyfiles/root.key")
+            .unwrap();
+        assert_eq!(key.2, PASS);
+        let tab = files.iter().find(|f| f.0 == "cryptroot/crypttab").unwrap();
+        assert!(String::from_utf8_lossy(&tab.2).contains(&format!(
+            "root UUID={LUKS_UUID} /cryptroot/keyfiles/root.key luks,discard\n"
+        )));
+    }
+
+    #[tokio::test]
+    async fn missing_kexec_is_named_before_anything_runs() {
+        let mut fake = Fake::default();
+        let probe = probe_output_with("@@B", "", ROOT_ONLY, &lsblk(None)).replace("kexec\n", "");
+        fake.on("~lsblk -J", 0, &probe);
+        let o = KexecOptions {
+            entry: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            append: None,
+            flavour: None,
+            no_handover: false,
+            load_method: LoadMethod::Auto,
+            load_only: false,
+        };
+        let mut s = Session::new(&mut fake, settings());
+        let e = kexec_flow(&mut s, &o, &pass).await.unwrap_err().to_string();
+        assert!(e.contains("lacks `kexec` (package kexec-tools)"), "{e}");
+        drop(s);
+        assert_eq!(fake.calls.len(), 1, "only the read-only probe ran");
+    }
+}

@@ -130,23 +130,30 @@ pub mod fake {
 
     #[derive(Default)]
     pub struct Fake {
-        pub rules: Vec<(String, Output)>,
+        /// (prefix, answers): answers are used in turn, the last one stays.
+        /// A prefix starting with `~` matches anywhere in the command.
+        pub rules: Vec<(String, Vec<Output>)>,
         /// (command, stdin bytes) in order.
         pub calls: Vec<(String, Option<Vec<u8>>)>,
-        /// Replaces the boundary placeholder in canned answers.
-        pub boundary_from_command: bool,
     }
 
     impl Fake {
         pub fn on(&mut self, prefix: &str, status: u32, stdout: &str) {
-            self.rules.push((
-                prefix.to_string(),
+            self.on_output(
+                prefix,
                 Output {
                     status: Some(status),
                     stdout: stdout.as_bytes().to_vec(),
                     stderr: vec![],
                 },
-            ));
+            );
+        }
+
+        pub fn on_output(&mut self, prefix: &str, out: Output) {
+            match self.rules.iter_mut().find(|r| r.0 == prefix) {
+                Some(r) => r.1.push(out),
+                None => self.rules.push((prefix.to_string(), vec![out])),
+            }
         }
 
         pub fn commands(&self) -> Vec<&str> {
@@ -170,13 +177,17 @@ pub mod fake {
                 .find(|w| w.starts_with("@@portcullis-"))
                 .unwrap_or("@@B")
                 .to_string();
-            for (prefix, out) in &self.rules {
+            for (prefix, outs) in &mut self.rules {
                 let matches = match prefix.strip_prefix('~') {
                     Some(needle) => command.contains(needle),
                     None => command.starts_with(prefix.as_str()),
                 };
                 if matches {
-                    let mut o = out.clone();
+                    let mut o = if outs.len() > 1 {
+                        outs.remove(0)
+                    } else {
+                        outs[0].clone()
+                    };
                     o.stdout = String::from_utf8_lossy(&o.stdout)
                         .replace("@@B", &boundary)
                         .into_bytes();

@@ -392,14 +392,14 @@ mod tests {
     #[tokio::test]
     async fn failures_stop_and_explain() {
         let mut fake = Fake::default();
-        fake.rules.push((
-            "cryptsetup open".into(),
+        fake.on_output(
+            "cryptsetup open",
             Output {
                 status: Some(2),
                 stdout: vec![],
                 stderr: b"No key available with this passphrase.\n".to_vec(),
             },
-        ));
+        );
         fake.on("true", 0, "");
         let pass = Passphrase::new(b"x".to_vec()).unwrap();
         let mut s = Session::new(&mut fake, settings());

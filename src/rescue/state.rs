@@ -330,6 +330,10 @@ pub mod tests {
 
     /// A probe answer as a real rescue system gives it.
     pub fn probe_output(b: &str, opened: &str, mountinfo: &str) -> String {
+        probe_output_with(b, opened, mountinfo, include_str!("fixtures/lsblk.json"))
+    }
+
+    pub fn probe_output_with(b: &str, opened: &str, mountinfo: &str, lsblk: &str) -> String {
         format!(
             "{b} tools\nlsblk\nmount\numount\ncryptsetup\nbtrfs\ne2fsck\nkexec\nchroot\ntruncate\n\
              {b} lsblk\n{lsblk}\
@@ -340,8 +344,7 @@ pub mod tests {
              {b} systemd\n\
              {b} swaps\nFilename Type Size Used Priority\n\
              {b} opened\n{opened}\
-             {b} uid\n0\n",
-            lsblk = include_str!("fixtures/lsblk.json"),
+             {b} uid\n0\n"
         )
     }
 
