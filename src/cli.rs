@@ -387,9 +387,17 @@ fn check(config: &std::path::Path, root: &std::path::Path) -> Result<()> {
             key_path.display()
         );
     }
+    if report.cryptsetup_missing {
+        eprintln!(
+            "portcullisd: note: no cryptsetup at {}: fine where systemd or Debian's askpass \
+             asks for the passphrase, but the cryptsetup backend would fail",
+            settings.cryptsetup.display()
+        );
+    }
+    // The path as the image sees it, not the temporary build directory.
     println!(
         "{}: ok; host key {}; {} authorized key(s); {} volume(s) configured{}",
-        path.display(),
+        config.display(),
         report.fingerprint,
         report.keys,
         settings.volumes.len(),

@@ -256,16 +256,20 @@ impl Settings {
                 ak_path.display()
             );
         }
+        // Only the cryptsetup backend runs cryptsetup itself; with `auto` the
+        // image may be a systemd or Debian one that never needs it here.
         let exe = root.join(&self.cryptsetup);
-        if matches!(self.backend, BackendKind::Cryptsetup | BackendKind::Auto) && !exe.exists() {
+        let cryptsetup_missing = !exe.exists();
+        if self.backend == BackendKind::Cryptsetup && cryptsetup_missing {
             bail!(
                 "cryptsetup not found at {}: set cryptsetup = \"…\" in the config",
-                exe.display()
+                self.cryptsetup.display()
             );
         }
         Ok(CheckReport {
             fingerprint: crate::authkeys::fingerprint(key.public_key()),
             keys: ak.keys.len(),
+            cryptsetup_missing: cryptsetup_missing && self.backend == BackendKind::Auto,
         })
     }
 }
@@ -273,6 +277,9 @@ impl Settings {
 pub struct CheckReport {
     pub fingerprint: String,
     pub keys: usize,
+    /// `auto` backend without a cryptsetup binary: fine in a systemd or
+    /// Debian image, fatal in a plain busybox one. Said, not failed.
+    pub cryptsetup_missing: bool,
 }
 
 fn range<T>(

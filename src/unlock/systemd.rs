@@ -238,10 +238,25 @@ impl SystemdAgent {
         ))
     }
 
+    /// Volumes this initrd will unlock: its `/etc/crypttab`, plus
+    /// `rd.luks.name=`/`rd.luks.uuid=` on the kernel command line (images
+    /// built without a crypttab rely on those alone).
     fn known(&self) -> Vec<crypttab::Entry> {
-        std::fs::read_to_string(self.root.join("/etc/crypttab"))
+        let mut known = std::fs::read_to_string(self.root.join("/etc/crypttab"))
             .map(|t| crypttab::parse(&t))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let cmdline = std::fs::read_to_string(self.root.join("/proc/cmdline")).unwrap_or_default();
+        for v in super::volume::from_cmdline(&cmdline).0 {
+            if !known.iter().any(|e| e.name == v.name) {
+                known.push(crypttab::Entry {
+                    name: v.name,
+                    source: v.device.to_string(),
+                    key: "none".into(),
+                    options: String::new(),
+                });
+            }
+        }
+        known
     }
 }
 
@@ -366,6 +381,28 @@ mod tests {
             format!("[Ask]\nPID=1\nSocket={sock}\nAcceptCached=1\nEcho=0\nNotAfter={not_after}\nId={id}\nMessage={msg}\nIcon=drive-harddisk\nSomethingNew=1\n"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn known_volumes_include_kernel_command_line() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc")).unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/crypttab"), "root UUID=aaaa none luks\n").unwrap();
+        std::fs::write(
+            t.path().join("proc/cmdline"),
+            "quiet rd.luks.name=bbbb=data rd.luks.uuid=aaaa\n",
+        )
+        .unwrap();
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let names: Vec<String> = agent.known().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["root", "data", "luks-aaaa"]);
+        assert!(!agent.all_open());
+        std::fs::create_dir_all(t.path().join("dev/mapper")).unwrap();
+        for n in &names {
+            std::fs::write(t.path().join("dev/mapper").join(n), b"").unwrap();
+        }
+        assert!(agent.all_open());
     }
 
     #[test]
