@@ -15,7 +15,7 @@ tests/build-release.sh >/dev/null
 bin="$repo/target/dist"
 echo "== size"
 size=$(stat -c %s "$bin/portcullisd")
-echo "portcullisd release binary: $size bytes ($(file -b "$bin/portcullisd" | cut -d, -f1-2,5))"
+echo "portcullisd release binary: $size bytes ($(cat target/dist/BUILD); $(file -b "$bin/portcullisd" | grep -oE "static[-a-z]*|dynamically linked" | head -n1))"
 echo "portcullis (client) release binary: $(stat -c %s "$bin/portcullis") bytes"
 
 echo "== bytes added to an initramfs (binary + config + keys, cpio newc)"
