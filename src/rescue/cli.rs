@@ -245,10 +245,11 @@ impl Common {
     }
 
     fn settings(&self, host: String) -> Result<Settings> {
-        let target = super::shell::path("--target", self.target.trim_end_matches('/'))?;
-        if target == "/" || target.is_empty() {
+        let trimmed = self.target.trim_end_matches('/');
+        if trimmed.is_empty() {
             anyhow::bail!("--target must not be the rescue system's root");
         }
+        let target = super::shell::path("--target", trimmed)?;
         Ok(Settings {
             target,
             dry_run: self.dry_run,

@@ -251,6 +251,35 @@ pub async fn unlock<R: Remote>(
     let mut pass = None;
     let u = unlock_inner(s, only, &mut pass, read_pass).await?;
     drop(pass);
+    if !s.s.dry_run {
+        let f = s.facts().await?;
+        let open: Vec<String> = f
+            .devices
+            .iter()
+            .filter(|d| d.is_luks())
+            .filter_map(|d| {
+                f.devices
+                    .mapping_of(&d.path)
+                    .map(|m| format!("{} as {}", d.path, m.path))
+            })
+            .collect();
+        s.say(&format!(
+            "open: {}{}\n",
+            if open.is_empty() {
+                "nothing".to_string()
+            } else {
+                open.join(", ")
+            },
+            if u.wrong.is_empty() {
+                String::new()
+            } else {
+                format!("; wrong passphrase for {}", u.wrong.join(", "))
+            }
+        ));
+        if !open.is_empty() {
+            s.say("next: `portcullis rescue mount HOST` (read-only), then `check`\n");
+        }
+    }
     let code = if !u.failed.is_empty() && u.opened.is_empty() {
         exit::UNLOCK_FAILED
     } else if !u.wrong.is_empty() && u.opened.is_empty() {

@@ -85,7 +85,7 @@ pub fn render(title: &str, steps: &[Step], notes: &[String]) -> String {
     for (i, st) in steps.iter().enumerate() {
         let tag = match (st.effect, st.stdin) {
             (Effect::Boot, _) => " [boots another kernel]",
-            (Effect::Destructive, _) => " [writes to the filesystem]",
+            (Effect::Destructive, _) => " [may change the main system]",
             (_, Input::Passphrase) => " [passphrase on stdin]",
             (_, Input::KeyArchive) => " [key archive on stdin]",
             _ => "",

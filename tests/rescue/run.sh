@@ -244,6 +244,7 @@ has "wrong passphrase"
 expect_in 0 "unlock" "$work/pass" -- pr unlock --passphrase-stdin
 has "cryptsetup open --key-file=- /dev/vda2 luks-$luks_uuid"
 has "reopen /dev/vda2 as /dev/mapper/root, the name in the main system's crypttab"
+has "open: /dev/vda2 as /dev/mapper/root"
 remote_has "mapping named as in the main crypttab" 'lsblk -nro NAME,TYPE /dev/vda2' '^root crypt$'
 expect 0 "unlock again (idempotent)" -- pr unlock --passphrase-stdin
 has "/dev/vda2 is already open as /dev/mapper/root"
