@@ -41,9 +41,9 @@ export VM_TB_SIZE=${VM_TB_SIZE:-32}
 # shellcheck source=tests/rescue/lib.sh
 . "$here/lib.sh"
 
-# Host tools: the VM harness's own list plus what the main disk needs.
+# Host tools beyond what tests/vm/fetch.sh installs.
 need=()
-for pair in sfdisk:fdisk mkfs.ext4:e2fsprogs debugfs:e2fsprogs python3:python3 ssh:openssh-client; do
+for pair in sfdisk:fdisk python3:python3 ssh:openssh-client ssh-keygen:openssh-client; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -59,8 +59,10 @@ chmod 700 "$work"
 umask 077
 
 rlog "building portcullis"
-(cd "$repo" && cargo build --release --locked --bin portcullis >&2)
-portcullis=$repo/target/release/portcullis
+# The same release build as the other VM tests: nothing to rebuild in CI.
+dist=$(cd "$repo" && tests/build-release.sh)
+portcullis=$repo/$dist/portcullis
+[ -x "$portcullis" ] || die "tests/build-release.sh gave no $portcullis"
 rlog "fetching kernel and busybox (cached)"
 eval "$("$repo/tests/vm/fetch.sh" --print)"
 : "${KERNEL_RELEASE:?}" "${KERNEL_ROOT:?}" "${VMLINUZ:?}" "${BUSYBOX:?}"
