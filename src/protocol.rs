@@ -33,6 +33,8 @@ pub mod exit {
     /// Fleet runs (`portcullis unlock GROUP…`): one host or more did not
     /// end well; the per-host records say how.
     pub const SOME_HOSTS_FAILED: u8 = 11;
+    /// `portcullis rescue check`: a filesystem needs repair.
+    pub const NEEDS_REPAIR: u8 = 12;
 }
 
 /// A parsed exec request.

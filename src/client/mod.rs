@@ -253,8 +253,9 @@ fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
     let mut w = &tty;
     write!(
         w,
-        "The initramfs of {host_id} is not known yet.\nIts host key fingerprint is {fp}.\n\
-         Compare it with what `portcullisd keygen` printed. Pin it? [yes/no] "
+        "{host_id} is not known yet.\nIts host key fingerprint is {fp}.\n\
+         Compare it with the fingerprint you expect (for an initramfs, what \
+         `portcullisd keygen` printed). Pin it? [yes/no] "
     )?;
     w.flush()?;
     let mut answer = String::new();

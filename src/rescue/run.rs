@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::io::IsTerminal;
 
 /// Exit code of `check` when a filesystem needs repair.
-pub const NEEDS_REPAIR: u8 = 12;
+pub const NEEDS_REPAIR: u8 = crate::protocol::exit::NEEDS_REPAIR;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
