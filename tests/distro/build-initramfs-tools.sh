@@ -56,7 +56,9 @@ rm -f "$root/etc/initramfs-tools/conf.d/zz-permissive" "$root/tmp/portcullis-neg
 dlog "update-initramfs -u -k $kver"
 in_chroot "$root" update-initramfs -u -k "$kver" >"$out/update-initramfs.log" 2>&1 ||
     { cat "$out/update-initramfs.log" >&2; fail "update-initramfs failed"; }
-grep -qE "^portcullis: .*/etc/portcullis/portcullisd.toml: ok; host key $HOST_FP" "$out/update-initramfs.log" ||
+# -F for the fingerprint: base64 has '+', a regex quantifier.
+grep -E "^portcullis: .*/etc/portcullis/portcullisd.toml: ok; host key " "$out/update-initramfs.log" |
+    grep -qF "host key $HOST_FP;" ||
     fail "update-initramfs did not report a checked config: $(cat "$out/update-initramfs.log")"
 ok "update-initramfs ran the config check: $(grep 'portcullis:' "$out/update-initramfs.log")"
 
