@@ -13,8 +13,9 @@ pub struct Entry {
     pub passno: u32,
 }
 
-/// fstab escapes spaces and other bytes as `\040`-style octal.
-fn unescape(s: &str) -> String {
+/// fstab and `/proc/self/mountinfo` escape spaces and other bytes as
+/// `\040`-style octal; this undoes it.
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

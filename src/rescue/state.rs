@@ -191,28 +191,6 @@ pub fn sections<'a>(out: &'a str, b: &str) -> Vec<(&'a str, String)> {
     v
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    // The kernel escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if let (b'\\', Some(&[x, y, z])) = (b[i], b.get(i + 1..i + 4)) {
-            if [x, y, z].iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = (x - b'0') as u32 * 64 + (y - b'0') as u32 * 8 + (z - b'0') as u32;
-                if let Ok(v) = u8::try_from(v) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|l| {
@@ -220,11 +198,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let f: Vec<&str> = left.split(' ').collect();
             let r: Vec<&str> = right.split(' ').collect();
             Some(Mount {
-                root: unescape_mountinfo(f.get(3)?),
-                mountpoint: unescape_mountinfo(f.get(4)?),
+                root: super::fstab::unescape(f.get(3)?),
+                mountpoint: super::fstab::unescape(f.get(4)?),
                 options: f.get(5)?.to_string(),
                 fstype: r.first()?.to_string(),
-                source: unescape_mountinfo(r.get(1)?),
+                source: super::fstab::unescape(r.get(1)?),
             })
         })
         .collect()
