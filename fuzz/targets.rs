@@ -157,7 +157,11 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
 pub fn secret(data: &[u8]) {
     let (c, stream) = split(data);
     let machine = c & 1 == 1;
-    let chunk = usize::from(c >> 1).max(1);
+    // Packet size 1 to 127, or 0: everything in one packet.
+    let chunk = match usize::from(c >> 1) {
+        0 => stream.len().max(1),
+        n => n,
+    };
     let mut buf = SecretBuf::default();
     for piece in stream.chunks(chunk) {
         buf.push(piece);
@@ -180,7 +184,8 @@ pub fn secret(data: &[u8]) {
         line_properties(&got, stream, true);
         if STRICT {
             // Issue 11 D: a short first line is taken however much follows
-            // it in the same packet.
+            // it in the same packet. (The loop above mirrors the listener's
+            // Mode::Unlock handling as of this writing; keep them in step.)
             if let Some(end) = stream.iter().position(|&b| b == b'\n') {
                 let first = stream.get(..end).unwrap_or_default();
                 let first = first.strip_suffix(b"\r").unwrap_or(first);
