@@ -15,8 +15,9 @@ use portcullis::fleet::inventory::{self, Inventory};
 use portcullis::fleet::ssh_config::{self, SshConfig};
 use portcullis::listener::terminal::{Key, LineEditor};
 use portcullis::protocol::{self, Command, ErrorReply, StatusReply, UnlockReply};
-use portcullis::rescue::{bootentry, cpio, fstab, lsblk, luks, state};
+use portcullis::rescue::{bootentry, cpio, discover, fstab, kexec, lsblk, luks, state};
 use portcullis::secret::{self, Passphrase, SecretBuf, SecretError};
+use portcullis::unlock::{crypttab, systemd, volume};
 use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::path::Path;
@@ -42,6 +43,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("known_hosts", known_hosts),
     ("rescue", rescue),
     ("cpio", cpio),
+    ("unlock", unlock),
 ];
 
 /// An Ed25519 key that stands for "the key the client offers".
@@ -409,11 +411,16 @@ pub fn known_hosts(data: &[u8]) {
 
 // ------------------------------------------------------------------ rescue
 
-/// The rescue parsers; the control byte picks one.
+/// Marks section headers in the output of the rescue side's probe scripts
+/// (random per run in real use).
+const MARKER: &str = "@@pc";
+
+/// The rescue parsers; the control byte picks one. 9 to 11 take the whole
+/// sectioned output of a probe script, headed by `@@pc NAME` lines.
 pub fn rescue(data: &[u8]) {
     let (c, rest) = split(data);
     let text = String::from_utf8_lossy(rest);
-    match c % 9 {
+    match c % 12 {
         0 => {
             if let Ok(devs) = lsblk::parse(&text) {
                 for d in &devs {
@@ -472,7 +479,30 @@ pub fn rescue(data: &[u8]) {
                 assert_eq!(cmdline.trim(), cmdline);
             }
         }
-        _ => versions(&text),
+        8 => versions(&text),
+        9 => {
+            let f = state::parse_facts(&text, MARKER);
+            if let Some(e) = &f.lsblk_error {
+                bounded_error(e, rest.len());
+            }
+        }
+        10 => {
+            let b = kexec::parse_probe(&text, MARKER);
+            if let Some(cmdline) = &b.kernel_cmdline {
+                assert!(!cmdline.contains('\n'));
+            }
+        }
+        _ => {
+            let dev = lsblk::Dev {
+                path: "/dev/fuzz1".into(),
+                ..Default::default()
+            };
+            let status = text.len() as u32 % 5;
+            let p = discover::parse_peek(&dev, &text, MARKER, Some(status), &text);
+            if let Some(e) = &p.error {
+                assert!(!e.contains('\n'));
+            }
+        }
     }
 }
 
@@ -580,4 +610,34 @@ fn check_round_trip(entries: &[(String, u32, Vec<u8>)]) {
     let bytes = a.finish();
     assert_eq!(bytes.len() % 512, 0);
     assert_eq!(cpio::list(&bytes).as_deref(), Some(entries));
+}
+
+// ------------------------------------------------------------------ unlock
+
+/// The listener's own boot-time parsers: crypttab, systemd ask files, the
+/// binary LUKS header at the start of a device, device specs.
+pub fn unlock(data: &[u8]) {
+    let (c, rest) = split(data);
+    let text = String::from_utf8_lossy(rest);
+    match c % 4 {
+        0 => {
+            for e in crypttab::parse(&text) {
+                assert!(!e.name.is_empty() && !e.name.contains(|c: char| c.is_ascii_whitespace()));
+                assert!(!e.source.is_empty());
+            }
+        }
+        1 => {
+            let _ = systemd::parse_ask(&text, "/run/systemd/ask-password/ask.fuzz".into());
+        }
+        2 => {
+            if let Some(h) = volume::parse_luks_header(rest) {
+                assert!(rest.starts_with(b"LUKS\xba\xbe"));
+                assert!(h.uuid.len() <= 40 && h.label.len() <= 48);
+            }
+        }
+        _ => match volume::DeviceSpec::parse(&text) {
+            Ok(_) => {}
+            Err(e) => bounded_error(&e, rest.len()),
+        },
+    }
 }

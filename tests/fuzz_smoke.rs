@@ -272,3 +272,8 @@ fn rescue() {
 fn cpio() {
     smoke("cpio");
 }
+
+#[test]
+fn unlock() {
+    smoke("unlock");
+}
