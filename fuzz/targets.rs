@@ -641,7 +641,8 @@ pub fn unlock(data: &[u8]) {
         2 => {
             if let Some(h) = volume::parse_luks_header(rest) {
                 assert!(rest.starts_with(b"LUKS\xba\xbe"));
-                assert!(h.uuid.len() <= 40 && h.label.len() <= 48);
+                // Characters, not bytes: invalid UTF-8 becomes U+FFFD.
+                assert!(h.uuid.chars().count() <= 40 && h.label.chars().count() <= 48);
             }
         }
         _ => match volume::DeviceSpec::parse(&text) {
