@@ -18,7 +18,7 @@ use portcullis::config::Limits;
 use pty::{find, Pty};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PROMPT: &[u8] = b"LUKS passphrase for ";
@@ -216,4 +216,124 @@ async fn listener_pty_prompt_never_shows_what_is_typed() {
         leaks.len()
     );
     assert!(leaks.is_empty(), "passphrase echoed in runs {leaks:?}");
+}
+
+/// The prompt is on the terminal even when stdin and stdout are not: the
+/// passphrase typed there reaches cryptsetup, and stdout gets the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_works_with_stdout_redirected() {
+    let f = start("", Limits::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let target = format!("127.0.0.1:{}", f.addr.port());
+    let key = f.client_key.display().to_string();
+    let fp = f.host_fp.clone();
+    let out = home.path().join("stdout");
+    let out2 = out.clone();
+    let hp = home.path().to_path_buf();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut t = Pty::open();
+        let mut cmd = client(&hp, &target, &["--fingerprint", &fp, "-i", &key]);
+        let file = std::fs::File::create(&out2).unwrap();
+        let mut child = t.spawn_with(&mut cmd, Stdio::null(), file.into(), Stdio::null());
+        t.expect(PROMPT, 0, T);
+        let mut line = RIGHT.to_vec();
+        line.push(b'\r');
+        t.type_bytes(&line);
+        let st = t.finish(&mut child, T);
+        assert_eq!(st.code(), Some(0), "{:?}", String::from_utf8_lossy(&t.seen));
+        t.seen
+    })
+    .await
+    .unwrap();
+    assert!(find(&seen, RIGHT).is_none());
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert!(printed.contains("unlocked: root, data"), "{printed}");
+    assert_eq!(f.stdins.lock().unwrap().len(), 2);
+}
+
+/// The host-key question discards keys typed before it was shown: an early
+/// "yes" must not pin a key nobody looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_key_question_ignores_typeahead() {
+    let f = start("", Limits::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let kh = f.dir.path().join("pins");
+    let target = format!("127.0.0.1:{}", f.addr.port());
+    let key = f.client_key.display().to_string();
+    let khs = kh.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        for (early, answer, code) in [("yes\r", "no\r", 3), ("no\r", "yes\r", 0)] {
+            let mut t = Pty::open();
+            t.type_bytes(early.as_bytes());
+            let mut c = Command::new(client_bin());
+            c.env_clear()
+                .current_dir(home.path())
+                .env("HOME", home.path())
+                .args(["status", &target, "--no-agent", "-i", &key])
+                .args(["--known-hosts", &khs]);
+            let mut child = t.spawn(&mut c);
+            t.expect(b"Pin it? [yes/no] ", 0, T);
+            t.type_bytes(answer.as_bytes());
+            let st = t.finish(&mut child, T);
+            assert_eq!(
+                st.code(),
+                Some(code),
+                "early {early:?}, answer {answer:?}: {:?}",
+                String::from_utf8_lossy(&t.seen)
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let pins = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(pins.lines().count(), 1, "{pins}");
+}
+
+/// An encrypted key file's passphrase is asked on the terminal the same way
+/// (echo off, raw bytes: TAB kept). The key is not authorized, so a right
+/// passphrase ends in "authentication refused" (5) and a wrong one in
+/// "decrypting key" (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_file_passphrase_prompt() {
+    let f = start("", Limits::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("enc_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "key pass\tword", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed");
+    assert!(st.success());
+    let target = format!("127.0.0.1:{}", f.addr.port());
+    let fp = f.host_fp.clone();
+    tokio::task::spawn_blocking(move || {
+        for (typed, code) in [(&b"key pass\tword\r"[..], 5), (b"wrong\r", 1)] {
+            let mut t = Pty::open();
+            let ks = key.display().to_string();
+            let mut child = t.spawn(&mut client(
+                home.path(),
+                &target,
+                &[
+                    "--fingerprint",
+                    &fp,
+                    "-i",
+                    &ks,
+                    "--passphrase-command",
+                    "echo luks",
+                ],
+            ));
+            let at = t.expect(b"Enter passphrase for key ", 0, T);
+            t.type_bytes(typed);
+            let st = t.finish(&mut child, T);
+            let shown = String::from_utf8_lossy(&t.seen[at..]).into_owned();
+            assert_eq!(st.code(), Some(code), "{shown}");
+            assert!(
+                !shown.contains("pass\tword") && !shown.contains("wrong"),
+                "{shown}"
+            );
+            assert!(t.echo_on());
+        }
+    })
+    .await
+    .unwrap();
 }

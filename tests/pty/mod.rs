@@ -33,6 +33,10 @@ impl Pty {
             )
         };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        for fd in [m, s] {
+            // SAFETY: sets close-on-exec on fds we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         // SAFETY: both fds were just opened and are owned here.
         let (master, slave) = unsafe { (File::from_raw_fd(m), File::from_raw_fd(s)) };
         Pty {
@@ -42,15 +46,22 @@ impl Pty {
         }
     }
 
-    /// Starts `cmd` in a new session with this pty as its controlling terminal.
+    /// Starts `cmd` in a new session with this pty as its controlling
+    /// terminal and as its stdin, stdout and stderr.
     pub fn spawn(&self, cmd: &mut Command) -> Child {
-        cmd.stdin(Stdio::from(self.slave.try_clone().unwrap()))
-            .stdout(Stdio::from(self.slave.try_clone().unwrap()))
-            .stderr(Stdio::from(self.slave.try_clone().unwrap()));
+        let s = || Stdio::from(self.slave.try_clone().unwrap());
+        self.spawn_with(cmd, s(), s(), s())
+    }
+
+    /// Starts `cmd` with this pty as its controlling terminal (`/dev/tty`)
+    /// but the given stdin, stdout and stderr.
+    pub fn spawn_with(&self, cmd: &mut Command, i: Stdio, o: Stdio, e: Stdio) -> Child {
+        let tty = self.slave.as_raw_fd();
+        cmd.stdin(i).stdout(o).stderr(e);
         // SAFETY: setsid and ioctl are async-signal-safe, as pre_exec needs.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
