@@ -241,7 +241,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Installs our handler for `sig`; returns the previous action.
+/// Installs our handler for `sig`; returns the previous action. A signal
+/// the process ignores (`nohup`) stays ignored.
 #[allow(unsafe_code)]
 fn install(sig: libc::c_int) -> Option<libc::sigaction> {
     // SAFETY: sigaction is plain old data; all zeroes is "no flags, empty
@@ -252,7 +253,14 @@ fn install(sig: libc::c_int) -> Option<libc::sigaction> {
         act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::sigemptyset(&mut act.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
-        (libc::sigaction(sig, &act, &mut old) == 0).then_some(old)
+        if libc::sigaction(sig, &act, &mut old) != 0 {
+            return None;
+        }
+        if old.sa_sigaction == libc::SIG_IGN {
+            libc::sigaction(sig, &old, std::ptr::null_mut());
+            return None;
+        }
+        Some(old)
     }
 }
 
