@@ -225,7 +225,7 @@ impl<'a, R: Remote> Session<'a, R> {
         // plan was shown must not answer for it.
         let question = format!("Run this plan on {}? [yes/no] ", self.s.host);
         let answer = crate::client::tty::ask_yes_no(&question)
-            .map_err(|e| anyhow::anyhow!("asking for confirmation: {e}"))?;
+            .map_err(|e| anyhow!("asking for confirmation: {e}"))?;
         let Some(yes) = answer else {
             bail!(
                 "this plan {} and there is no terminal to ask on: read the plan (--dry-run prints it), then pass --yes",
