@@ -5,6 +5,7 @@
 
 pub mod known_hosts;
 pub mod passphrase;
+pub mod tty;
 
 use crate::authkeys::fingerprint;
 use crate::protocol::{self, exit, StatusReply, UnlockReply};
@@ -12,7 +13,6 @@ use crate::secret::Passphrase;
 use anyhow::{anyhow, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -239,28 +239,16 @@ impl Checker {
 /// Asks on the controlling terminal (not stdin, which may carry the
 /// passphrase). No terminal: the answer is no.
 fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
-    use std::io::{BufRead, Write};
-    let Ok(tty) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-    else {
-        return Ok(false);
-    };
-    if !tty.is_terminal() {
-        return Ok(false);
-    }
-    let mut w = &tty;
-    write!(
-        w,
+    // Typeahead is flushed before the question: a passphrase typed early
+    // must not become the answer, nor stay on the screen.
+    let question = format!(
         "{host_id} is not known yet.\nIts host key fingerprint is {fp}.\n\
          Compare it with the fingerprint you expect (for an initramfs, what \
          `portcullisd keygen` printed). Pin it? [yes/no] "
-    )?;
-    w.flush()?;
-    let mut answer = String::new();
-    std::io::BufReader::new(&tty).read_line(&mut answer)?;
-    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+    );
+    let answer = tty::ask_yes_no(&question)
+        .map_err(|e| anyhow!("asking whether to pin the host key of {host_id}: {e}"))?;
+    Ok(answer.unwrap_or(false))
 }
 
 impl russh::client::Handler for Checker {
@@ -444,11 +432,21 @@ fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
     match russh::keys::load_secret_key(path, None) {
         Ok(k) => Ok(k),
         Err(russh::keys::Error::KeyIsEncrypted) => {
-            let pw = zeroize::Zeroizing::new(
-                rpassword::prompt_password(format!("Enter passphrase for key {}: ", path.display()))
-                    .with_context(|| format!("key {} is encrypted and there is no terminal to ask on; load it into ssh-agent", path.display()))?,
-            );
-            russh::keys::load_secret_key(path, Some(&pw))
+            let pw = tty::read_secret(&format!("Enter passphrase for key {}: ", path.display()))
+                .map_err(|e| match e {
+                    tty::TtyError::NoTerminal => anyhow!(
+                        "key {} is encrypted and there is no terminal to ask on; load it into ssh-agent",
+                        path.display()
+                    ),
+                    e => anyhow!("reading the passphrase for key {}: {e}", path.display()),
+                })?;
+            let pw = std::str::from_utf8(pw.expose()).map_err(|_| {
+                anyhow!(
+                    "the passphrase for key {} is not valid UTF-8, which key files cannot use; type it again",
+                    path.display()
+                )
+            })?;
+            russh::keys::load_secret_key(path, Some(pw))
                 .with_context(|| format!("decrypting key {}", path.display()))
         }
         Err(e) => Err(anyhow!("loading key {}: {e}", path.display())),

@@ -617,13 +617,16 @@ impl russh::server::Handler for Conn {
         s: &mut Session,
     ) -> Result<(), Self::Error> {
         let (machine, line_done, overflow) = match self.channels.get_mut(&ch).map(|c| &mut c.mode) {
+            // Machine mode keeps every byte to EOF; a human `unlock` keeps
+            // the first line only, so a long tail cannot overflow it.
             Some(Mode::Unlock { machine, buf }) => {
-                buf.push(data);
-                (
-                    *machine,
-                    !*machine && buf.line_end().is_some(),
-                    buf.overflowed(),
-                )
+                let line_done = if *machine {
+                    buf.push(data);
+                    false
+                } else {
+                    buf.push_line(data)
+                };
+                (*machine, line_done, buf.overflowed())
             }
             Some(Mode::Interactive { .. }) => {
                 self.interactive_key(ch, data, s).await;

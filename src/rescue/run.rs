@@ -13,7 +13,6 @@ use super::state::{self, Facts};
 use crate::secret::Passphrase;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use std::io::IsTerminal;
 
 /// Exit code of `check` when a filesystem needs repair.
 pub const NEEDS_REPAIR: u8 = crate::protocol::exit::NEEDS_REPAIR;
@@ -222,29 +221,18 @@ impl<'a, R: Remote> Session<'a, R> {
         if worst < Effect::Destructive || self.s.yes || self.s.dry_run {
             return Ok(());
         }
-        use std::io::{BufRead, Write};
-        let tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty");
-        let Ok(tty) = tty.and_then(|t| {
-            if t.is_terminal() {
-                Ok(t)
-            } else {
-                Err(std::io::ErrorKind::Other.into())
-            }
-        }) else {
+        // On the terminal, after flushing typeahead: keys typed before the
+        // plan was shown must not answer for it.
+        let question = format!("Run this plan on {}? [yes/no] ", self.s.host);
+        let answer = crate::client::tty::ask_yes_no(&question)
+            .map_err(|e| anyhow!("asking for confirmation: {e}"))?;
+        let Some(yes) = answer else {
             bail!(
                 "this plan {} and there is no terminal to ask on: read the plan (--dry-run prints it), then pass --yes",
                 if worst == Effect::Boot { "boots another kernel" } else { "changes the main system" }
             );
         };
-        let mut w = &tty;
-        write!(w, "Run this plan on {}? [yes/no] ", self.s.host)?;
-        w.flush()?;
-        let mut answer = String::new();
-        std::io::BufReader::new(&tty).read_line(&mut answer)?;
-        if !answer.trim().eq_ignore_ascii_case("yes") {
+        if !yes {
             bail!("not confirmed; nothing was run");
         }
         Ok(())
