@@ -7,6 +7,13 @@
 //! `[defaults]`, the command line), a command once per command text, a file
 //! once per path, standard input once.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use crate::client::passphrase;
 use crate::secret::{Passphrase, MAX_LEN};
 use anyhow::{anyhow, bail, Context, Result};
@@ -183,6 +190,12 @@ pub fn short_list(names: &[&str], max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
