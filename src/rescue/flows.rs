@@ -88,7 +88,7 @@ pub async fn inspect<R: Remote>(s: &mut Session<'_, R>) -> Result<(u8, Value)> {
 }
 
 pub async fn boot_config<R: Remote>(s: &mut Session<'_, R>, target: &str) -> Result<BootConfig> {
-    let b = state::boundary();
+    let b = state::boundary()?;
     let out = s
         .read(
             "the main system's boot configuration",

@@ -6,6 +6,13 @@
 //! ramfs (never swapped, never on disk), load, drop the ramfs, unmount and
 //! close, execute. Pure planning; the remote reads use section boundaries.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::bootentry::{self, BootEntry};
 use super::handover::{self, Flavour};
 use super::plan::{Effect, Input, Step};
@@ -279,6 +286,12 @@ pub fn steps(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::state::{parse_facts, tests::probe_output};

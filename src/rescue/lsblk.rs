@@ -2,6 +2,13 @@
 //! each device's parent, so "the open mapping of this LUKS partition" and
 //! "the device with this UUID" are simple look-ups. Pure parsing.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -147,6 +154,12 @@ impl Devices for [Dev] {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
