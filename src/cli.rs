@@ -4,6 +4,7 @@
 
 use crate::client::{self, passphrase, ClientError, HostKeyPolicy, Identity, Options, Target};
 use crate::protocol::{self, exit, Outcome};
+use crate::text;
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -220,7 +221,8 @@ pub(crate) fn report_error(target: &str, json: bool, e: &ClientError) -> u8 {
         });
         println!("{v}");
     } else {
-        eprintln!("error: {target}: {e}");
+        // Errors can quote the server (its messages, a bad reply).
+        eprintln!("error: {}", text::line(&format!("{target}: {e}")));
     }
     e.exit_code()
 }
@@ -294,10 +296,14 @@ async fn cmd_unlock(target: &str, conn: &ConnArgs, source: &passphrase::Source) 
             "exit-code": code,
         });
         println!("{v}");
-    } else if reply.outcome == Outcome::Unlocked {
-        println!("{target}: {}", protocol::describe_unlock(&reply));
     } else {
-        eprintln!("{target}: {}", protocol::describe_unlock(&reply));
+        // Volume names and the message come from the server.
+        let line = format!("{target}: {}", protocol::describe_unlock(&reply));
+        if reply.outcome == Outcome::Unlocked {
+            println!("{}", text::line(&line));
+        } else {
+            eprintln!("{}", text::line(&line));
+        }
     }
     code
 }
@@ -314,7 +320,7 @@ async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
                 let v = serde_json::json!({ "target": target, "volumes": s.volumes });
                 println!("{v}");
             } else {
-                print!("{}", protocol::describe_status(&s.volumes));
+                print!("{}", text::block(&protocol::describe_status(&s.volumes)));
             }
             exit::UNLOCKED
         }
@@ -344,6 +350,10 @@ pub enum DaemonCommand {
     Keygen {
         /// Where to write the key; FILE.pub gets the public half.
         file: PathBuf,
+        /// Replace an existing key and public file (clients that pinned
+        /// the old key will refuse the new one until re-pinned).
+        #[arg(long)]
+        force: bool,
     },
     /// Validate the config and the files it names, then exit. Hooks run this
     /// when building an image so mistakes fail the build, not the boot.
@@ -357,11 +367,13 @@ pub enum DaemonCommand {
 /// Runs the listener CLI; returns the process exit code.
 pub fn run_daemon(cli: DaemonCli) -> u8 {
     let result = match cli.command.unwrap_or(DaemonCommand::Run) {
-        DaemonCommand::Keygen { file } => crate::hostkey::generate(&file, "portcullis-initramfs")
-            .map(|k| {
-                println!("{}", crate::authkeys::fingerprint(k.public_key()));
-            })
-            .map_err(|e| e.context("keygen")),
+        DaemonCommand::Keygen { file, force } => {
+            crate::hostkey::generate_with(&file, "portcullis-initramfs", force)
+                .map(|k| {
+                    println!("{}", crate::authkeys::fingerprint(k.public_key()));
+                })
+                .map_err(|e| e.context("keygen"))
+        }
         DaemonCommand::Check { root } => check(&cli.config, &root),
         DaemonCommand::Run => crate::daemon::run(&cli.config, &crate::sys::Root::default()),
     };

@@ -113,14 +113,15 @@ fn secs(s: f64) -> String {
     format!("{s:.1}s")
 }
 
-/// First line of `s`, cut to `max` characters.
+/// First line of `s`, cut to `max` characters, terminal-safe (details
+/// carry the server's messages).
 fn one_line(s: &str, max: usize) -> String {
     let first = s.lines().next().unwrap_or_default();
     if first.chars().count() > max {
         let cut: String = first.chars().take(max).collect();
-        format!("{cut}…")
+        format!("{}…", crate::text::line(&cut))
     } else {
-        first.to_string()
+        crate::text::line(first).into_owned()
     }
 }
 

@@ -293,7 +293,7 @@ fn report(host: &str, cmd: &str, json: bool, e: &ClientError) -> u8 {
         });
         println!("{v}");
     } else {
-        eprintln!("error: {host}: {e}");
+        eprintln!("error: {}", crate::text::line(&format!("{host}: {e}")));
     }
     e.exit_code()
 }
@@ -378,7 +378,7 @@ pub async fn run(args: RescueArgs) -> u8 {
                 });
                 println!("{v}");
             } else {
-                eprintln!("error: {host}: {e:#}");
+                eprintln!("error: {}", crate::text::line(&format!("{host}: {e:#}")));
             }
             drop(session);
             ssh.close().await;

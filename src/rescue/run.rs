@@ -64,8 +64,11 @@ impl<'a, R: Remote> Session<'a, R> {
         }
     }
 
-    /// Human text: stdout, or stderr when stdout carries JSON.
+    /// Human text: stdout, or stderr when stdout carries JSON. Much of it
+    /// quotes the rescue system (labels, fstab, command output), so control
+    /// characters are shown escaped.
     pub fn say(&self, text: &str) {
+        let text = crate::text::block(text);
         if self.s.json {
             eprint!("{text}");
         } else {
@@ -94,7 +97,7 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn facts(&mut self) -> Result<Facts> {
-        let b = state::boundary();
+        let b = state::boundary()?;
         let out = self
             .read("the rescue system's state", &state::probe_command(&b))
             .await?;
@@ -143,7 +146,7 @@ impl<'a, R: Remote> Session<'a, R> {
             .cloned()
             .collect();
         for d in candidates {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let out = self
                 .read(
                     &format!("what {} holds", d.path),
@@ -171,7 +174,7 @@ impl<'a, R: Remote> Session<'a, R> {
     ) -> Result<MainSystem> {
         let target = self.s.target.clone();
         if let Some(m) = facts.mount_at(&target).cloned() {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let q = |p: &str| quote(&under(&target, p));
             let cmd = format!(
                 "echo {b} fstab; cat {}; echo {b} crypttab; cat {} 2>/dev/null; true",
