@@ -296,16 +296,23 @@ async fn cmd_unlock(target: &str, conn: &ConnArgs, source: &passphrase::Source) 
             "exit-code": code,
         });
         println!("{v}");
+    } else if reply.outcome == Outcome::Unlocked {
+        println!("{}", unlock_line(&target, &reply));
     } else {
-        // Volume names and the message come from the server.
-        let line = format!("{target}: {}", protocol::describe_unlock(&reply));
-        if reply.outcome == Outcome::Unlocked {
-            println!("{}", text::line(&line));
-        } else {
-            eprintln!("{}", text::line(&line));
-        }
+        eprintln!("{}", unlock_line(&target, &reply));
     }
     code
+}
+
+/// The human line for an unlock reply; volume names and the message come
+/// from the server, so control characters are shown escaped.
+fn unlock_line(target: &str, reply: &protocol::UnlockReply) -> String {
+    text::line(&format!("{target}: {}", protocol::describe_unlock(reply))).into_owned()
+}
+
+/// The human status table, terminal-safe like [`unlock_line`].
+fn status_text(volumes: &[protocol::VolumeInfo]) -> String {
+    text::block(&protocol::describe_status(volumes)).into_owned()
 }
 
 async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
@@ -320,7 +327,7 @@ async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
                 let v = serde_json::json!({ "target": target, "volumes": s.volumes });
                 println!("{v}");
             } else {
-                print!("{}", text::block(&protocol::describe_status(&s.volumes)));
+                print!("{}", status_text(&s.volumes));
             }
             exit::UNLOCKED
         }
@@ -431,6 +438,29 @@ mod tests {
     fn clis_are_consistent() {
         ClientCli::command().debug_assert();
         DaemonCli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_text_is_shown_escaped() {
+        let vol = |name: &str| protocol::VolumeInfo {
+            name: name.into(),
+            device: "/dev/vda2\x1b[8m".into(),
+            backend: "cryptsetup".into(),
+            state: protocol::VolumeState::Open,
+            tries_left: None,
+        };
+        let reply = protocol::UnlockReply {
+            version: 1,
+            outcome: Outcome::Unlocked,
+            volumes: vec![vol("root\x1b]0;pwned\x07")],
+            message: Some("bye\x1b[2J".into()),
+        };
+        let l = unlock_line("h:22", &reply);
+        assert!(!l.contains('\x1b') && !l.contains('\x07'), "{l:?}");
+        assert!(l.contains("root\\x1b]0;pwned\\x07"), "{l}");
+        let s = status_text(&[vol("data\u{9b}2J")]);
+        assert!(!s.contains('\x1b') && !s.contains('\u{9b}'), "{s:?}");
+        assert!(s.contains("data\\x9b2J") && s.ends_with('\n'), "{s}");
     }
 
     #[test]

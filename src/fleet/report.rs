@@ -274,6 +274,32 @@ mod tests {
     }
 
     #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let evil = "denied \x1b]0;owned\x07\x1b[2J\u{9b}1m";
+        let t = table(&[rep("web1", HostOutcome::WrongPassphrase, evil)]);
+        assert!(
+            !t.contains('\x1b') && !t.contains('\x07') && !t.contains('\u{9b}'),
+            "{t:?}"
+        );
+        assert!(
+            t.contains("denied \\x1b]0;owned\\x07\\x1b[2J\\x9b1m"),
+            "{t}"
+        );
+        let mut p = Progress::new(vec!["web1".into()]);
+        let l = p
+            .line(&Event::Finished {
+                index: 0,
+                report: Box::new(rep("web1", HostOutcome::WrongPassphrase, evil)),
+            })
+            .unwrap();
+        assert!(!l.contains('\x1b'), "{l:?}");
+        // JSON keeps the exact text (serde escapes it).
+        let j = json_line(&rep("web1", HostOutcome::WrongPassphrase, evil));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["detail"], evil);
+    }
+
+    #[test]
     fn live_lines() {
         let mut p = Progress::new(vec!["a".into(), "bb".into()]);
         let l = p
