@@ -53,7 +53,10 @@ fn keygen_keeps_existing_files_unless_forced() {
     // Again: refused, both files as they were, and the way out is named.
     let (code, _, err) = portcullisd(&["keygen", s(&key)]);
     assert_eq!(code, 1);
-    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
     assert!(err.lines().all(|l| l.len() < 300), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), private);
     assert_eq!(std::fs::read_to_string(&key_pub).unwrap(), public);
@@ -83,7 +86,8 @@ fn tree(authorized_keys: &str, config: &str) -> tempfile::TempDir {
     t
 }
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j";
 const CONFIG: &str = "[[volume]]\nname = \"root\"\ndevice = \"/dev/vda2\"\n";
 
 fn check(t: &tempfile::TempDir) -> (i32, String, String) {

@@ -16,6 +16,7 @@
 
 use crate::client::passphrase;
 use crate::secret::{Passphrase, MAX_LEN};
+use crate::text::clip;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -50,8 +51,8 @@ impl Source {
         match self {
             Source::Prompt => "\"prompt\"".into(),
             Source::Stdin => "\"stdin\"".into(),
-            Source::Command(c) => format!("{{ command = {c:?} }}"),
-            Source::File(p) => format!("{{ file = {:?} }}", p.display().to_string()),
+            Source::Command(c) => format!("{{ command = {} }}", clip(c)),
+            Source::File(p) => format!("{{ file = {} }}", clip(&p.display().to_string())),
         }
     }
 }

@@ -85,7 +85,8 @@ impl<'a, R: Remote> Session<'a, R> {
     /// Runs a read-only command (a probe) and returns its output.
     pub async fn read(&mut self, what: &str, command: &str) -> Result<Output> {
         if self.s.verbose {
-            eprintln!("reading {what} (read-only): {command}");
+            let line = format!("reading {what} (read-only): {command}");
+            eprintln!("{}", crate::text::line(&line));
         }
         let out = self.remote.run(command, None, false).await?;
         self.executed.push(Executed {
