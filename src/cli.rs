@@ -180,7 +180,8 @@ impl ConnArgs {
             Some(fp) => {
                 if !fp.starts_with("SHA256:") {
                     anyhow::bail!(
-                        "--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it"
+                        "--fingerprint {}: expected SHA256:… as ssh-keygen -lf prints it",
+                        crate::text::clip(fp)
                     );
                 }
                 HostKeyPolicy::Fingerprint(fp.clone())

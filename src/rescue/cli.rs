@@ -218,7 +218,10 @@ impl Common {
         let host_key = match &self.fingerprint {
             Some(fp) if fp.starts_with("SHA256:") => HostKeyPolicy::Fingerprint(fp.clone()),
             Some(fp) => {
-                anyhow::bail!("--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it")
+                anyhow::bail!(
+                    "--fingerprint {}: expected SHA256:… as ssh-keygen -lf prints it",
+                    crate::text::clip(fp)
+                )
             }
             None => HostKeyPolicy::KnownHosts {
                 path: match &self.known_hosts {
