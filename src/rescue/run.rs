@@ -126,7 +126,8 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn luks_dump(&mut self, dev: &Dev) -> Result<Option<luks::Header>> {
-        let cmd = format!("cryptsetup luksDump {}", quote(&dev.path));
+        let path = super::shell::path("device", &dev.path)?;
+        let cmd = format!("cryptsetup luksDump {}", quote(&path));
         let out = self
             .read(&format!("the LUKS header of {}", dev.path), &cmd)
             .await?;
