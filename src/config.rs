@@ -12,7 +12,7 @@
 )]
 
 use crate::authkeys::AuthorizedKeys;
-use crate::text::{clip, clip_backticked};
+use crate::text::{clip, clip_message};
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -121,7 +121,7 @@ impl Settings {
         let file = path.display();
         let raw: Raw = toml::from_str(text).map_err(|e| {
             // toml's message spans several lines with a snippet; keep it on one.
-            let msg = clip_backticked(e.message());
+            let msg = clip_message(e.message());
             let at = e
                 .span()
                 .map(|s| {
@@ -414,6 +414,9 @@ mod tests {
             format!("[limits]\n{long} = 1\n"),
             format!("listen = [\"{long}\"]\n"),
             format!("backend = \"{long}\"\n"),
+            format!("max-tries = \"{long}\"\n"),
+            format!("[limits]\nauth-attempts = \"{long}\"\n"),
+            format!("listen = \"{long}\"\n"),
             format!("host-key = \"{long}\"\n"),
             format!("[[volume]]\nname = \"{long} \"\ndevice = \"/dev/a\"\n"),
             format!("[[volume]]\nname = \"r\"\ndevice = \"UUID={long}\"\n"),

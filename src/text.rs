@@ -53,30 +53,70 @@ impl fmt::Debug for Clip<'_> {
 /// Text that is already quoted or escaped (a TOML value as `toml` prints
 /// it), cut like [`Clip`] but not quoted again.
 pub fn clip_plain(s: &str) -> String {
-    match s.char_indices().nth(CLIP_CHARS) {
+    clip_plain_to(s, CLIP_CHARS)
+}
+
+/// Longest library error message shown, after its quoted spans are clipped.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Bounds a library's error message that quotes input (toml writes keys as
+/// `` `key` `` and values as `"value"`): every quoted span longer than
+/// [`CLIP_CHARS`] characters is cut and marked `…(N bytes)`, and what is
+/// left is cut at [`MAX_MESSAGE_CHARS`].
+pub fn clip_message(msg: &str) -> String {
+    /// The quoted span being read.
+    struct Span {
+        close: char,
+        kept: usize,
+        bytes: usize,
+        cut: bool,
+    }
+    let mut out = String::with_capacity(msg.len().min(2 * MAX_MESSAGE_CHARS));
+    let mut span: Option<Span> = None;
+    let mut escaped = false;
+    for c in msg.chars() {
+        let Some(sp) = &mut span else {
+            out.push(c);
+            if c == '`' || c == '"' {
+                span = Some(Span {
+                    close: c,
+                    kept: 0,
+                    bytes: 0,
+                    cut: false,
+                });
+            }
+            continue;
+        };
+        let ends = c == sp.close && !escaped;
+        escaped = sp.close == '"' && c == '\\' && !escaped;
+        if ends {
+            if sp.cut {
+                out.push_str(&format!("…({} bytes)", sp.bytes));
+            }
+            out.push(c);
+            span = None;
+        } else {
+            sp.bytes += c.len_utf8();
+            if sp.kept < CLIP_CHARS {
+                out.push(c);
+                sp.kept += 1;
+            } else {
+                sp.cut = true;
+            }
+        }
+    }
+    // An unclosed span: say how long it was.
+    if let Some(sp) = span.filter(|sp| sp.cut) {
+        out.push_str(&format!("…({} bytes)", sp.bytes));
+    }
+    clip_plain_to(&out, MAX_MESSAGE_CHARS)
+}
+
+fn clip_plain_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         None => s.to_string(),
         Some((cut, _)) => format!("{}…({} bytes)", s.get(..cut).unwrap_or_default(), s.len()),
     }
-}
-
-/// Clips every `` `…` `` span of a library's error message (toml quotes the
-/// offending key that way) to [`CLIP_CHARS`] characters.
-pub fn clip_backticked(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len().min(1024));
-    for (i, part) in msg.split('`').enumerate() {
-        if i > 0 {
-            out.push('`');
-        }
-        // Odd parts are inside backticks.
-        match part.char_indices().nth(CLIP_CHARS) {
-            Some((cut, _)) if i % 2 == 1 => {
-                out.push_str(part.get(..cut).unwrap_or_default());
-                out.push_str(&format!("…({} bytes)", part.len()));
-            }
-            _ => out.push_str(part),
-        }
-    }
-    out
 }
 
 /// One line of server-provided text (a name, a message) made safe for a
@@ -193,18 +233,33 @@ mod tests {
     }
 
     #[test]
-    fn backticked_spans_are_clipped() {
+    fn quoted_spans_in_messages_are_clipped() {
         let long = "k".repeat(100_000);
         let msg = format!("unknown field `{long}`, expected `listen` or `backend`");
-        let out = clip_backticked(&msg);
         assert_eq!(
-            out,
+            clip_message(&msg),
             format!(
                 "unknown field `{}…(100000 bytes)`, expected `listen` or `backend`",
                 "k".repeat(64)
             )
         );
-        assert_eq!(clip_backticked("plain"), "plain");
+        let msg = format!("invalid type: string \"{long}\", expected u32");
+        assert_eq!(
+            clip_message(&msg),
+            format!(
+                "invalid type: string \"{}…(100000 bytes)\", expected u32",
+                "k".repeat(64)
+            )
+        );
+        // Escaped quotes stay inside the span; short spans are untouched.
+        let msg = r#"value "a\"b" and `c`"#;
+        assert_eq!(clip_message(msg), msg);
+        assert_eq!(clip_message("plain"), "plain");
+        // Unclosed span, and a long message without quotes.
+        let m = clip_message(&format!("x \"{long}"));
+        assert_eq!(m, format!("x \"{}…(100000 bytes)", "k".repeat(64)));
+        let m = clip_message(&long);
+        assert_eq!(m, format!("{}…(100000 bytes)", "k".repeat(512)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use super::secrets::{PassSpec, Scope, Source};
 use super::ssh_config::{expand_tilde, SshConfig};
 use crate::client::Target;
-use crate::text::{clip, clip_backticked, clip_plain};
+use crate::text::{clip, clip_message, clip_plain};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -338,7 +338,7 @@ impl Inventory {
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            anyhow!("{file}{at}: {}", clip_backticked(e.message().trim_end()))
+            anyhow!("{file}{at}: {}", clip_message(e.message().trim_end()))
         })?;
 
         let ssh_config_path = match &raw.ssh_config {
@@ -977,6 +977,7 @@ mod tests {
         for text in [
             format!("{long} = 1\n"),
             format!("[host.{long}]\n"),
+            format!("[host.a]\nport = \"{long}\"\n"),
             format!("[host.a]\naddress = \"{long} \"\n"),
             format!("[host.a]\nfingerprint = \"{long}\"\n"),
             format!("[host.a]\nuser = \"{long} \"\n"),
