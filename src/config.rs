@@ -165,6 +165,14 @@ impl Settings {
                     clip(&p.display().to_string())
                 );
             }
+            // Later errors name the path in full; no usable path is longer.
+            if p.as_os_str().len() > crate::text::MAX_PATH {
+                bail!(
+                    "{file}: {key} = {}: longer than {} bytes",
+                    clip(&p.display().to_string()),
+                    crate::text::MAX_PATH
+                );
+            }
             Ok(p)
         };
         let host_key = abs("host-key", raw.host_key, "/etc/portcullis/host_key")?;
@@ -418,6 +426,7 @@ mod tests {
             format!("[limits]\nauth-attempts = \"{long}\"\n"),
             format!("listen = \"{long}\"\n"),
             format!("host-key = \"{long}\"\n"),
+            format!("host-key = \"/{long}\"\n"),
             format!("[[volume]]\nname = \"{long} \"\ndevice = \"/dev/a\"\n"),
             format!("[[volume]]\nname = \"r\"\ndevice = \"UUID={long}\"\n"),
         ] {

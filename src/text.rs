@@ -20,6 +20,10 @@ use std::fmt;
 /// How many characters of a quoted input an error message shows.
 pub const CLIP_CHARS: usize = 64;
 
+/// Longest path a configuration may name (Linux's PATH_MAX): later errors
+/// quote paths in full, so a longer one is refused where it is read.
+pub const MAX_PATH: usize = 4096;
+
 /// Input quoted like `{:?}`, but at most [`CLIP_CHARS`] characters of it,
 /// followed by `…(N bytes)` when longer. Use it for every user- or
 /// file-provided value in an error message.

@@ -232,6 +232,14 @@ fn path_value(file: &str, key: &str, s: &str) -> Result<PathBuf> {
             clip(s)
         );
     }
+    // Later errors name the path in full; no usable path is longer.
+    if s.len() > crate::text::MAX_PATH {
+        bail!(
+            "{file}: {key} = {}: longer than {} bytes",
+            clip(s),
+            crate::text::MAX_PATH
+        );
+    }
     expand_tilde(s).ok_or_else(|| anyhow!("{file}: {key} = {}: HOME is not set", clip(s)))
 }
 
@@ -982,6 +990,7 @@ mod tests {
             format!("[host.a]\nfingerprint = \"{long}\"\n"),
             format!("[host.a]\nuser = \"{long} \"\n"),
             format!("[host.a]\nidentity = \"{long}\"\n"),
+            format!("[host.a]\nidentity = \"/{long}\"\n"),
             format!("[host.a]\npassphrase = \"{long}\"\n"),
             format!("[host.a]\n[group.g]\nhosts = [\"{long}\"]\n"),
             format!("ssh-config = \"/{long}\"\n"),
