@@ -19,6 +19,7 @@
 
 use crate::client::passphrase;
 use crate::secret::{Passphrase, MAX_LEN};
+use crate::text::clip;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -53,8 +54,8 @@ impl Source {
         match self {
             Source::Prompt => "\"prompt\"".into(),
             Source::Stdin => "\"stdin\"".into(),
-            Source::Command(c) => format!("{{ command = {c:?} }}"),
-            Source::File(p) => format!("{{ file = {:?} }}", p.display().to_string()),
+            Source::Command(c) => format!("{{ command = {} }}", clip(c)),
+            Source::File(p) => format!("{{ file = {} }}", clip(&p.display().to_string())),
         }
     }
 }
@@ -193,7 +194,12 @@ pub fn short_list(names: &[&str], max: usize) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

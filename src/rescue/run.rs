@@ -63,8 +63,11 @@ impl<'a, R: Remote> Session<'a, R> {
         }
     }
 
-    /// Human text: stdout, or stderr when stdout carries JSON.
+    /// Human text: stdout, or stderr when stdout carries JSON. Much of it
+    /// quotes the rescue system (labels, fstab, command output), so control
+    /// characters are shown escaped.
     pub fn say(&self, text: &str) {
+        let text = crate::text::block(text);
         if self.s.json {
             eprint!("{text}");
         } else {
@@ -81,7 +84,8 @@ impl<'a, R: Remote> Session<'a, R> {
     /// Runs a read-only command (a probe) and returns its output.
     pub async fn read(&mut self, what: &str, command: &str) -> Result<Output> {
         if self.s.verbose {
-            eprintln!("reading {what} (read-only): {command}");
+            let line = format!("reading {what} (read-only): {command}");
+            eprintln!("{}", crate::text::line(&line));
         }
         let out = self.remote.run(command, None, false).await?;
         self.executed.push(Executed {
@@ -93,7 +97,7 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn facts(&mut self) -> Result<Facts> {
-        let b = state::boundary();
+        let b = state::boundary()?;
         let out = self
             .read("the rescue system's state", &state::probe_command(&b))
             .await?;
@@ -121,7 +125,8 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn luks_dump(&mut self, dev: &Dev) -> Result<Option<luks::Header>> {
-        let cmd = format!("cryptsetup luksDump {}", quote(&dev.path));
+        let path = super::shell::path("device", &dev.path)?;
+        let cmd = format!("cryptsetup luksDump {}", quote(&path));
         let out = self
             .read(&format!("the LUKS header of {}", dev.path), &cmd)
             .await?;
@@ -142,7 +147,7 @@ impl<'a, R: Remote> Session<'a, R> {
             .cloned()
             .collect();
         for d in candidates {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let out = self
                 .read(
                     &format!("what {} holds", d.path),
@@ -170,7 +175,7 @@ impl<'a, R: Remote> Session<'a, R> {
     ) -> Result<MainSystem> {
         let target = self.s.target.clone();
         if let Some(m) = facts.mount_at(&target).cloned() {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let q = |p: &str| quote(&under(&target, p));
             let cmd = format!(
                 "echo {b} fstab; cat {}; echo {b} crypttab; cat {} 2>/dev/null; true",
