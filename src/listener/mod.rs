@@ -217,8 +217,13 @@ pub async fn serve_until(
             }
         }
     }
-    for a in acceptors {
+    // Close the ports now, not when the runtime gets round to it: a client
+    // must see "refused" once we said we are done.
+    for a in &acceptors {
         a.abort();
+    }
+    for a in acceptors {
+        let _ = a.await;
     }
     drop(rx);
     if stopped {
@@ -266,6 +271,15 @@ fn stamp(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Splits an accepted socket into the stream russh gets and a duplicate
+/// that can shut it down. `None` when out of file descriptors.
+fn with_cutter(stream: TcpStream) -> Option<(TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std().ok()?;
+    let cut = std.try_clone().ok()?;
+    let stream = TcpStream::from_std(std).ok()?;
+    Some((stream, cut))
+}
+
 /// Removes a connection from the admission table when its task ends,
 /// however it ends.
 struct Slot {
@@ -289,6 +303,12 @@ fn accept(
     // peer's delayed ACK (about 40 ms). russh sets it only in its own
     // accept loop.
     let _ = stream.set_nodelay(true);
+    // A second handle on the socket, to cut it whatever russh is doing: a
+    // session stalled in key exchange never reads the disconnect request.
+    let Some((stream, cut)) = with_cutter(stream) else {
+        tracing::debug!(%peer, "could not duplicate the socket; dropped");
+        return;
+    };
     let (evict, mut evicted) = oneshot::channel::<()>();
     let roll = shared.roll();
     let decision = lock(&shared.admission).decide(Source::of(peer.ip()), roll, evict);
@@ -297,7 +317,9 @@ fn accept(
             // Counted for the summary line. Say "busy" so the client does
             // not report an unreachable host; the socket buffer is empty,
             // so this never blocks.
-            let _ = stream.try_write(protocol::BUSY_LINE.as_bytes());
+            // Through the plain socket: tokio's `try_write` would wait for
+            // a readiness event this fresh socket has not had yet.
+            let _ = std::io::Write::write(&mut &cut, protocol::BUSY_LINE.as_bytes());
             return;
         }
         Decision::Admit { id, evicted } => {
@@ -352,12 +374,18 @@ fn accept(
         };
         lock(&shared.admission).talking(id);
         let handle = session.handle();
+        // Says why, if russh can, then cuts the socket either way.
         let bye = |why: &'static str| {
             let h = handle.clone();
+            let cut = &cut;
             async move {
-                let _ = h
-                    .disconnect(russh::Disconnect::ByApplication, why.into(), String::new())
-                    .await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    h.disconnect(russh::Disconnect::ByApplication, why.into(), String::new()),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = cut.shutdown(std::net::Shutdown::Both);
             }
         };
         // `evicted` fires Ok when the table evicts us, Err when it let us go
