@@ -101,6 +101,19 @@ pub async fn open(
     limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Door {
+    open_with(backend, limits, Some(stop)).await
+}
+
+/// Starts a listener that stops on a real SIGTERM (`listener::serve`).
+pub async fn open_sigterm(backend: Arc<dyn Backend>, limits: Limits) -> Door {
+    open_with(backend, limits, None::<std::future::Pending<()>>).await
+}
+
+async fn open_with(
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    stop: Option<impl Future<Output = ()> + Send + 'static>,
+) -> Door {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let host = portcullis::hostkey::generate(&p.join("host_key"), "test-host").unwrap();
@@ -110,14 +123,23 @@ pub async fn open(
     let addr = listener.local_addr().unwrap();
     let host_fp = fingerprint(host.public_key());
     let config = portcullis::listener::ssh_config(host, &limits);
-    let server = tokio::spawn(portcullis::listener::serve_until(
-        vec![listener],
-        config,
-        backend,
-        keys,
-        limits,
-        stop,
-    ));
+    let server = match stop {
+        Some(stop) => tokio::spawn(portcullis::listener::serve_until(
+            vec![listener],
+            config,
+            backend,
+            keys,
+            limits,
+            stop,
+        )),
+        None => tokio::spawn(portcullis::listener::serve(
+            vec![listener],
+            config,
+            backend,
+            keys,
+            limits,
+        )),
+    };
     Door {
         addr,
         host_fp,
