@@ -44,15 +44,15 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Derived from `[limits] max-unauthenticated`: half of it per source,
-    /// random early drop from half-full at 30 %.
+    /// Derived from `[limits] max-unauthenticated`: a quarter of it per
+    /// source, random early drop from half-full at 30 %.
     pub fn from_max(max_unauthenticated: u32) -> Self {
         let full = (max_unauthenticated as usize).max(1);
         Policy {
             full,
             start: (full / 2).max(1),
             rate: 30,
-            per_source: (full / 2).max(1),
+            per_source: full.div_ceil(4),
         }
     }
 }
@@ -349,6 +349,14 @@ mod tests {
             Decision::Admit { id, evicted } => (id, evicted),
             d => panic!("refused: {d:?}"),
         }
+    }
+
+    #[test]
+    fn policy_from_config() {
+        let p = Policy::from_max(64);
+        assert_eq!((p.full, p.start, p.per_source), (64, 32, 16));
+        let p = Policy::from_max(1);
+        assert_eq!((p.full, p.start, p.per_source), (1, 1, 1));
     }
 
     #[test]
