@@ -213,3 +213,19 @@ async fn replies_are_not_held_for_delayed_acks() {
         "unlock replies take {unlock:?} against {status:?} for status: a delayed-ACK stall"
     );
 }
+
+/// `max-sessions` counts sessions at a time: finished ones give their slot
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_sessions_free_their_slot() {
+    let limits = Limits {
+        max_sessions: 2,
+        ..Limits::default()
+    };
+    let d = door::open(SlowBackend::new(Duration::ZERO), limits, never()).await;
+    for i in 0..6 {
+        if let Err(e) = client::status(&d.options()).await {
+            panic!("status {i}: {e}");
+        }
+    }
+}

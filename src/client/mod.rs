@@ -534,6 +534,9 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
                         .await;
                     match r {
                         Ok(r) if r.success() => return Ok(()),
+                        _ if conn.is_closed() && tried.len() < AUTH_TRIES_BEFORE_CUT => {
+                            return Err(closed_during_auth(opts))
+                        }
                         _ => tried.push(format!("agent key {}", fingerprint(&key))),
                     }
                 }
@@ -561,6 +564,9 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
         if r.success() {
             return Ok(());
         }
+        if conn.is_closed() && tried.len() < AUTH_TRIES_BEFORE_CUT {
+            return Err(closed_during_auth(opts));
+        }
         tried.push(path.display().to_string());
     }
     let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
@@ -572,6 +578,21 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
             tried.join(", ")
         )
     }))
+}
+
+/// A listener also cuts a client that used up its authentication attempts
+/// (`auth-attempts`, 6 by default, like OpenSSH): after this many refused
+/// keys a cut connection means "refused", not "busy".
+const AUTH_TRIES_BEFORE_CUT: usize = 5;
+
+/// russh reports a connection the listener cut during authentication as a
+/// refused key. A busy listener does that to connections it must make room
+/// for: say busy, so `--wait` tries again, rather than "key refused".
+fn closed_during_auth(opts: &Options) -> ClientError {
+    ClientError::Busy(format!(
+        "{}: the listener closed the connection during authentication",
+        opts.target
+    ))
 }
 
 async fn rsa_hash(conn: &Conn, key: &PublicKey) -> Option<HashAlg> {
