@@ -39,6 +39,8 @@ enum Kind {
     Garbage,
     /// Sends the start of a version line, a byte now and then.
     Slowloris,
+    /// Sends a valid version line, then nothing.
+    Stall,
 }
 
 /// One flood connection slot: connects from `from`, misbehaves, and when
@@ -74,6 +76,14 @@ async fn flood(kind: Kind, from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>, 
                     }
                 }
             }
+            Kind::Stall => {
+                let _ = s.write_all(b"SSH-2.0-flood\r\n").await;
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
             Kind::Slowloris => {
                 let _ = s.write_all(b"SSH-2.0-").await;
                 loop {
@@ -95,7 +105,7 @@ async fn flood(kind: Kind, from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>, 
 fn start_flood(
     to: SocketAddr,
     sources: &[IpAddr],
-    counts: [(Kind, usize); 3],
+    counts: [(Kind, usize); 4],
     stop: &Arc<AtomicBool>,
     n: &Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -136,12 +146,17 @@ async fn the_admin_gets_in_through_a_flood_and_the_log_stays_short() {
     let stop = Arc::new(AtomicBool::new(false));
     let made = Arc::new(AtomicU64::new(0));
 
-    // Phase 1: 90 flood connections from ten other addresses.
+    // Phase 1: 100 flood connections from ten other addresses.
     let others: Vec<IpAddr> = (2..12).map(|i| IpAddr::from([127, 0, 0, i])).collect();
     let tasks = start_flood(
         d.addr,
         &others,
-        [(Kind::Idle, 60), (Kind::Garbage, 20), (Kind::Slowloris, 10)],
+        [
+            (Kind::Idle, 60),
+            (Kind::Garbage, 20),
+            (Kind::Slowloris, 10),
+            (Kind::Stall, 10),
+        ],
         &stop,
         &made,
     );
@@ -189,7 +204,12 @@ async fn the_admin_gets_in_through_a_flood_and_the_log_stays_short() {
     let tasks = start_flood(
         d.addr,
         &own,
-        [(Kind::Idle, 40), (Kind::Garbage, 10), (Kind::Slowloris, 10)],
+        [
+            (Kind::Idle, 40),
+            (Kind::Garbage, 10),
+            (Kind::Slowloris, 10),
+            (Kind::Stall, 0),
+        ],
         &stop2,
         &made,
     );

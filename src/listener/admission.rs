@@ -302,7 +302,7 @@ impl<H> Table<H> {
             (s.early, "refused: random early drop"),
             (s.evicted, "replaced by newer connections"),
             (s.no_banner, "no SSH banner in time"),
-            (s.handshake, "not SSH or handshake failed"),
+            (s.handshake, "not SSH, failed handshake or left"),
             (s.login_grace, "login grace time over"),
             (s.auth_refused, "authentication refused"),
         ]

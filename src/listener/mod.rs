@@ -395,19 +395,26 @@ fn accept(
         loop {
             let authenticated = authed.load(Ordering::SeqCst);
             tokio::select! {
-                r = &mut session => return log_end(peer, r),
+                r = &mut session => {
+                    if !authed.load(Ordering::SeqCst) {
+                        // Key exchange failed, or the client gave up before
+                        // authenticating: counted, not logged one by one.
+                        shared.ended(Ended::Handshake, peer);
+                    }
+                    return log_end(peer, r, authed.load(Ordering::SeqCst));
+                }
                 _ = tokio::time::sleep_until(login_deadline), if !authenticated => {
                     if !authed.load(Ordering::SeqCst) {
                         tracing::debug!(%peer, "login grace time over; disconnecting");
                         shared.ended(Ended::LoginGrace, peer);
                         bye("login grace time over").await;
-                        return log_end(peer, session.await);
+                        return log_end(peer, session.await, false);
                     }
                 }
                 k = &mut evicted, if watching_eviction => match k {
                     Ok(()) => {
                         bye("busy").await;
-                        return log_end(peer, session.await);
+                        return log_end(peer, session.await, false);
                     }
                     Err(_) => watching_eviction = false,
                 },
@@ -416,7 +423,7 @@ fn accept(
                     if Instant::now() >= last + idle {
                         tracing::info!(%peer, "idle for {}s; disconnecting", idle.as_secs());
                         bye("idle timeout").await;
-                        return log_end(peer, session.await);
+                        return log_end(peer, session.await, true);
                     }
                     next_idle_check = last + idle;
                 }
@@ -425,14 +432,17 @@ fn accept(
     });
 }
 
-fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>) {
+/// Logs the end of a session. Before authentication anybody can cause it,
+/// so it goes to debug only (the summary line counts it).
+fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>, authenticated: bool) {
     match r {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client closing its socket after the reply is the normal end.
         Err(e) if format!("{e:#}").contains("early eof") => {
             tracing::debug!(%peer, "connection closed by the client")
         }
-        Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
+        Err(e) if authenticated => tracing::info!(%peer, "connection closed: {e:#}"),
+        Err(e) => tracing::debug!(%peer, "connection closed before authentication: {e:#}"),
     }
 }
 
