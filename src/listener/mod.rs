@@ -315,10 +315,10 @@ fn accept(
     let id = match decision {
         Decision::Refuse(_) => {
             // Counted for the summary line. Say "busy" so the client does
-            // not report an unreachable host; the socket buffer is empty,
-            // so this never blocks.
-            // Through the plain socket: tokio's `try_write` would wait for
-            // a readiness event this fresh socket has not had yet.
+            // not report an unreachable host. The send buffer is empty, so
+            // this never blocks; it goes through the plain socket because
+            // tokio's `try_write` waits for a readiness event that a fresh
+            // socket has not had yet.
             let _ = std::io::Write::write(&mut &cut, protocol::BUSY_LINE.as_bytes());
             return;
         }
