@@ -15,6 +15,7 @@ connection its own address. MAX_UNAUTH: [limits] max-unauthenticated.
 import asyncio
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,16 +59,21 @@ async def one(kind, src, port, stop, made):
 
 async def flood_main(port, sources, seconds):
     stop = asyncio.Event()
+    # The parent ends the flood with SIGTERM: stop and report.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     made = [0]
     kinds = ["idle"] * IDLE + ["garbage"] * GARBAGE + ["slow"] * SLOW
     tasks = [asyncio.create_task(one(k, sources[i % len(sources)], port, stop, made))
              for i, k in enumerate(kinds)]
-    await asyncio.sleep(seconds)
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
     stop.set()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    print(f"flood: {made[0]} connections in {seconds} s", flush=True)
+    print(f"  flood: {made[0]} connections made", flush=True)
 
 
 def rss_kb(pid):
