@@ -131,7 +131,10 @@ async fn the_admin_gets_in_through_a_flood_and_the_log_stays_short() {
         .with_ansi(false)
         .init();
 
-    // 64 unauthenticated slots in all (16 per source).
+    // 64 unauthenticated slots, 16 per source. With the default 8, the ten
+    // banner-then-stall connections below (one per address, each as fair
+    // as the admin) would hold every slot until the login grace time: see
+    // docs/threat-model.md.
     let limits = Limits {
         max_unauthenticated: 64,
         ..Limits::default()
