@@ -160,7 +160,7 @@ impl HostOutcome {
             ClientError::HostKeyUnknown { .. } => HostOutcome::HostKeyUnknown,
             ClientError::HostKeyChanged { .. } => HostOutcome::HostKeyChanged,
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
-            ClientError::Unreachable(_) => HostOutcome::Unreachable,
+            ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
             ClientError::Other(_) => HostOutcome::Error,
         }
     }
