@@ -147,7 +147,7 @@ pub struct ConnArgs {
     #[arg(short = 'l', long)]
     pub user: Option<String>,
     /// Keep retrying while the listener does not answer (server still
-    /// booting), for up to DURATION (e.g. 300, 90s, 10m).
+    /// booting) or is busy, for up to DURATION (e.g. 300, 90s, 10m).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m",
           value_parser = parse_duration)]
     pub wait: Option<Duration>,
