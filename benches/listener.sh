@@ -32,7 +32,44 @@ for c in "zstd -19 -q -c" "gzip -9 -c"; do
     without=$(cpio_of "$work/empty" | $c | wc -c)
     echo "${c%% *} ${c#* }: $((with - without)) bytes ($(( (with - without) / 1024 )) KiB)"
 done
-echo "(dropbear-initramfs adds 503 KB with zstd -19, for comparison)"
+
+# The peer, measured in the same run rather than quoted: Debian 12's
+# dropbear-bin with its libraries, as dropbear-initramfs copies them. Two
+# figures: with the libtomcrypt/libtommath pair only (images that already
+# carry libz, libcrypt and libgmp), and with every non-libc library it links.
+echo "== the peer: dropbear (Debian's dropbear-bin), same cpio and compressors"
+peer_cache=${PORTCULLIS_BENCH_CACHE:-$repo/target/bench-cache}/dropbear
+if [ ! -f "$peer_cache/.complete" ]; then
+    rm -rf "$peer_cache" && mkdir -p "$peer_cache/debs"
+    # apt-get download as root warns that _apt cannot write here; harmless.
+    if (cd "$peer_cache/debs" && apt-get download -q dropbear-bin libtomcrypt1 libtommath1 \
+            libgmp10 zlib1g libcrypt1 >/dev/null 2>&1); then
+        for d in "$peer_cache"/debs/*.deb; do dpkg -x "$d" "$peer_cache/root"; done
+        touch "$peer_cache/.complete"
+    fi
+fi
+if [ -f "$peer_cache/.complete" ]; then
+    libdirs="$peer_cache/root/usr/lib/x86_64-linux-gnu:$peer_cache/root/lib/x86_64-linux-gnu"
+    # The closure as the dynamic loader resolves it, minus libc and the loader.
+    mapfile -t closure < <(LD_LIBRARY_PATH=$libdirs ldd "$peer_cache/root/usr/sbin/dropbear" |
+        awk '$3 ~ /^\// {print $3}' | grep -vE '/(libc|ld-linux[^/]*)\.so' || true)
+    for set in pair all; do
+        rm -rf "$work/peer" && mkdir -p "$work/peer/usr/sbin" "$work/peer/usr/lib/x86_64-linux-gnu"
+        cp "$peer_cache/root/usr/sbin/dropbear" "$work/peer/usr/sbin/"
+        for lib in "${closure[@]}"; do
+            case $set:$lib in pair:*libtomcrypt* | pair:*libtommath* | all:*) ;; *) continue ;; esac
+            cp -L "$lib" "$work/peer/usr/lib/x86_64-linux-gnu/"
+        done
+        libs=$(cd "$work/peer/usr/lib/x86_64-linux-gnu" && ls | tr '\n' ' ')
+        for c in "zstd -19 -q -c" "gzip -9 -c"; do
+            with=$(cpio_of "$work/peer" | $c | wc -c)
+            without=$(cpio_of "$work/empty" | $c | wc -c)
+            echo "dropbear + ${libs% } (${c%% *}): $((with - without)) bytes ($(( (with - without) / 1024 )) KiB)"
+        done
+    done
+else
+    echo "dropbear: could not download dropbear-bin and its libraries from Debian; no peer figure"
+fi
 
 echo "== time from exec to listening (loopback, 10 runs)"
 port=$((30000 + RANDOM % 20000))

@@ -7,7 +7,19 @@
 //! `no-x11-forwarding`, `no-user-rc`) are accepted. Anything else is refused
 //! with the line number: silently ignoring `command=` or `expiry-time=` would
 //! give a key more power than its owner wrote down.
+//!
+//! `from=` takes addresses, CIDR blocks and IP wildcards only: an initramfs
+//! has no DNS, so a host-name pattern could never match and would only look
+//! like protection.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use crate::text::clip;
 use russh::keys::{HashAlg, PublicKey};
 use std::net::IpAddr;
 
@@ -79,7 +91,7 @@ fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
     let b64 = words.next().ok_or("missing key data after the key type")?;
     let comment = words.collect::<Vec<_>>().join(" ");
     let key = PublicKey::from_openssh(&format!("{kind} {b64}"))
-        .map_err(|e| format!("cannot parse {kind} key: {e}"))?;
+        .map_err(|e| format!("cannot parse {} key: {e}", clip(kind)))?;
     let mut entry = AuthorizedKey {
         key,
         comment,
@@ -103,7 +115,7 @@ fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
                 let v = unquote(v)?;
                 let pats: Vec<String> = v.split(',').map(|p| p.trim().to_string()).collect();
                 if pats.iter().any(|p| p.is_empty() || p == "!") {
-                    return Err(format!("from=\"{v}\" has an empty pattern"));
+                    return Err(format!("from={} has an empty pattern", clip(&v)));
                 }
                 for p in &pats {
                     check_pattern(p)?;
@@ -112,9 +124,10 @@ fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
             }
             _ => {
                 return Err(format!(
-                    "option {name:?} is not supported by portcullisd (supported: restrict, \
+                    "option {} is not supported by portcullisd (supported: restrict, \
                      from=, pty, no-pty, no-port-forwarding, no-agent-forwarding, \
-                     no-x11-forwarding, no-user-rc)"
+                     no-x11-forwarding, no-user-rc)",
+                    clip(&name)
                 ))
             }
         }
@@ -132,7 +145,8 @@ fn split_options(line: &str) -> Result<(&str, &str), String> {
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
             c if c.is_ascii_whitespace() && !quoted => {
-                return Ok((&line[..i], line[i..].trim_start()));
+                let (opts, rest) = (line.get(..i), line.get(i..));
+                return Ok((opts.unwrap_or(""), rest.unwrap_or("").trim_start()));
             }
             _ => {}
         }
@@ -180,24 +194,52 @@ fn unquote(v: &str) -> Result<String, String> {
     let inner = v
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
-        .ok_or_else(|| format!("value {v:?} must be in double quotes"))?;
+        .ok_or_else(|| format!("value {} must be in double quotes", clip(v)))?;
     Ok(inner.replace("\\\"", "\""))
 }
 
 fn check_pattern(p: &str) -> Result<(), String> {
     let body = p.strip_prefix('!').unwrap_or(p);
     if let Some((addr, len)) = body.split_once('/') {
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("from= pattern {p:?}: {addr:?} is not an IP address"))?;
+        let ip: IpAddr = addr.parse().map_err(|_| {
+            format!(
+                "from= pattern {}: {} is not an IP address",
+                clip(p),
+                clip(addr)
+            )
+        })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         match len.parse::<u8>() {
             Ok(l) if l <= max => Ok(()),
-            _ => Err(format!("from= pattern {p:?}: bad prefix length")),
+            _ => Err(format!("from= pattern {}: bad prefix length", clip(p))),
         }
-    } else {
+    } else if is_address_pattern(body) {
         Ok(())
+    } else {
+        Err(format!(
+            "from= pattern {} is a host name; portcullisd matches the client's address \
+             only (no DNS in the initramfs): use an address, a CIDR block (10.0.0.0/8) \
+             or an IP wildcard (192.168.1.*)",
+            clip(p)
+        ))
     }
+}
+
+/// An address or an IP wildcard: IPv4 digits and dots, or IPv6 hex digits
+/// with at least one colon (no host name has one), plus `*` and `?`. A
+/// pattern without wildcards must be a real address.
+fn is_address_pattern(p: &str) -> bool {
+    let wild = |b: u8| b == b'*' || b == b'?';
+    if !p.bytes().any(wild) {
+        return p.parse::<IpAddr>().is_ok();
+    }
+    let v4 = p
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || wild(b));
+    let v6 = p.contains(':')
+        && p.bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.' || wild(b));
+    v4 || v6
 }
 
 /// OpenSSH semantics: a matching negated pattern denies outright; otherwise
@@ -263,7 +305,7 @@ fn wildcard(pat: &[u8], s: &[u8]) -> bool {
                 star = Some((p, i));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&s[i]) => {
+            Some(&c) if c == b'?' || s.get(i).is_some_and(|x| c.eq_ignore_ascii_case(x)) => {
                 p += 1;
                 i += 1;
             }
@@ -286,6 +328,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -327,7 +370,10 @@ mod tests {
         let e = AuthorizedKeys::parse(&format!("{K2}\ncommand=\"/bin/sh\" {K1}\n")).unwrap_err();
         assert!(e.starts_with("line 2: option \"command\""), "{e}");
         let e = AuthorizedKeys::parse("ssh-ed25519 AAAAnotbase64!!\n").unwrap_err();
-        assert!(e.starts_with("line 1: cannot parse ssh-ed25519 key"), "{e}");
+        assert!(
+            e.starts_with("line 1: cannot parse \"ssh-ed25519\" key"),
+            "{e}"
+        );
         let e = AuthorizedKeys::parse(&format!("from=\"10.0.0.0/99\" {K1}")).unwrap_err();
         assert!(e.contains("prefix length"), "{e}");
         let e = AuthorizedKeys::parse("from=\"1.2.3.4 ssh-ed25519 AAAA").unwrap_err();
@@ -350,5 +396,54 @@ mod tests {
         assert!(from_matches(&["0.0.0.0/0".into()], ip("8.8.8.8")));
         assert!(wildcard(b"a*b*c", b"axxbyyc"));
         assert!(!wildcard(b"a*b*c", b"axxbyy"));
+    }
+
+    #[test]
+    fn host_names_in_from_are_refused() {
+        // These passed `check` but could never match: matching is on the
+        // address text.
+        for p in [
+            "localhost",
+            "*.example.com",
+            "!bad.example.org",
+            "web?",
+            "cafe",
+        ] {
+            let e = AuthorizedKeys::parse(&format!("from=\"{p}\" {K1}\n")).unwrap_err();
+            assert!(
+                e.starts_with("line 1: from= pattern") && e.contains("is a host name"),
+                "{p}: {e}"
+            );
+        }
+        for p in [
+            "10.1.2.3",
+            "192.168.*",
+            "10.0.0.?",
+            "*",
+            "!10.6.6.6",
+            "2001:db8::*",
+            "fe80::1",
+            "::ffff:10.0.0.*",
+            "10.0.0.0/8",
+        ] {
+            AuthorizedKeys::parse(&format!("from=\"{p}\" {K1}\n"))
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+        // Not a wildcard, not an address: refused too.
+        assert!(AuthorizedKeys::parse(&format!("from=\"10.0.0.256\" {K1}")).is_err());
+    }
+
+    #[test]
+    fn errors_do_not_echo_unbounded_input() {
+        let name = "x".repeat(1 << 20);
+        let e = AuthorizedKeys::parse(&format!("{name} {K1}\n")).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        assert!(e.contains("(1048576 bytes)"), "{}", &e[..200]);
+        let e = AuthorizedKeys::parse(&format!("from=\"{name}\" {K1}\n")).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = AuthorizedKeys::parse(&format!("from={name} {K1}\n")).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = AuthorizedKeys::parse(&format!("{} AAAA\n", "ssh-".repeat(1 << 18))).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 }

@@ -88,7 +88,7 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let mut listeners = Vec::new();
         for addr in &settings.listen {
             let l = tokio::net::TcpListener::bind(addr)
@@ -104,5 +104,9 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
             settings.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
         );
         crate::listener::serve(listeners, config, backend, keys, settings.limits.clone()).await
-    })
+    });
+    // serve() returns once replies in flight went out (or their bound
+    // passed); do not wait on a backend call that is still stuck.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }

@@ -3,6 +3,19 @@
 //!
 //! This module owns encoding only; it does no I/O and knows nothing of russh.
 //! The wire format is documented in `docs/protocol.md`; change both together.
+//!
+//! Parses attacker-controlled exec lines: no `unwrap`, `expect`, indexing or
+//! `panic` here.
+// Tests may unwrap: the lints guard the code that faces input.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 use serde::{Deserialize, Serialize};
 
@@ -50,26 +63,53 @@ pub enum Command {
     MachineStatus,
 }
 
-/// Why an exec command was refused.
+/// The line a listener writes instead of its SSH version string when it
+/// refuses a connection for now (RFC 4253 4.2 allows lines before the
+/// version). Clients that see it report "busy" and may retry.
+pub const BUSY_LINE: &str = "portcullisd: busy, try again shortly\r\n";
+
+/// Why an exec command was refused. Never holds the command's text: a user
+/// who types `ssh host "unlock PASSPHRASE"` must not see the passphrase
+/// echoed back or written to the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
     TooLong,
-    UnsupportedVersion(String),
-    Unknown(String),
+    /// Digits only, at most 8 of them; anything else is `None`.
+    UnsupportedVersion(Option<String>),
+    /// A known command word followed by arguments it does not take.
+    Arguments(&'static str),
+    /// Not a command; only the length is kept.
+    Unknown {
+        len: usize,
+    },
 }
 
 impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CommandError::TooLong => f.write_str("command too long"),
+            CommandError::TooLong => write!(
+                f,
+                "command longer than {MAX_COMMAND_LEN} bytes; this listener only understands: \
+                 unlock, status, help"
+            ),
             CommandError::UnsupportedVersion(v) => write!(
                 f,
-                "protocol version {v} is not supported by this listener (it speaks {VERSION}); \
-                 use a matching portcullis client"
+                "protocol version {} is not supported by this listener (it speaks {VERSION}); \
+                 use a matching portcullis client",
+                v.as_deref().unwrap_or("(not a number)")
             ),
-            CommandError::Unknown(c) => write!(
+            CommandError::Arguments("unlock") => f.write_str(
+                "`unlock` takes no arguments: send the passphrase on stdin \
+                 (echo PASS | ssh HOST unlock), or use `ssh -t HOST` for a prompt",
+            ),
+            CommandError::Arguments(word) => write!(
                 f,
-                "unknown command {c:?}; this listener only understands: unlock, status, help"
+                "`{word}` takes no arguments; this listener only understands: unlock, status, help"
+            ),
+            CommandError::Unknown { len } => write!(
+                f,
+                "unknown command ({len} bytes, not shown); this listener only understands: \
+                 unlock, status, help"
             ),
         }
     }
@@ -82,24 +122,46 @@ pub fn parse_command(raw: &[u8]) -> Result<Command, CommandError> {
     }
     let text = String::from_utf8_lossy(raw);
     let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    let unknown = Err(CommandError::Unknown { len: raw.len() });
     match words.as_slice() {
         ["unlock"] => Ok(Command::Unlock),
         ["status"] => Ok(Command::Status),
         ["help"] => Ok(Command::Help),
+        ["unlock", ..] => Err(CommandError::Arguments("unlock")),
+        ["status", ..] => Err(CommandError::Arguments("status")),
+        ["help", ..] => Err(CommandError::Arguments("help")),
         [first, op] if first.starts_with(MACHINE_PREFIX) => {
             let v = first.get(MACHINE_PREFIX.len()..).unwrap_or("");
             if v != VERSION.to_string() {
+                let digits = !v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_digit());
                 return Err(CommandError::UnsupportedVersion(
-                    v.chars().take(16).collect(),
+                    digits.then(|| v.to_string()),
                 ));
             }
             match *op {
                 "unlock" => Ok(Command::MachineUnlock),
                 "status" => Ok(Command::MachineStatus),
-                other => Err(CommandError::Unknown(other.chars().take(32).collect())),
+                _ => unknown,
             }
         }
-        _ => Err(CommandError::Unknown(text.chars().take(32).collect())),
+        _ => unknown,
+    }
+}
+
+/// What may be logged about an exec request: the command, or for a refused
+/// one its kind and length, never its text.
+pub fn describe_request(raw: &[u8], parsed: &Result<Command, CommandError>) -> String {
+    match parsed {
+        Ok(c) => format!("{c:?}"),
+        Err(CommandError::Arguments(word)) => {
+            format!("{word} with arguments ({} bytes, not logged)", raw.len())
+        }
+        Err(CommandError::UnsupportedVersion(v)) => format!(
+            "machine mode version {} (unsupported)",
+            v.as_deref().unwrap_or("?")
+        ),
+        Err(CommandError::TooLong) => format!("too long ({} bytes)", raw.len()),
+        Err(CommandError::Unknown { len }) => format!("unknown ({len} bytes, not logged)"),
     }
 }
 
@@ -120,6 +182,9 @@ pub enum VolumeState {
     Missing,
     /// The tries limit for this boot is used up.
     Exhausted,
+    /// A passphrase is being tried on it right now (the KDF can take
+    /// seconds); ask again shortly.
+    Unlocking,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +321,7 @@ pub fn describe_status(volumes: &[VolumeInfo]) -> String {
             VolumeState::Open => "open",
             VolumeState::Missing => "device missing",
             VolumeState::Exhausted => "no tries left",
+            VolumeState::Unlocking => "unlocking",
         };
         out.push_str(&format!(
             "{:<16} {:<32} {:<15} {:<12} {}\n",
@@ -283,19 +349,54 @@ mod tests {
         );
         assert!(matches!(
             parse_command(b"portcullis/2 unlock"),
-            Err(CommandError::UnsupportedVersion(v)) if v == "2"
+            Err(CommandError::UnsupportedVersion(Some(v))) if v == "2"
         ));
         assert!(matches!(
             parse_command(b"sh -c id"),
-            Err(CommandError::Unknown(_))
+            Err(CommandError::Unknown { len: 8 })
         ));
         assert!(matches!(
             parse_command(b"unlock; reboot"),
-            Err(CommandError::Unknown(_))
+            Err(CommandError::Unknown { .. })
         ));
         assert_eq!(parse_command(&[b'a'; 500]), Err(CommandError::TooLong));
         assert!(parse_command(&[0xff, 0xfe, 0x00]).is_err());
         assert!(parse_command(b"").is_err());
+    }
+
+    /// `ssh host "unlock PASSPHRASE"`: neither the error (echoed to the
+    /// user) nor the log line may carry the text.
+    #[test]
+    fn refused_commands_never_carry_their_text() {
+        for raw in [
+            &b"unlock hunter2-secret"[..],
+            b"status hunter2-secret",
+            b"hunter2-secret",
+            b"portcullis/1 hunter2-secret",
+            b"portcullis/hunter2-secret unlock",
+        ] {
+            let parsed = parse_command(raw);
+            let e = parsed.clone().unwrap_err();
+            for shown in [
+                e.to_string(),
+                format!("{e:?}"),
+                describe_request(raw, &parsed),
+            ] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+        }
+        let e = parse_command(b"unlock sekrit").unwrap_err();
+        assert!(
+            e.to_string().contains("send the passphrase on stdin"),
+            "{e}"
+        );
+        assert_eq!(
+            describe_request(b"unlock x", &parse_command(b"unlock x")),
+            "unlock with arguments (8 bytes, not logged)"
+        );
+        // Bounded whatever the input.
+        let long = vec![b'x'; 100_000];
+        assert!(parse_command(&long).unwrap_err().to_string().len() < 200);
     }
 
     #[test]

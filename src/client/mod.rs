@@ -5,6 +5,7 @@
 
 pub mod known_hosts;
 pub mod passphrase;
+pub mod tty;
 
 use crate::authkeys::fingerprint;
 use crate::protocol::{self, exit, StatusReply, UnlockReply};
@@ -12,10 +13,12 @@ use crate::secret::Passphrase;
 use anyhow::{anyhow, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes we accept from a listener's reply: a hostile server must not
 /// make us allocate without bound.
@@ -97,6 +100,9 @@ pub enum ClientError {
     },
     AuthRefused(String),
     Unreachable(String),
+    /// The listener is up but refuses new connections for now (its
+    /// pre-authentication table is full: a flood, or many admins at once).
+    Busy(String),
     Other(anyhow::Error),
 }
 
@@ -106,7 +112,8 @@ impl ClientError {
             ClientError::HostKeyUnknown { .. } => exit::HOST_KEY_UNKNOWN,
             ClientError::HostKeyChanged { .. } => exit::HOST_KEY_CHANGED,
             ClientError::AuthRefused(_) => exit::AUTH_REFUSED,
-            ClientError::Unreachable(_) => exit::UNREACHABLE,
+            // Busy is "could not get in now", like unreachable.
+            ClientError::Unreachable(_) | ClientError::Busy(_) => exit::UNREACHABLE,
             ClientError::Other(_) => exit::ERROR,
         }
     }
@@ -118,6 +125,7 @@ impl ClientError {
             ClientError::HostKeyChanged { .. } => "host-key-changed",
             ClientError::AuthRefused(_) => "auth-refused",
             ClientError::Unreachable(_) => "unreachable",
+            ClientError::Busy(_) => "busy",
             ClientError::Other(_) => "error",
         }
     }
@@ -141,6 +149,11 @@ impl std::fmt::Display for ClientError {
             ),
             ClientError::AuthRefused(m) => write!(f, "authentication refused: {m}"),
             ClientError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            ClientError::Busy(m) => write!(
+                f,
+                "busy: {m}: the listener is up but refuses new connections for now \
+                 (too many unauthenticated connections; a flood?); retry, or use --wait"
+            ),
             ClientError::Other(e) => write!(f, "{e:#}"),
         }
     }
@@ -178,6 +191,42 @@ pub(crate) struct Checker {
     host_id: String,
     /// Why the key was refused, for a precise error after connect fails.
     verdict: Arc<Mutex<Option<ClientError>>>,
+    /// Time spent waiting for the human's answer, which `--timeout` must
+    /// not count.
+    asking: Arc<Mutex<AskClock>>,
+}
+
+/// How long the host-key question has kept the human busy.
+#[derive(Debug, Default, Clone, Copy)]
+struct AskClock {
+    since: Option<Instant>,
+    spent: Duration,
+}
+
+impl AskClock {
+    /// Time asking so far, including a question still open.
+    fn asked(&self, now: Instant) -> Duration {
+        self.spent + self.since.map_or(Duration::ZERO, |t| now.duration_since(t))
+    }
+}
+
+/// Whether a connection attempt that started `elapsed` ago is out of time,
+/// not counting the time spent asking the human; never while asking.
+fn out_of_time(elapsed: Duration, clock: AskClock, now: Instant, timeout: Duration) -> bool {
+    clock.since.is_none() && elapsed.saturating_sub(clock.asked(now)) >= timeout
+}
+
+/// Asks the host-key question; tests replace the terminal.
+#[cfg(not(test))]
+fn ask_human(host_id: &str, fp: &str) -> Result<bool> {
+    ask_terminal(host_id, fp)
+}
+
+#[cfg(test)]
+fn ask_human(_host_id: &str, _fp: &str) -> Result<bool> {
+    // A slow human who says yes.
+    std::thread::sleep(tests::SLOW_HUMAN);
+    Ok(true)
 }
 
 impl Checker {
@@ -215,7 +264,7 @@ impl Checker {
                         })
                     }
                     known_hosts::Verdict::Unknown => {
-                        let ok = *accept_new || (*ask && ask_terminal(&self.host_id, &got)?);
+                        let ok = *accept_new || (*ask && self.ask(&got)?);
                         if !ok {
                             return Err(ClientError::HostKeyUnknown {
                                 fingerprint: got,
@@ -236,31 +285,32 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// Asks the human with the connect timeout paused.
+    fn ask(&self, fp: &str) -> Result<bool> {
+        lock(&self.asking).since = Some(Instant::now());
+        let answer = ask_human(&self.host_id, fp);
+        let mut c = lock(&self.asking);
+        c.spent = c.asked(Instant::now());
+        c.since = None;
+        answer
+    }
+}
+
 /// Asks on the controlling terminal (not stdin, which may carry the
 /// passphrase). No terminal: the answer is no.
+#[cfg_attr(test, allow(dead_code))]
 fn ask_terminal(host_id: &str, fp: &str) -> Result<bool> {
-    use std::io::{BufRead, Write};
-    let Ok(tty) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-    else {
-        return Ok(false);
-    };
-    if !tty.is_terminal() {
-        return Ok(false);
-    }
-    let mut w = &tty;
-    write!(
-        w,
+    // Typeahead is flushed before the question: a passphrase typed early
+    // must not become the answer, nor stay on the screen.
+    let question = format!(
         "{host_id} is not known yet.\nIts host key fingerprint is {fp}.\n\
          Compare it with the fingerprint you expect (for an initramfs, what \
          `portcullisd keygen` printed). Pin it? [yes/no] "
-    )?;
-    w.flush()?;
-    let mut answer = String::new();
-    std::io::BufReader::new(&tty).read_line(&mut answer)?;
-    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+    );
+    let answer = tty::ask_yes_no(&question)
+        .map_err(|e| anyhow!("asking whether to pin the host key of {host_id}: {e}"))?;
+    Ok(answer.unwrap_or(false))
 }
 
 impl russh::client::Handler for Checker {
@@ -281,6 +331,7 @@ impl russh::client::Handler for Checker {
             policy: self.policy.clone(),
             host_id: self.host_id.clone(),
             verdict: self.verdict.clone(),
+            asking: self.asking.clone(),
         };
         let key = key.clone();
         let r = tokio::task::spawn_blocking(move || this.decide(&key))
@@ -302,31 +353,108 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type Conn = russh::client::Handle<Checker>;
 
+/// First and longest pause between tries at a busy listener. Short at
+/// first: a slot frees as soon as a flood connection is replaced.
+const BUSY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
 /// Connects, verifies the host key and authenticates; retries an
-/// unreachable listener while `wait` lasts.
+/// unreachable listener, and a busy one with backoff, while `wait` lasts.
 pub(crate) async fn connect(opts: &Options) -> Result<Conn, ClientError> {
     let deadline = opts.wait.map(|w| Instant::now() + w);
     let mut announced = false;
+    let mut busy_announced = false;
+    let mut backoff = BUSY_BACKOFF.0;
     loop {
+        let in_time = deadline.is_some_and(|d| Instant::now() < d);
         match connect_once(opts).await {
-            Err(ClientError::Unreachable(m)) if deadline.is_some_and(|d| Instant::now() < d) => {
+            Err(ClientError::Unreachable(m)) if in_time => {
                 if !announced {
                     eprintln!("{}: not answering yet ({m}); waiting", opts.target);
                     announced = true;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            Err(ClientError::Busy(_)) if in_time => {
+                if !busy_announced {
+                    eprintln!("{}: server busy, retrying", opts.target);
+                    busy_announced = true;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(BUSY_BACKOFF.1);
+            }
             r => return r,
         }
     }
 }
 
+/// Between half and all of `d`, so many clients do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now()) % 1000;
+    d / 2 + d / 2 * u32::try_from(r).unwrap_or(0) / 1000
+}
+
+/// The client's socket, keeping a copy of the first bytes the server sent:
+/// a listener that refuses a connection says so in a line before its SSH
+/// version (`protocol::BUSY_LINE`), which russh skips.
+struct Sniff {
+    inner: tokio::net::TcpStream,
+    first: Arc<Mutex<Vec<u8>>>,
+}
+
+const SNIFF_LEN: usize = 64;
+
+impl AsyncRead for Sniff {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let mut first = lock(&self.first);
+        if first.len() < SNIFF_LEN {
+            let new = buf.filled().get(before..).unwrap_or_default();
+            let room = SNIFF_LEN - first.len();
+            first.extend(new.iter().take(room));
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Sniff {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether the server's first bytes were the busy line.
+fn said_busy(first: &[u8]) -> bool {
+    let line = protocol::BUSY_LINE.trim_end().as_bytes();
+    first.starts_with(line)
+}
+
 async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
     let verdict = Arc::new(Mutex::new(None));
+    let asking = Arc::new(Mutex::new(AskClock::default()));
     let checker = Checker {
         policy: opts.host_key.clone(),
         host_id: known_hosts::host_id(&opts.target.host, opts.target.port),
         verdict: verdict.clone(),
+        asking: asking.clone(),
     };
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: Some(Duration::from_secs(120)),
@@ -338,23 +466,42 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Unreachable(format!("{target}: {e}")))?;
+        // Requests and replies are small: do not wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
-        russh::client::connect_stream(config, tcp, checker)
+        let first = Arc::new(Mutex::new(Vec::new()));
+        let stream = Sniff {
+            inner: tcp,
+            first: first.clone(),
+        };
+        russh::client::connect_stream(config, stream, checker)
             .await
             .map_err(|e| {
+                if said_busy(&lock(&first)) {
+                    return ClientError::Busy(target.clone());
+                }
                 lock(&verdict).take().unwrap_or_else(|| {
                     ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}"))
                 })
             })
     };
-    let mut conn = tokio::time::timeout(opts.connect_timeout, connecting)
-        .await
-        .map_err(|_| {
-            ClientError::Unreachable(format!(
-                "{target}: timed out after {:?}",
-                opts.connect_timeout
-            ))
-        })??;
+    // `--timeout` counts the network, not the human answering the
+    // host-key question.
+    tokio::pin!(connecting);
+    let started = Instant::now();
+    let mut conn = loop {
+        tokio::select! {
+            r = &mut connecting => break r?,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                let clock = *lock(&asking);
+                if out_of_time(started.elapsed(), clock, Instant::now(), opts.connect_timeout) {
+                    return Err(ClientError::Unreachable(format!(
+                        "{target}: timed out after {:?}",
+                        opts.connect_timeout
+                    )));
+                }
+            }
+        }
+    };
     authenticate(&mut conn, opts).await?;
     Ok(conn)
 }
@@ -375,6 +522,9 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
                         .await;
                     match r {
                         Ok(r) if r.success() => return Ok(()),
+                        _ if conn.is_closed() && tried.len() < AUTH_TRIES_BEFORE_CUT => {
+                            return Err(closed_during_auth(opts))
+                        }
                         _ => tried.push(format!("agent key {}", fingerprint(&key))),
                     }
                 }
@@ -402,6 +552,9 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
         if r.success() {
             return Ok(());
         }
+        if conn.is_closed() && tried.len() < AUTH_TRIES_BEFORE_CUT {
+            return Err(closed_during_auth(opts));
+        }
         tried.push(path.display().to_string());
     }
     let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
@@ -413,6 +566,21 @@ async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError
             tried.join(", ")
         )
     }))
+}
+
+/// A listener also cuts a client that used up its authentication attempts
+/// (`auth-attempts`, 6 by default, like OpenSSH): after this many refused
+/// keys a cut connection means "refused", not "busy".
+const AUTH_TRIES_BEFORE_CUT: usize = 5;
+
+/// russh reports a connection the listener cut during authentication as a
+/// refused key. A busy listener does that to connections it must make room
+/// for: say busy, so `--wait` tries again, rather than "key refused".
+fn closed_during_auth(opts: &Options) -> ClientError {
+    ClientError::Busy(format!(
+        "{}: the listener closed the connection during authentication",
+        opts.target
+    ))
 }
 
 async fn rsa_hash(conn: &Conn, key: &PublicKey) -> Option<HashAlg> {
@@ -444,11 +612,21 @@ fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
     match russh::keys::load_secret_key(path, None) {
         Ok(k) => Ok(k),
         Err(russh::keys::Error::KeyIsEncrypted) => {
-            let pw = zeroize::Zeroizing::new(
-                rpassword::prompt_password(format!("Enter passphrase for key {}: ", path.display()))
-                    .with_context(|| format!("key {} is encrypted and there is no terminal to ask on; load it into ssh-agent", path.display()))?,
-            );
-            russh::keys::load_secret_key(path, Some(&pw))
+            let pw = tty::read_secret(&format!("Enter passphrase for key {}: ", path.display()))
+                .map_err(|e| match e {
+                    tty::TtyError::NoTerminal => anyhow!(
+                        "key {} is encrypted and there is no terminal to ask on; load it into ssh-agent",
+                        path.display()
+                    ),
+                    e => anyhow!("reading the passphrase for key {}: {e}", path.display()),
+                })?;
+            let pw = std::str::from_utf8(pw.expose()).map_err(|_| {
+                anyhow!(
+                    "the passphrase for key {} is not valid UTF-8, which key files cannot use; type it again",
+                    path.display()
+                )
+            })?;
+            russh::keys::load_secret_key(path, Some(pw))
                 .with_context(|| format!("decrypting key {}", path.display()))
         }
         Err(e) => Err(anyhow!("loading key {}: {e}", path.display())),
@@ -527,8 +705,106 @@ pub async fn status(opts: &Options) -> Result<StatusReply, ClientError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// How long the stand-in human takes to answer the host-key question.
+    pub(crate) const SLOW_HUMAN: Duration = Duration::from_millis(1500);
+
+    struct OneVolume;
+
+    impl crate::unlock::Backend for OneVolume {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn status(&self) -> Vec<protocol::VolumeInfo> {
+            vec![protocol::VolumeInfo {
+                name: "root".into(),
+                device: "/dev/vda".into(),
+                backend: "test".into(),
+                state: protocol::VolumeState::Pending,
+                tries_left: None,
+            }]
+        }
+        fn try_unlock(
+            &self,
+            _p: &Passphrase,
+        ) -> Vec<(protocol::VolumeInfo, crate::unlock::Attempt)> {
+            vec![]
+        }
+    }
+
+    #[test]
+    fn timeout_pauses_while_asking() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let asking = AskClock {
+            since: Some(t0),
+            spent: Duration::ZERO,
+        };
+        assert!(!out_of_time(s(100), asking, t0 + s(100), s(1)));
+        let answered = AskClock {
+            since: None,
+            spent: s(99),
+        };
+        assert!(!out_of_time(
+            s(99) + Duration::from_millis(500),
+            answered,
+            t0,
+            s(1)
+        ));
+        assert!(out_of_time(s(100), answered, t0, s(1)));
+    }
+
+    /// A human who takes longer than `--timeout` to answer the host-key
+    /// question still gets connected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_key_question_runs_outside_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = crate::hostkey::generate(&dir.path().join("host"), "host").unwrap();
+        let admin = crate::hostkey::generate(&dir.path().join("admin"), "admin").unwrap();
+        let keys =
+            crate::authkeys::AuthorizedKeys::parse(&admin.public_key().to_openssh().unwrap())
+                .unwrap();
+        let limits = crate::config::Limits::default();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let config = crate::listener::ssh_config(host, &limits);
+        tokio::spawn(crate::listener::serve_until(
+            vec![l],
+            config,
+            Arc::new(OneVolume),
+            keys,
+            limits,
+            std::future::pending(),
+        ));
+        let kh = dir.path().join("known_hosts");
+        let opts = Options {
+            target: Target {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            user: "root".into(),
+            host_key: HostKeyPolicy::KnownHosts {
+                path: kh.clone(),
+                accept_new: false,
+                ask: true,
+            },
+            identity: Identity {
+                agent: false,
+                files: vec![dir.path().join("admin")],
+            },
+            connect_timeout: SLOW_HUMAN / 3,
+            wait: None,
+        };
+        let t = Instant::now();
+        let st = status(&opts).await.unwrap();
+        assert!(t.elapsed() >= SLOW_HUMAN);
+        assert_eq!(st.volumes.len(), 1);
+        assert!(std::fs::read_to_string(&kh)
+            .unwrap()
+            .contains("ssh-ed25519"));
+    }
 
     #[test]
     fn targets() {

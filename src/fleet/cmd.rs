@@ -173,7 +173,7 @@ pub fn setup_error(targets: &[String], json: bool, e: &anyhow::Error) -> u8 {
         });
         println!("{v}");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", crate::text::line(&format!("{e:#}")));
     }
     exit::ERROR
 }
@@ -269,7 +269,7 @@ pub async fn watch(args: &WatchArgs) -> u8 {
         Ok(()) => exit::UNLOCKED,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::text::line(&format!("{e:#}")));
             exit::ERROR
         }
     }

@@ -8,9 +8,17 @@
 //! keys, its `ssh-alias` in `ssh_config`, its groups (which must agree), the
 //! `[defaults]` table, built-in defaults.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::secrets::{PassSpec, Scope, Source};
 use super::ssh_config::{expand_tilde, SshConfig};
 use crate::client::Target;
+use crate::text::{clip, clip_message, clip_plain};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -179,9 +187,10 @@ impl Ctx<'_> {
         if self.ssh_config.is_none() {
             let Some(p) = self.ssh_config_path else {
                 bail!(
-                    "{}: {key} = {alias:?}: no ssh_config to look it up in (HOME is not set; \
+                    "{}: {key} = {}: no ssh_config to look it up in (HOME is not set; \
                      set ssh-config = \"…\")",
-                    self.file
+                    self.file,
+                    clip(alias)
                 );
             };
             let c = SshConfig::load(p).map_err(|e| anyhow!("{}: {key}: {e:#}", self.file))?;
@@ -208,9 +217,9 @@ fn parse_passphrase(file: &str, key: &str, v: &toml::Value) -> Result<Source> {
             Some((k, toml::Value::String(p))) if k == "file" => {
                 Ok(Source::File(path_value(file, &format!("{key}.file"), p)?))
             }
-            _ => bail!("{file}: {key} = {v}: {expected}"),
+            _ => bail!("{file}: {key} = {}: {expected}", clip_plain(&v.to_string())),
         },
-        _ => bail!("{file}: {key} = {v}: {expected}"),
+        _ => bail!("{file}: {key} = {}: {expected}", clip_plain(&v.to_string())),
     }
 }
 
@@ -218,9 +227,20 @@ fn parse_passphrase(file: &str, key: &str, v: &toml::Value) -> Result<Source> {
 /// depend on where `portcullis` happens to be started.
 fn path_value(file: &str, key: &str, s: &str) -> Result<PathBuf> {
     if !(s.starts_with('/') || s == "~" || s.starts_with("~/")) {
-        bail!("{file}: {key} = {s:?} must be an absolute path or start with ~/");
+        bail!(
+            "{file}: {key} = {} must be an absolute path or start with ~/",
+            clip(s)
+        );
     }
-    expand_tilde(s).ok_or_else(|| anyhow!("{file}: {key} = {s:?}: HOME is not set"))
+    // Later errors name the path in full; no usable path is longer.
+    if s.len() > crate::text::MAX_PATH {
+        bail!(
+            "{file}: {key} = {}: longer than {} bytes",
+            clip(s),
+            crate::text::MAX_PATH
+        );
+    }
+    expand_tilde(s).ok_or_else(|| anyhow!("{file}: {key} = {}: HOME is not set", clip(s)))
 }
 
 fn parse_identity(file: &str, key: &str, v: &toml::Value) -> Result<Vec<PathBuf>> {
@@ -231,7 +251,10 @@ fn parse_identity(file: &str, key: &str, v: &toml::Value) -> Result<Vec<PathBuf>
     let mut out = Vec::new();
     for it in items {
         let toml::Value::String(s) = it else {
-            bail!("{file}: {key} = {v}: expected a path or a list of paths");
+            bail!(
+                "{file}: {key} = {}: expected a path or a list of paths",
+                clip_plain(&v.to_string())
+            );
         };
         out.push(path_value(file, key, s)?);
     }
@@ -241,8 +264,9 @@ fn parse_identity(file: &str, key: &str, v: &toml::Value) -> Result<Vec<PathBuf>
 fn check_fingerprint(file: &str, key: &str, v: &Option<String>) -> Result<Option<String>> {
     match v {
         Some(fp) if !valid_fingerprint(fp) => bail!(
-            "{file}: {key} = {fp:?}: expected SHA256:… (43 base64 characters) as \
-             `ssh-keygen -lf KEY.pub` prints it"
+            "{file}: {key} = {}: expected SHA256:… (43 base64 characters) as \
+             `ssh-keygen -lf KEY.pub` prints it",
+            clip(fp)
         ),
         other => Ok(other.clone()),
     }
@@ -258,7 +282,10 @@ fn check_port(file: &str, key: &str, v: Option<u16>) -> Result<Option<u16>> {
 fn check_user(file: &str, key: &str, v: &Option<String>) -> Result<Option<String>> {
     match v {
         Some(u) if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            bail!("{file}: {key} = {u:?}: expected a user name without spaces")
+            bail!(
+                "{file}: {key} = {}: expected a user name without spaces",
+                clip(u)
+            )
         }
         other => Ok(other.clone()),
     }
@@ -319,7 +346,7 @@ impl Inventory {
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            anyhow!("{file}{at}: {}", e.message().trim_end())
+            anyhow!("{file}{at}: {}", clip_message(e.message().trim_end()))
         })?;
 
         let ssh_config_path = match &raw.ssh_config {
@@ -327,8 +354,8 @@ impl Inventory {
                 let p = path_value(&file, "ssh-config", p)?;
                 if !p.exists() {
                     bail!(
-                        "{file}: ssh-config = {:?}: no such file",
-                        p.display().to_string()
+                        "{file}: ssh-config = {}: no such file",
+                        clip(&p.display().to_string())
                     );
                 }
                 Some(p)
@@ -362,7 +389,10 @@ impl Inventory {
 
         for name in raw.host.keys() {
             if !valid_name(name) {
-                bail!("{file}: [host.{name:?}]: use letters, digits, '-', '_' and '.'");
+                bail!(
+                    "{file}: [host.{}]: use letters, digits, '-', '_' and '.'",
+                    clip(name)
+                );
             }
             if name == ALL {
                 bail!("{file}: [host.all]: \"all\" names every host; pick another name");
@@ -384,7 +414,10 @@ impl Inventory {
         let mut member_of: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
         for (g, rg) in &raw.group {
             if !valid_name(g) {
-                bail!("{file}: [group.{g:?}]: use letters, digits, '-', '_' and '.'");
+                bail!(
+                    "{file}: [group.{}]: use letters, digits, '-', '_' and '.'",
+                    clip(g)
+                );
             }
             if g == ALL {
                 bail!("{file}: [group.all] is built in (every host); pick another name");
@@ -395,10 +428,14 @@ impl Inventory {
             let mut members = Vec::new();
             for h in &rg.hosts {
                 if !raw.host.contains_key(h) {
-                    bail!("{file}: group.{g}.hosts: {h:?} is not a [host.{h}] in this file");
+                    bail!(
+                        "{file}: group.{g}.hosts: {} is not a [host.{}] in this file",
+                        clip(h),
+                        clip_plain(h)
+                    );
                 }
                 if members.contains(h) {
-                    bail!("{file}: group.{g}.hosts: {h:?} is listed twice");
+                    bail!("{file}: group.{g}.hosts: {} is listed twice", clip(h));
                 }
                 members.push(h.clone());
                 member_of.entry(h.as_str()).or_default().push(g);
@@ -447,13 +484,14 @@ impl Inventory {
                     let cfg = ctx.ssh_config(&key, a)?;
                     if !cfg.is_alias(a) {
                         bail!(
-                            "{file}: {key} = {a:?}: no `Host {a}` in {}",
+                            "{file}: {key} = {}: no such `Host` in {}",
+                            clip(a),
                             cfg.path.display()
                         );
                     }
                     Some(
                         cfg.resolve(a)
-                            .map_err(|e| anyhow!("{file}: {key} = {a:?}: {e:#}"))?,
+                            .map_err(|e| anyhow!("{file}: {key} = {}: {e:#}", clip(a)))?,
                     )
                 }
                 None => None,
@@ -462,9 +500,10 @@ impl Inventory {
                 (Some(a), _, _) => {
                     if !valid_address(a) {
                         bail!(
-                            "{file}: {} = {a:?}: expected a host name or an IP address \
+                            "{file}: {} = {}: expected a host name or an IP address \
                              (the port goes in port = …)",
-                            k("address")
+                            k("address"),
+                            clip(a)
                         );
                     }
                     a.clone()
@@ -483,9 +522,10 @@ impl Inventory {
             };
             let system_address = match &rh.system_address {
                 Some(a) if !valid_address(a) => bail!(
-                    "{file}: {} = {a:?}: expected a host name or an IP address \
+                    "{file}: {} = {}: expected a host name or an IP address \
                      (the port goes in system-port = …)",
-                    k("system-address")
+                    k("system-address"),
+                    clip(a)
                 ),
                 Some(a) => a.clone(),
                 None => address.clone(),
@@ -663,8 +703,9 @@ impl Inventory {
                         push(h, &mut out);
                     }
                     None => bail!(
-                        "{t:?} is not a group or host in {}{}; write HOST:PORT for a host \
+                        "{} is not a group or host in {}{}; write HOST:PORT for a host \
                          outside the inventory",
+                        clip(t),
                         self.describe(),
                         match &self.ssh_config_path {
                             Some(p) => format!(", nor a Host alias in {}", p.display()),
@@ -723,6 +764,12 @@ impl Inventory {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -903,7 +950,7 @@ mod tests {
             cfg.display()
         ));
         assert!(
-            m.contains("host.x.ssh-alias = \"nope\": no `Host nope` in"),
+            m.contains("host.x.ssh-alias = \"nope\": no such `Host` in"),
             "{m}"
         );
         // Command-line names resolve through the same file.
@@ -930,5 +977,32 @@ mod tests {
         for g in inv.groups.keys() {
             assert!(!inv.resolve(std::slice::from_ref(g)).unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn errors_do_not_echo_unbounded_input() {
+        let long = "z".repeat(1 << 20);
+        for text in [
+            format!("{long} = 1\n"),
+            format!("[host.{long}]\n"),
+            format!("[host.a]\nport = \"{long}\"\n"),
+            format!("[host.a]\naddress = \"{long} \"\n"),
+            format!("[host.a]\nfingerprint = \"{long}\"\n"),
+            format!("[host.a]\nuser = \"{long} \"\n"),
+            format!("[host.a]\nidentity = \"{long}\"\n"),
+            format!("[host.a]\nidentity = \"/{long}\"\n"),
+            format!("[host.a]\npassphrase = \"{long}\"\n"),
+            format!("[host.a]\n[group.g]\nhosts = [\"{long}\"]\n"),
+            format!("ssh-config = \"/{long}\"\n"),
+        ] {
+            let m = format!("{:#}", parse(&text).unwrap_err());
+            assert!(m.len() < 600, "{} bytes: {}", m.len(), &m[..300]);
+        }
+        let inv = parse("[host.a]\n").unwrap();
+        let m = format!(
+            "{:#}",
+            inv.resolve(std::slice::from_ref(&long)).unwrap_err()
+        );
+        assert!(m.len() < 600, "{} bytes", m.len());
     }
 }

@@ -113,14 +113,15 @@ fn secs(s: f64) -> String {
     format!("{s:.1}s")
 }
 
-/// First line of `s`, cut to `max` characters.
+/// First line of `s`, cut to `max` characters, terminal-safe (details
+/// carry the server's messages).
 fn one_line(s: &str, max: usize) -> String {
     let first = s.lines().next().unwrap_or_default();
     if first.chars().count() > max {
         let cut: String = first.chars().take(max).collect();
-        format!("{cut}…")
+        format!("{}…", crate::text::line(&cut))
     } else {
-        first.to_string()
+        crate::text::line(first).into_owned()
     }
 }
 
@@ -270,6 +271,32 @@ mod tests {
             "db-long-name  wrong-passphrase      1.2s      -  wrong passphrase (4 tries left)"
         );
         assert_eq!(lines[3], "2 hosts: 1 up, 1 wrong-passphrase");
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let evil = "denied \x1b]0;owned\x07\x1b[2J\u{9b}1m";
+        let t = table(&[rep("web1", HostOutcome::WrongPassphrase, evil)]);
+        assert!(
+            !t.contains('\x1b') && !t.contains('\x07') && !t.contains('\u{9b}'),
+            "{t:?}"
+        );
+        assert!(
+            t.contains("denied \\x1b]0;owned\\x07\\x1b[2J\\x9b1m"),
+            "{t}"
+        );
+        let mut p = Progress::new(vec!["web1".into()]);
+        let l = p
+            .line(&Event::Finished {
+                index: 0,
+                report: Box::new(rep("web1", HostOutcome::WrongPassphrase, evil)),
+            })
+            .unwrap();
+        assert!(!l.contains('\x1b'), "{l:?}");
+        // JSON keeps the exact text (serde escapes it).
+        let j = json_line(&rep("web1", HostOutcome::WrongPassphrase, evil));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["detail"], evil);
     }
 
     #[test]

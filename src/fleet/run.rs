@@ -35,8 +35,19 @@ pub struct Settings {
     pub listener_wait: Option<Duration>,
     /// Wait for the system after unlocking (`None`: `--no-wait-up`).
     pub up_timeout: Option<Duration>,
-    /// Pause between two tries of the same host.
+    /// Longest pause between two tries of the same host. Tries start at
+    /// [`FIRST_POLL`] and back off to this, so a host that comes up quickly
+    /// is seen within a fraction of a second and a slow one is not hammered.
     pub poll: Duration,
+}
+
+/// First pause between two tries of the same host.
+pub const FIRST_POLL: Duration = Duration::from_millis(100);
+
+/// The pause after `cur`: doubled, at most `max` (and never below `FIRST_POLL`
+/// unless `max` is smaller).
+pub fn next_poll(cur: Duration, max: Duration) -> Duration {
+    (cur * 2).clamp(FIRST_POLL.min(max), max)
 }
 
 /// Where a host is, for the live display.
@@ -149,7 +160,7 @@ impl HostOutcome {
             ClientError::HostKeyUnknown { .. } => HostOutcome::HostKeyUnknown,
             ClientError::HostKeyChanged { .. } => HostOutcome::HostKeyChanged,
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
-            ClientError::Unreachable(_) => HostOutcome::Unreachable,
+            ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
             ClientError::Other(_) => HostOutcome::Error,
         }
     }
@@ -271,6 +282,7 @@ async fn one(
     tell(Phase::Waiting);
     let timeout = plan.opts.connect_timeout;
     let deadline = s.listener_wait.map(|w| Instant::now() + w);
+    let mut pause = FIRST_POLL.min(s.poll);
     // 1. Find the listener, or notice the system is already up.
     let initramfs_key = loop {
         match look(sem, &plan.opts.target, timeout).await {
@@ -300,8 +312,9 @@ async fn one(
                         }
                     }
                 }
-                if deadline.is_some_and(|d| Instant::now() + s.poll < d) {
-                    tokio::time::sleep(s.poll).await;
+                if deadline.is_some_and(|d| Instant::now() + pause < d) {
+                    tokio::time::sleep(pause).await;
+                    pause = next_poll(pause, s.poll);
                     continue;
                 }
                 return report(plan, HostOutcome::Unreachable, why);
@@ -399,6 +412,7 @@ pub(super) async fn wait_for_system(
     sem: &Semaphore,
 ) -> Result<Duration, (HostOutcome, String)> {
     let deadline = since + up_timeout;
+    let mut pause = FIRST_POLL.min(poll);
     loop {
         match look(sem, sys, timeout).await {
             Seen::Key(k) if pins.matches(&k) => return Ok(since.elapsed()),
@@ -418,12 +432,34 @@ pub(super) async fn wait_for_system(
             }
             Seen::Nothing(_) => {}
         }
-        if Instant::now() + poll >= deadline {
+        if Instant::now() + pause >= deadline {
             return Err((
                 HostOutcome::UpTimeout,
                 format!("unlocked, but the system did not answer at {sys} within {up_timeout:?}"),
             ));
         }
-        tokio::time::sleep(poll).await;
+        tokio::time::sleep(pause).await;
+        pause = next_poll(pause, poll);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_from_a_fraction_of_a_second() {
+        let max = Duration::from_secs(1);
+        let mut p = FIRST_POLL.min(max);
+        let mut seen = vec![p];
+        for _ in 0..6 {
+            p = next_poll(p, max);
+            seen.push(p);
+        }
+        let ms: Vec<u128> = seen.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000, 1000]);
+        // A configured maximum below the first pause is honoured.
+        let tiny = Duration::from_millis(20);
+        assert_eq!(next_poll(FIRST_POLL.min(tiny), tiny), tiny);
     }
 }

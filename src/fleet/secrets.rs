@@ -5,10 +5,21 @@
 //!
 //! "Distinct" means: a prompt once per place it is written (a group, a host,
 //! `[defaults]`, the command line), a command once per command text, a file
-//! once per path, standard input once.
+//! once per path, standard input once. Every source goes through the one
+//! human passphrase rule (`Passphrase::from_human`).
+//!
+//! Reads files and program output: no `unwrap`, `expect`, indexing or
+//! `panic` here.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use crate::client::passphrase;
 use crate::secret::{Passphrase, MAX_LEN};
+use crate::text::clip;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -43,8 +54,8 @@ impl Source {
         match self {
             Source::Prompt => "\"prompt\"".into(),
             Source::Stdin => "\"stdin\"".into(),
-            Source::Command(c) => format!("{{ command = {c:?} }}"),
-            Source::File(p) => format!("{{ file = {:?} }}", p.display().to_string()),
+            Source::Command(c) => format!("{{ command = {} }}", clip(c)),
+            Source::File(p) => format!("{{ file = {} }}", clip(&p.display().to_string())),
         }
     }
 }
@@ -120,8 +131,8 @@ pub fn from_file(path: &Path) -> Result<Passphrase> {
     f.take(MAX_LEN as u64 + 2)
         .read_to_end(&mut buf)
         .with_context(|| format!("reading passphrase file {}", path.display()))?;
-    Passphrase::from_line(std::mem::take(&mut *buf))
-        .map_err(|e| anyhow!("passphrase file {}: {e}", path.display()))
+    // The first line is all the rule looks at; the rest need not be read.
+    Passphrase::from_human(&buf).map_err(|e| anyhow!("passphrase file {}: {e}", path.display()))
 }
 
 /// Reads every distinct source once, in the order hosts first use them, and
@@ -183,6 +194,12 @@ pub fn short_list(names: &[&str], max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -221,6 +238,16 @@ mod tests {
         assert!(!e.contains("s3cret"));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(from_file(&file).unwrap().expose(), b"s3cret");
+        // The human rule, as on every other path.
+        let crlf = t.path().join("crlf");
+        let mut tail = b"pw\r\n".to_vec();
+        tail.extend(vec![b'x'; 5000]);
+        std::fs::write(&crlf, &tail).unwrap();
+        std::fs::set_permissions(&crlf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(from_file(&crlf).unwrap().expose(), b"pw");
+        std::fs::write(&crlf, b"p\0w\n").unwrap();
+        let e = format!("{:#}", from_file(&crlf).unwrap_err());
+        assert!(e.contains("NUL") && e.contains("passphrase file"), "{e}");
         let e = format!("{:#}", from_file(&t.path().join("none")).unwrap_err());
         assert!(e.contains("opening passphrase file"), "{e}");
     }

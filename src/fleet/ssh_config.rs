@@ -12,6 +12,14 @@
 //! The file is the admin's own, but it is still parsed without panicking:
 //! a bad line is reported with its file and line number.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use crate::text::clip;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -121,15 +129,21 @@ impl SshConfig {
                     let at = || format!("{}, line {line}", file.display());
                     match key {
                         Key::HostName if r.hostname.is_none() => {
-                            r.hostname = Some(
-                                expand_tokens(value, alias, None)
-                                    .map_err(|e| anyhow!("{}: HostName {value:?}: {e}", at()))?,
-                            );
+                            r.hostname =
+                                Some(expand_tokens(value, alias, None).map_err(|e| {
+                                    anyhow!("{}: HostName {}: {e}", at(), clip(value))
+                                })?);
                         }
                         Key::Port if r.port.is_none() => {
                             r.port =
                                 Some(value.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(
-                                    || anyhow!("{}: Port {value:?} is not a port number", at()),
+                                    || {
+                                        anyhow!(
+                                            "{}: Port {} is not a port number",
+                                            at(),
+                                            clip(value)
+                                        )
+                                    },
                                 )?);
                         }
                         Key::User if r.user.is_none() => r.user = Some(value.clone()),
@@ -148,10 +162,10 @@ impl SshConfig {
             }
             let remote_user = r.user.as_deref();
             let s = expand_tokens(&v, &hostname, remote_user)
-                .map_err(|e| anyhow!("{at}: IdentityFile {v:?}: {e}"))?;
+                .map_err(|e| anyhow!("{at}: IdentityFile {}: {e}", clip(&v)))?;
             r.identity_files.push(
                 expand_tilde(&s)
-                    .ok_or_else(|| anyhow!("{at}: IdentityFile {v:?}: HOME is not set"))?,
+                    .ok_or_else(|| anyhow!("{at}: IdentityFile {}: HOME is not set", clip(&v)))?,
             );
         }
         Ok(r)
@@ -390,6 +404,12 @@ fn include_targets(arg: &str, from: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -507,5 +527,21 @@ mod tests {
         std::fs::write(&main, format!("Include {}\n", main.display())).unwrap();
         let e = SshConfig::load(&main).unwrap_err().to_string();
         assert!(e.contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn errors_do_not_echo_unbounded_input() {
+        let long = "p".repeat(1 << 20);
+        for text in [
+            format!("Host a\n  Port {long}\n"),
+            format!("Host a\n  HostName %{long}\n"),
+        ] {
+            let e = SshConfig::parse(&text, Path::new("/x/config"))
+                .unwrap()
+                .resolve("a")
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
+        }
     }
 }

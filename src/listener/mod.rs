@@ -1,7 +1,11 @@
 //! The SSH listener: accepts connections, authenticates by public key only,
 //! serves `unlock`, `status`, the machine mode and an interactive prompt, and
 //! stops once every volume is open. It does not know which unlock backend is
-//! underneath.
+//! underneath: every unlock goes through [`crate::unlock::Gate`].
+//!
+//! Before authentication a connection is only a slot in the admission table
+//! ([`admission`]); refusals are counted and logged as one summary line per
+//! interval, never one line per connection.
 //!
 //! Attacker-facing: no `unwrap`, `expect`, indexing or `panic` here.
 #![deny(
@@ -11,44 +15,95 @@
     clippy::panic
 )]
 
+pub mod admission;
 pub mod terminal;
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};
 use crate::config::Limits;
 use crate::protocol::{self, exit, Command, Outcome, StatusReply, UnlockReply, VolumeState};
 use crate::secret::{Passphrase, SecretBuf, SecretError};
-use crate::unlock::Backend;
+use crate::unlock::{Backend, Gate};
+use admission::{Decision, Ended, Policy, Source, Table};
 use anyhow::Result;
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, SshId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use terminal::{Key, LineEditor};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Identification string: no library or version to fingerprint.
 const SERVER_ID: &str = "SSH-2.0-portcullis";
 /// Wrong answers allowed in one interactive session before it is closed.
 const SESSION_TRIES: u32 = 3;
-/// Channels one connection may open.
+/// Channels one connection may have open at a time.
 const MAX_CHANNELS: usize = 4;
 /// How long finished sessions get to flush their last reply before exit.
 const DRAIN: Duration = Duration::from_secs(3);
+/// On SIGTERM, how long an unlock already running may take to finish and
+/// send its reply before the listener exits anyway. cryptsetup with argon2
+/// takes seconds per volume; 30 s stays well inside systemd's stop timeout.
+pub const UNLOCK_DRAIN: Duration = Duration::from_secs(30);
+/// A connection must send its SSH version line within this time (or the
+/// login grace time, if shorter). Real clients send it at once.
+pub const BANNER_GRACE: Duration = Duration::from_secs(5);
+/// Refusals and pre-authentication failures are logged as one summary line
+/// per interval.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+/// Refused public keys logged one by one per summary interval (to help an
+/// admin whose key is wrong); beyond that they are only counted.
+const KEY_REFUSALS_LOGGED: u32 = 3;
+/// Longest attacker-chosen text (user name, subsystem) put into a log line.
+const SHOWN: usize = 32;
+
+/// Closes an admitted connection that the admission table evicted.
+type Evict = oneshot::Sender<()>;
 
 /// Everything the connections share.
 pub struct Shared {
-    pub backend: Arc<dyn Backend>,
+    pub gate: Gate,
     pub keys: AuthorizedKeys,
     pub limits: Limits,
     /// Fired when an unlock leaves nothing pending.
     done: tokio::sync::Notify,
-    unauthenticated: Arc<Semaphore>,
+    admission: Mutex<Table<Evict>>,
+    key_refusals_logged: std::sync::atomic::AtomicU32,
     sessions: Arc<Semaphore>,
+    /// Counter for the random early drop rolls.
+    rolls: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Attacker-chosen text, bounded and escaped, for a log line.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(SHOWN).flat_map(char::escape_debug).collect();
+    if s.chars().nth(SHOWN).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+impl Shared {
+    /// A number in `0..100`, unpredictable enough for the early drop.
+    fn roll(&self) -> u32 {
+        use std::hash::BuildHasher;
+        let n = self.rolls.fetch_add(1, Ordering::Relaxed);
+        (std::collections::hash_map::RandomState::new().hash_one(n) % 100) as u32
+    }
+
+    fn ended(&self, why: Ended, peer: SocketAddr) {
+        lock(&self.admission).ended(why, Source::of(peer.ip()));
+    }
 }
 
 /// Builds russh's server configuration from our limits.
@@ -63,7 +118,11 @@ pub fn ssh_config(host_key: PrivateKey, limits: &Limits) -> russh::server::Confi
         auth_rejection_time: Duration::from_secs(1),
         // OpenSSH starts with a `none` probe; don't make every login wait.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        inactivity_timeout: Some(limits.idle_timeout),
+        // russh's inactivity timer restarts on any packet, and OpenSSH
+        // answers our keepalives: it would never fire. The connection task
+        // times out on the client's channel activity instead, and keepalives
+        // only find dead peers.
+        inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
@@ -71,8 +130,8 @@ pub fn ssh_config(host_key: PrivateKey, limits: &Limits) -> russh::server::Confi
     }
 }
 
-/// Serves on `listeners` until every volume is open (returns `Ok`), or an
-/// accept error that is not about one connection.
+/// Serves on `listeners` until every volume is open or SIGTERM arrives
+/// (both return `Ok`).
 pub async fn serve(
     listeners: Vec<TcpListener>,
     config: russh::server::Config,
@@ -80,12 +139,38 @@ pub async fn serve(
     keys: AuthorizedKeys,
     limits: Limits,
 ) -> Result<()> {
+    // The initramfs stops us with SIGTERM before switch-root.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async move {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    serve_until(listeners, config, backend, keys, limits, terminated).await
+}
+
+/// [`serve`], stopping when `stop` completes instead of on SIGTERM: stop
+/// accepting, let an unlock in flight finish and send its reply (up to
+/// [`UNLOCK_DRAIN`]), give the other sessions [`DRAIN`], return `Ok`.
+pub async fn serve_until(
+    listeners: Vec<TcpListener>,
+    config: russh::server::Config,
+    backend: Arc<dyn Backend>,
+    keys: AuthorizedKeys,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
     let shared = Arc::new(Shared {
-        backend,
+        gate: Gate::new(backend),
         keys,
         done: tokio::sync::Notify::new(),
-        unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated as usize)),
+        admission: Mutex::new(Table::new(Policy::from_max(limits.max_unauthenticated))),
+        key_refusals_logged: 0.into(),
         sessions: Arc::new(Semaphore::new(limits.max_sessions as usize)),
+        rolls: AtomicU64::new(0),
         limits,
     });
     let config = Arc::new(config);
@@ -111,20 +196,9 @@ pub async fn serve(
         }));
     }
     drop(tx);
-    // The initramfs stops us with SIGTERM before switch-root, possibly while
-    // a reply is on its way (the volume just opened): stop accepting, let the
-    // sessions in flight finish (DRAIN), then exit 0.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::pin!(terminated);
+    tokio::pin!(stop);
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
     let mut stopped = false;
     loop {
         tokio::select! {
@@ -133,36 +207,90 @@ pub async fn serve(
                 None => break,
             },
             _ = shared.done.notified() => break,
-            // Volumes can also be opened from elsewhere (the console).
+            // Volumes can also be opened from elsewhere (the console). The
+            // gate answers at once even while a KDF runs.
             _ = poll.tick() => if all_open(&shared).await { break },
-            _ = &mut terminated => {
+            _ = summary.tick() => log_summary(&shared),
+            _ = &mut stop => {
                 stopped = true;
                 break;
             }
         }
     }
-    for a in acceptors {
+    // Close the ports now, not when the runtime gets round to it: a client
+    // must see "refused" once we said we are done.
+    for a in &acceptors {
         a.abort();
+    }
+    for a in acceptors {
+        let _ = a.await;
     }
     drop(rx);
     if stopped {
-        tracing::info!("stopped (SIGTERM); finishing the replies in flight");
+        tracing::info!("stopping; finishing the replies in flight");
+        // An unlock that is running may open the volume: its reply must
+        // reach the admin, or they retry against an open volume.
+        let deadline = Instant::now() + UNLOCK_DRAIN;
+        if shared.gate.in_flight() {
+            tracing::info!(
+                "an unlock is running; waiting up to {}s for it",
+                UNLOCK_DRAIN.as_secs()
+            );
+        }
+        while shared.gate.in_flight() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     } else {
         tracing::info!("every volume is open; closing the listener");
     }
     let total = shared.limits.max_sessions as usize;
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    while shared.sessions.available_permits() < total && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = Instant::now() + DRAIN;
+    while shared.sessions.available_permits() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    log_summary(&shared);
     Ok(())
 }
 
+fn log_summary(shared: &Shared) {
+    shared.key_refusals_logged.store(0, Ordering::Relaxed);
+    if let Some(line) = lock(&shared.admission).take_summary() {
+        tracing::warn!("{line}");
+    }
+}
+
 async fn all_open(shared: &Arc<Shared>) -> bool {
-    let b = shared.backend.clone();
-    tokio::task::spawn_blocking(move || b.all_open())
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || s.gate.all_open())
         .await
         .unwrap_or(false)
+}
+
+/// Milliseconds since `base`, for lock-free activity stamps.
+fn stamp(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Splits an accepted socket into the stream russh gets and a duplicate
+/// that can shut it down. `None` when out of file descriptors.
+fn with_cutter(stream: TcpStream) -> Option<(TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std().ok()?;
+    let cut = std.try_clone().ok()?;
+    let stream = TcpStream::from_std(std).ok()?;
+    Some((stream, cut))
+}
+
+/// Removes a connection from the admission table when its task ends,
+/// however it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.shared.admission).release(self.id);
+    }
 }
 
 fn accept(
@@ -171,66 +299,150 @@ fn accept(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let Ok(session_permit) = shared.sessions.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, "refused connection: too many sessions");
+    // Small request/reply packets: without this every reply waits for the
+    // peer's delayed ACK (about 40 ms). russh sets it only in its own
+    // accept loop.
+    let _ = stream.set_nodelay(true);
+    // A second handle on the socket, to cut it whatever russh is doing: a
+    // session stalled in key exchange never reads the disconnect request.
+    let Some((stream, cut)) = with_cutter(stream) else {
+        tracing::debug!(%peer, "could not duplicate the socket; dropped");
         return;
     };
-    let Ok(unauth_permit) = shared.unauthenticated.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, "refused connection: too many unauthenticated connections");
-        return;
+    let (evict, mut evicted) = oneshot::channel::<()>();
+    let roll = shared.roll();
+    let decision = lock(&shared.admission).decide(Source::of(peer.ip()), roll, evict);
+    let id = match decision {
+        Decision::Refuse(_) => {
+            // Counted for the summary line. Say "busy" so the client does
+            // not report an unreachable host. The send buffer is empty, so
+            // this never blocks; it goes through the plain socket because
+            // tokio's `try_write` waits for a readiness event that a fresh
+            // socket has not had yet.
+            let _ = std::io::Write::write(&mut &cut, protocol::BUSY_LINE.as_bytes());
+            return;
+        }
+        Decision::Admit { id, evicted } => {
+            if let Some(e) = evicted {
+                let _ = e.send(());
+            }
+            id
+        }
     };
     let authed = Arc::new(AtomicBool::new(false));
+    let base = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
     let handler = Conn {
         shared: shared.clone(),
         peer,
         authed: authed.clone(),
-        unauth_permit: Some(unauth_permit),
+        admission_id: Some(id),
+        session_permit: None,
         pty_allowed: false,
         channels: HashMap::new(),
+        activity: activity.clone(),
+        base,
     };
     let grace = shared.limits.login_grace;
+    let idle = shared.limits.idle_timeout;
     let config = config.clone();
+    let shared = shared.clone();
     tokio::spawn(async move {
-        let _permit = session_permit;
-        let deadline = tokio::time::Instant::now() + grace;
-        let started =
-            tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler))
-                .await;
+        let _slot = Slot {
+            shared: shared.clone(),
+            id,
+        };
+        let login_deadline = base + grace;
+        let banner_deadline = base + grace.min(BANNER_GRACE);
+        let started = tokio::select! {
+            r = tokio::time::timeout_at(banner_deadline, russh::server::run_stream(config, stream, handler)) => r,
+            // Replaced by a newer connection (counted by the table).
+            _ = &mut evicted => return,
+        };
         let mut session = match started {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::info!(%peer, "connection ended during handshake: {e:#}");
+                tracing::debug!(%peer, "connection ended during handshake: {e:#}");
+                shared.ended(Ended::Handshake, peer);
                 return;
             }
             Err(_) => {
-                tracing::info!(%peer, "login grace time over during handshake; dropped");
+                tracing::debug!(%peer, "no SSH banner within the grace time; dropped");
+                shared.ended(Ended::NoBanner, peer);
                 return;
             }
         };
+        lock(&shared.admission).talking(id);
         let handle = session.handle();
-        tokio::select! {
-            r = &mut session => log_end(peer, r),
-            _ = tokio::time::sleep_until(deadline) => {
-                if !authed.load(Ordering::SeqCst) {
-                    tracing::info!(%peer, "login grace time over; disconnecting");
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), String::new())
-                        .await;
+        // Says why, if russh can, then cuts the socket either way.
+        let bye = |why: &'static str| {
+            let h = handle.clone();
+            let cut = &cut;
+            async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    h.disconnect(russh::Disconnect::ByApplication, why.into(), String::new()),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = cut.shutdown(std::net::Shutdown::Both);
+            }
+        };
+        // `evicted` fires Ok when the table evicts us, Err when it let us go
+        // (authenticated): from then on it no longer matters.
+        let mut watching_eviction = true;
+        let mut next_idle_check = base + idle;
+        loop {
+            let authenticated = authed.load(Ordering::SeqCst);
+            tokio::select! {
+                r = &mut session => {
+                    if !authed.load(Ordering::SeqCst) {
+                        // Key exchange failed, or the client gave up before
+                        // authenticating: counted, not logged one by one.
+                        shared.ended(Ended::Handshake, peer);
+                    }
+                    return log_end(peer, r, authed.load(Ordering::SeqCst));
                 }
-                log_end(peer, session.await);
+                _ = tokio::time::sleep_until(login_deadline), if !authenticated => {
+                    if !authed.load(Ordering::SeqCst) {
+                        tracing::debug!(%peer, "login grace time over; disconnecting");
+                        shared.ended(Ended::LoginGrace, peer);
+                        bye("login grace time over").await;
+                        return log_end(peer, session.await, false);
+                    }
+                }
+                k = &mut evicted, if watching_eviction => match k {
+                    Ok(()) => {
+                        bye("busy").await;
+                        return log_end(peer, session.await, false);
+                    }
+                    Err(_) => watching_eviction = false,
+                },
+                _ = tokio::time::sleep_until(next_idle_check), if authenticated => {
+                    let last = base + Duration::from_millis(activity.load(Ordering::SeqCst));
+                    if Instant::now() >= last + idle {
+                        tracing::info!(%peer, "idle for {}s; disconnecting", idle.as_secs());
+                        bye("idle timeout").await;
+                        return log_end(peer, session.await, true);
+                    }
+                    next_idle_check = last + idle;
+                }
             }
         }
     });
 }
 
-fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>) {
+/// Logs the end of a session. Before authentication anybody can cause it,
+/// so it goes to debug only (the summary line counts it).
+fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>, authenticated: bool) {
     match r {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client closing its socket after the reply is the normal end.
         Err(e) if format!("{e:#}").contains("early eof") => {
             tracing::debug!(%peer, "connection closed by the client")
         }
-        Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
+        Err(e) if authenticated => tracing::info!(%peer, "connection closed: {e:#}"),
+        Err(e) => tracing::debug!(%peer, "connection closed before authentication: {e:#}"),
     }
 }
 
@@ -256,10 +468,15 @@ struct Conn {
     shared: Arc<Shared>,
     peer: SocketAddr,
     authed: Arc<AtomicBool>,
-    /// Released on successful authentication.
-    unauth_permit: Option<OwnedSemaphorePermit>,
+    /// Slot in the admission table, released on authentication.
+    admission_id: Option<u64>,
+    /// Taken on authentication: `max-sessions` counts authenticated ones.
+    session_permit: Option<OwnedSemaphorePermit>,
     pty_allowed: bool,
     channels: HashMap<ChannelId, Chan>,
+    /// Milliseconds after `base` of the client's last channel activity.
+    activity: Arc<AtomicU64>,
+    base: Instant,
 }
 
 fn reject() -> Auth {
@@ -272,11 +489,17 @@ fn reject() -> Auth {
 }
 
 impl Conn {
+    /// The client did something on a channel: the idle timer restarts.
+    fn active(&self) {
+        self.activity.store(stamp(self.base), Ordering::SeqCst);
+    }
+
     /// Ends a channel: optional stdout/stderr text, exit status, EOF, close.
+    /// The channel no longer counts towards [`MAX_CHANNELS`]: russh does not
+    /// call `channel_close` for a close we started.
     fn finish(&mut self, ch: ChannelId, s: &mut Session, out: &[u8], err: &[u8], code: u8) {
-        if let Some(c) = self.channels.get_mut(&ch) {
-            c.mode = Mode::Finished;
-        }
+        self.channels.remove(&ch);
+        self.active();
         if !out.is_empty() {
             let _ = s.data(ch, out.to_vec());
         }
@@ -291,10 +514,10 @@ impl Conn {
     /// Runs the backend off the async threads. Never sees the passphrase in
     /// a log line: only the outcome is logged.
     async fn run_unlock(&self, pass: Passphrase) -> UnlockReply {
-        let backend = self.shared.backend.clone();
+        let shared = self.shared.clone();
         let peer = self.peer;
         let reply = tokio::task::spawn_blocking(move || {
-            let r = crate::unlock::unlock(backend.as_ref(), &pass);
+            let r = shared.gate.unlock(&pass);
             drop(pass);
             r
         })
@@ -306,15 +529,15 @@ impl Conn {
             message: Some("internal error in the unlock backend".into()),
         });
         tracing::info!(%peer, outcome = ?reply.outcome, "unlock request");
-        if reply.outcome == Outcome::Unlocked || self.shared.backend.all_open() {
+        if reply.outcome == Outcome::Unlocked || all_open(&self.shared).await {
             self.shared.done.notify_one();
         }
         reply
     }
 
     async fn status(&self) -> Vec<protocol::VolumeInfo> {
-        let b = self.shared.backend.clone();
-        tokio::task::spawn_blocking(move || b.status())
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.gate.status())
             .await
             .unwrap_or_default()
     }
@@ -362,9 +585,11 @@ impl Conn {
 
     async fn prompt(&mut self, ch: ChannelId, s: &mut Session) {
         let vols = self.status().await;
+        // A volume another session is unlocking right now may still need
+        // this passphrase: the gate queues ours behind it.
         let pending: Vec<String> = vols
             .iter()
-            .filter(|v| v.state == VolumeState::Pending)
+            .filter(|v| matches!(v.state, VolumeState::Pending | VolumeState::Unlocking))
             .map(|v| format!("{} ({})", v.name, v.device))
             .collect();
         if pending.is_empty() {
@@ -376,8 +601,11 @@ impl Conn {
                     protocol::describe_status(&vols).replace('\n', "\r\n")
                 )
             };
+            // Same codes as exec `unlock` gets for the same state.
             let code = if text.starts_with("Nothing to") {
                 exit::NOTHING_TO_UNLOCK
+            } else if vols.iter().any(|v| v.state == VolumeState::Exhausted) {
+                exit::NO_TRIES_LEFT
             } else {
                 exit::UNLOCK_FAILED
             };
@@ -430,7 +658,10 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        tracing::warn!(peer = %self.peer, user, "password authentication refused");
+        // Counted for the summary line; one line each would let anybody
+        // flood the journal.
+        tracing::debug!(peer = %self.peer, user = %shown(user), "password authentication refused");
+        self.shared.ended(Ended::AuthRefused, self.peer);
         Ok(reject())
     }
 
@@ -473,20 +704,35 @@ impl russh::server::Handler for Conn {
             .allows(key.public_key, Some(self.peer.ip()))
         {
             Some(entry) => {
-                tracing::info!(peer = %self.peer, user, key = %fp, comment = %entry.comment, "accepted public key");
+                tracing::info!(peer = %self.peer, user = %shown(user), key = %fp, comment = %entry.comment, "accepted public key");
                 self.pty_allowed = entry.pty;
                 Ok(Auth::Accept)
             }
             None => {
-                tracing::warn!(peer = %self.peer, user, key = %fp, "refused public key: not in authorized_keys (or from= does not match)");
+                self.shared.ended(Ended::AuthRefused, self.peer);
+                let n = self
+                    .shared
+                    .key_refusals_logged
+                    .fetch_add(1, Ordering::Relaxed);
+                if n < KEY_REFUSALS_LOGGED {
+                    tracing::warn!(peer = %self.peer, user = %shown(user), key = %fp, "refused public key: not in authorized_keys (or from= does not match)");
+                }
                 Ok(reject())
             }
         }
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        let Ok(permit) = self.shared.sessions.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %self.peer, "authenticated, but max-sessions are in use; disconnecting");
+            anyhow::bail!("too many sessions");
+        };
+        self.session_permit = Some(permit);
+        if let Some(id) = self.admission_id.take() {
+            lock(&self.shared.admission).release(id);
+        }
+        self.active();
         self.authed.store(true, Ordering::SeqCst);
-        self.unauth_permit = None;
         Ok(())
     }
 
@@ -500,6 +746,7 @@ impl russh::server::Handler for Conn {
             drop(reply);
             return Ok(());
         }
+        self.active();
         // We use the handler callbacks, not the channel's stream: drop it so
         // its queue never fills up and stalls the session.
         let id = channel.id();
@@ -545,6 +792,7 @@ impl russh::server::Handler for Conn {
     }
 
     async fn shell_request(&mut self, ch: ChannelId, s: &mut Session) -> Result<(), Self::Error> {
+        self.active();
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
@@ -581,9 +829,11 @@ impl russh::server::Handler for Conn {
         if !self.channels.contains_key(&ch) {
             return Ok(());
         }
+        self.active();
         let _ = s.channel_success(ch);
         let cmd = protocol::parse_command(data);
-        tracing::info!(peer = %self.peer, command = ?cmd, "exec request");
+        // Never the text of a refused command: it may be a passphrase.
+        tracing::info!(peer = %self.peer, command = %protocol::describe_request(data, &cmd), "exec request");
         match cmd {
             Err(e) => self.finish(ch, s, b"", format!("error: {e}\n").as_bytes(), exit::ERROR),
             Ok(Command::Help) => self.finish(ch, s, HELP.as_bytes(), b"", exit::UNLOCKED),
@@ -616,14 +866,18 @@ impl russh::server::Handler for Conn {
         data: &[u8],
         s: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.active();
         let (machine, line_done, overflow) = match self.channels.get_mut(&ch).map(|c| &mut c.mode) {
+            // Machine mode keeps every byte to EOF; a human `unlock` keeps
+            // the first line only, so a long tail cannot overflow it.
             Some(Mode::Unlock { machine, buf }) => {
-                buf.push(data);
-                (
-                    *machine,
-                    !*machine && buf.line_end().is_some(),
-                    buf.overflowed(),
-                )
+                let line_done = if *machine {
+                    buf.push(data);
+                    false
+                } else {
+                    buf.push_line(data)
+                };
+                (*machine, line_done, buf.overflowed())
             }
             Some(Mode::Interactive { .. }) => {
                 self.interactive_key(ch, data, s).await;
@@ -644,6 +898,7 @@ impl russh::server::Handler for Conn {
     }
 
     async fn channel_eof(&mut self, ch: ChannelId, s: &mut Session) -> Result<(), Self::Error> {
+        self.active();
         if let Some(Mode::Unlock { machine, .. }) = self.channels.get(&ch).map(|c| &c.mode) {
             let machine = *machine;
             self.exec_unlock(ch, machine, s).await;
@@ -668,7 +923,7 @@ impl russh::server::Handler for Conn {
         name: &str,
         s: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::warn!(peer = %self.peer, subsystem = name, "subsystem refused");
+        tracing::warn!(peer = %self.peer, subsystem = %shown(name), "subsystem refused");
         let _ = s.channel_failure(ch);
         Ok(())
     }

@@ -4,6 +4,13 @@
 //! `/etc/kernel/cmdline`. Paths are returned as written; resolving them
 //! against the mounted system happens in [`super::kexec`]. Pure parsing.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use serde::Serialize;
 use std::cmp::Ordering;
 
@@ -26,12 +33,13 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
     fn chunks(s: &str) -> Vec<(bool, &str)> {
         let mut out = Vec::new();
         let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            let boundary =
-                i == bytes.len() || bytes[i].is_ascii_digit() != bytes[i - 1].is_ascii_digit();
-            if boundary {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+        let digit = |i: usize| s.as_bytes().get(i).map(u8::is_ascii_digit);
+        for i in 1..=s.len() {
+            // A run ends at the end or where digit-ness changes.
+            if i == s.len() || digit(i) != digit(i - 1) {
+                if let Some(run) = s.get(start..i) {
+                    out.push((digit(start) == Some(true), run));
+                }
                 start = i;
             }
         }
@@ -297,6 +305,12 @@ pub fn kernels_in_boot(names: &[String]) -> Vec<(String, Option<String>)> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

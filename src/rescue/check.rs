@@ -3,6 +3,13 @@
 //! `xfs_repair -n`, `fsck.vfat -n`. Builds the steps and turns their output
 //! into "clean" or "needs repair: …". Pure.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::plan::{Effect, MountItem, Step};
 use super::shell::{self, join};
 use super::state::Facts;
@@ -286,6 +293,12 @@ pub fn verdict(runs: &[Ran], repair: bool) -> Verdict {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::state::{parse_facts, tests::probe_output, tests::MOUNTINFO};

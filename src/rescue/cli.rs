@@ -218,7 +218,10 @@ impl Common {
         let host_key = match &self.fingerprint {
             Some(fp) if fp.starts_with("SHA256:") => HostKeyPolicy::Fingerprint(fp.clone()),
             Some(fp) => {
-                anyhow::bail!("--fingerprint {fp:?}: expected SHA256:… as ssh-keygen -lf prints it")
+                anyhow::bail!(
+                    "--fingerprint {}: expected SHA256:… as ssh-keygen -lf prints it",
+                    crate::text::clip(fp)
+                )
             }
             None => HostKeyPolicy::KnownHosts {
                 path: match &self.known_hosts {
@@ -293,7 +296,7 @@ fn report(host: &str, cmd: &str, json: bool, e: &ClientError) -> u8 {
         });
         println!("{v}");
     } else {
-        eprintln!("error: {host}: {e}");
+        eprintln!("error: {}", crate::text::line(&format!("{host}: {e}")));
     }
     e.exit_code()
 }
@@ -378,7 +381,7 @@ pub async fn run(args: RescueArgs) -> u8 {
                 });
                 println!("{v}");
             } else {
-                eprintln!("error: {host}: {e:#}");
+                eprintln!("error: {}", crate::text::line(&format!("{host}: {e:#}")));
             }
             drop(session);
             ssh.close().await;

@@ -3,6 +3,13 @@
 //! the main system's initramfs, so the whole archive lives in zeroizing
 //! memory and is never written to a local file.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use zeroize::Zeroizing;
 
 pub struct Archive {
@@ -105,15 +112,15 @@ pub fn list(mut b: &[u8]) -> Option<Vec<(String, u32, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut offset = 0usize;
     loop {
-        while b.first() == Some(&0) {
-            b = &b[1..];
+        while let Some((0, rest)) = b.split_first() {
+            b = rest;
             offset += 1;
         }
         if b.is_empty() {
             return Some(out);
         }
         let hdr = b.get(..110)?;
-        if &hdr[..6] != b"070701" {
+        if hdr.get(..6) != Some(b"070701".as_slice()) {
             return None;
         }
         let field = |i: usize| {
@@ -140,6 +147,12 @@ pub fn list(mut b: &[u8]) -> Option<Vec<(String, u32, Vec<u8>)>> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

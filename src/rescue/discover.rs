@@ -4,6 +4,13 @@
 //! The remote part is one read-only "peek": a temporary read-only mount
 //! without journal or log replay, then unmounted again.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::fstab;
 use super::lsblk::{Dev, Devices};
 use super::shell::{join, quote};
@@ -220,6 +227,12 @@ pub fn luks_device<'a>(e: &crypttab::Entry, devices: &'a [Dev]) -> Option<&'a De
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::lsblk;

@@ -88,7 +88,7 @@ pub async fn inspect<R: Remote>(s: &mut Session<'_, R>) -> Result<(u8, Value)> {
 }
 
 pub async fn boot_config<R: Remote>(s: &mut Session<'_, R>, target: &str) -> Result<BootConfig> {
-    let b = state::boundary();
+    let b = state::boundary()?;
     let out = s
         .read(
             "the main system's boot configuration",
@@ -641,7 +641,7 @@ pub async fn kexec_flow<R: Remote>(
             .find(|e| e.mountpoint == "/")
             .map(|e| e.spec.clone());
         let root = root.ok_or_else(|| anyhow!("no command line in the entry, no /etc/kernel/cmdline, no / in fstab: pass --cmdline"))?;
-        cmdline = kexec::synthesize_cmdline(&root, main.subvol.as_deref());
+        cmdline = kexec::synthesize_cmdline(&root, main.subvol.as_deref())?;
         s.note(format!(
             "no command line found; using one built from fstab: {cmdline}"
         ));

@@ -2,6 +2,13 @@
 //! with which options (btrfs `subvol=`, a separate `/boot`). Pure parsing;
 //! the mount plan is built in [`super::plan`].
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,8 +26,8 @@ pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if let (b'\\', Some(&[x, y, z])) = (b[i], b.get(i + 1..i + 4)) {
+    while let Some(&c) = b.get(i) {
+        if let (b'\\', Some(&[x, y, z])) = (c, b.get(i + 1..i + 4)) {
             if [x, y, z].iter().all(|d| (b'0'..=b'7').contains(d)) {
                 let v = (x - b'0') as u32 * 64 + (y - b'0') as u32 * 8 + (z - b'0') as u32;
                 if let Ok(v) = u8::try_from(v) {
@@ -30,7 +37,7 @@ pub(crate) fn unescape(s: &str) -> String {
                 }
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -130,6 +137,12 @@ pub fn rescue_options(e: &Entry, rw: bool) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

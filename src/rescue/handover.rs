@@ -16,6 +16,13 @@
 //! are gone once the main system runs. Anything else: no handover, and the
 //! caller says plainly that the main system will ask.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::cpio::Archive;
 use crate::secret::Passphrase;
 use anyhow::{bail, Result};
@@ -223,6 +230,12 @@ pub fn archive(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::cpio::list;

@@ -6,6 +6,13 @@
 //! ramfs (never swapped, never on disk), load, drop the ramfs, unmount and
 //! close, execute. Pure planning; the remote reads use section boundaries.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::bootentry::{self, BootEntry};
 use super::handover::{self, Flavour};
 use super::plan::{Effect, Input, Step};
@@ -143,12 +150,15 @@ pub fn load_flag(m: LoadMethod, facts: &Facts) -> &'static str {
     }
 }
 
-/// A command line to fall back on: the root from fstab.
-pub fn synthesize_cmdline(root_spec: &str, subvol: Option<&str>) -> String {
-    match subvol {
-        Some(s) => format!("root={root_spec} ro rootflags=subvol={s}"),
-        None => format!("root={root_spec} ro"),
-    }
+/// A command line to fall back on: the root from fstab. A space in either
+/// value would add kernel parameters, a comma in the subvolume mount
+/// options: such values are refused, not escaped.
+pub fn synthesize_cmdline(root_spec: &str, subvol: Option<&str>) -> Result<String> {
+    let root = shell::word("root device in fstab", root_spec)?;
+    Ok(match subvol {
+        Some(s) => format!("root={root} ro rootflags=subvol={}", shell::subvol_name(s)?),
+        None => format!("root={root} ro"),
+    })
 }
 
 /// What will be booted.
@@ -279,6 +289,12 @@ pub fn steps(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::state::{parse_facts, tests::probe_output};
@@ -400,8 +416,12 @@ mod tests {
         bad.cmdline = "a\nb".into();
         assert!(steps(&bad, "-c", None, &f, vec![], false).is_err());
         assert_eq!(
-            synthesize_cmdline("UUID=x", Some("@")),
+            synthesize_cmdline("UUID=x", Some("@")).unwrap(),
             "root=UUID=x ro rootflags=subvol=@"
         );
+        // Neither value may add kernel parameters or mount options.
+        assert!(synthesize_cmdline("UUID=x", Some("@ init=/bin/sh")).is_err());
+        assert!(synthesize_cmdline("UUID=x", Some("@,rw")).is_err());
+        assert!(synthesize_cmdline("UUID=x init=/bin/sh", None).is_err());
     }
 }

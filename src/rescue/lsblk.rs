@@ -2,6 +2,13 @@
 //! each device's parent, so "the open mapping of this LUKS partition" and
 //! "the device with this UUID" are simple look-ups. Pure parsing.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -59,8 +66,11 @@ fn walk(v: &Value, parent: Option<&str>, out: &mut Vec<Dev>) {
         parent: parent.map(str::to_string),
     };
     // The same device shows up under every parent (RAID members, multipath):
-    // keep the first.
-    if !out.iter().any(|d| d.path == dev.path) {
+    // keep the first. A path that is not absolute or has control characters
+    // is no device: it could only reach a command as an option (`-…`) or
+    // confuse the printed plan.
+    let plausible = path.starts_with('/') && !path.chars().any(char::is_control);
+    if plausible && !out.iter().any(|d| d.path == dev.path) {
         out.push(dev);
     }
     if let Some(Value::Array(children)) = v.get("children") {
@@ -147,6 +157,12 @@ impl Devices for [Dev] {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -190,5 +206,20 @@ mod tests {
         assert_eq!(devs[0].size, Some(1024));
         assert_eq!(devs[0].path, "/dev/sda");
         assert!(parse("lsblk: command not found").is_err());
+    }
+
+    #[test]
+    fn implausible_paths_are_dropped() {
+        // A hostile rescue system's lsblk could name a device `-…`, which a
+        // command would read as an option.
+        let devs = parse(
+            r#"{"blockdevices":[
+               {"name":"x","path":"--header=/tmp/evil","type":"disk","fstype":"crypto_LUKS"},
+               {"name":"y","path":"/dev/y\u001b[2J","type":"disk"},
+               {"name":"vda","path":"/dev/vda","type":"disk"}]}"#,
+        )
+        .unwrap();
+        let paths: Vec<_> = devs.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["/dev/vda"]);
     }
 }

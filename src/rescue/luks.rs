@@ -3,6 +3,13 @@
 //! in the RAM this machine has? An argon2 slot that needs more memory than is
 //! available fails exactly like a wrong passphrase. Pure parsing.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -181,6 +188,12 @@ pub fn max_memory_kib(h: &Header) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

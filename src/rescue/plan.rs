@@ -3,11 +3,19 @@
 //! against fixtures; [`super::run`] prints a plan, asks when it must, and
 //! executes it through the SSH seam.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::discover::{resolve, MainSystem};
 use super::fstab::{self, rescue_options};
 use super::lsblk::Dev;
 use super::shell::{self, join, quote, under};
 use super::state::{Facts, KEXEC_DIR, OPENED_FILE, PEEK_DIR, STATE_DIR};
+use crate::text::clip;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -212,7 +220,7 @@ pub fn mount_items(
         let named =
             root_entry.is_some_and(|e| e.subvol().is_some() || e.option("subvolid").is_some());
         if !named {
-            root_opts.push_str(&format!(",subvol={sv}"));
+            root_opts.push_str(&format!(",subvol={}", shell::subvol_name(sv)?));
         }
     }
     items.push(MountItem {
@@ -264,8 +272,9 @@ pub fn mount_steps(
             .split(',')
             .any(|o| o.starts_with("subvol=") && o.contains(' '))
         {
-            bail!("subvolume name in {opts:?} is not usable");
+            bail!("subvolume name in {} is not usable", clip(&opts));
         }
+        read_only_stays_read_only(&opts, rw)?;
         let device = shell::path("device", &it.device)?;
         if let Some(m) = facts.mount_at(&path) {
             if rw && m.read_only() {
@@ -295,6 +304,25 @@ pub fn mount_steps(
     Ok(steps)
 }
 
+/// A read-only mount's option list starts with `ro` and has no later option
+/// that undoes it (`rw`, or a quote that makes libmount join the text after
+/// a comma into one value). Checked on the final string, whatever built it.
+fn read_only_stays_read_only(opts: &str, rw: bool) -> Result<()> {
+    if rw {
+        return Ok(());
+    }
+    let mut words = opts.split(',');
+    let first = words.next();
+    if first != Some("ro") || words.any(|o| o == "rw" || o == "ro") || opts.contains(['"', '\\']) {
+        bail!(
+            "mount options {} would not keep the mount read-only; refusing (mount by hand \
+             if the subvolume or option really needs these characters)",
+            clip(opts)
+        );
+    }
+    Ok(())
+}
+
 /// Binds the rescue system's /dev, /proc, /sys and /run into the target, as
 /// update-initramfs, grub-install and friends need them.
 pub fn chroot_bind_steps(facts: &Facts, target: &str) -> Result<Vec<Step>> {
@@ -312,7 +340,7 @@ pub fn chroot_bind_steps(facts: &Facts, target: &str) -> Result<Vec<Step>> {
         let mut words: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
         words.push(path.clone());
         let mut command = join(&words);
-        if cmd[1] == "--rbind" {
+        if cmd.get(1) == Some(&"--rbind") {
             // Unmounting the chroot later must not propagate to the rescue
             // system's own /dev and /sys.
             command = format!("{command} && {}", join(&["mount", "--make-rslave", &path]));
@@ -398,6 +426,12 @@ pub fn close_steps(facts: &Facts, target: &str, keep_open: bool) -> Result<Vec<S
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::rescue::discover::MainSystem;
@@ -494,9 +528,38 @@ mod tests {
         let mut evil = items.clone();
         evil[0].options = "ro,subvol=a b".into();
         assert!(mount_steps(&evil, &f, "/mnt/p", false).is_err());
+        // Read-only stays read-only whatever the option list says.
+        for bad in [
+            "ro,subvol=@,rw",
+            "ro,subvol=\"@,rw\"",
+            "rw,subvol=@",
+            "ro,ro",
+        ] {
+            evil[0].options = bad.into();
+            let e = format!("{:#}", mount_steps(&evil, &f, "/mnt/p", false).unwrap_err());
+            assert!(e.contains("read-only"), "{bad}: {e}");
+        }
+        evil[0].options = "rw,subvol=@".into();
+        assert!(mount_steps(&evil, &f, "/mnt/p", true).is_ok());
         evil[0].options = "ro".into();
         evil[0].mountpoint = "/../../etc".into();
         assert!(mount_steps(&evil, &f, "/mnt/p", false).is_err());
+    }
+
+    #[test]
+    fn subvolume_names_cannot_add_mount_options() {
+        // `ro,subvol=@,rw` used to mount the main system read-write.
+        let f = facts(ROOT_ONLY, "");
+        let mut m = main();
+        m.fstab = fstab::parse("UUID=5b3e8a2c-1111-4c4c-9d9d-0123456789ab / btrfs defaults 0 0\n");
+        for sv in ["@,rw", "@\"", "a b", "@\\,rw", "\u{1b}x", ""] {
+            m.subvol = Some(sv.into());
+            let e = format!("{:#}", mount_items(&m, &f.devices, false).unwrap_err());
+            assert!(e.contains("subvolume name"), "{sv:?}: {e}");
+        }
+        m.subvol = Some("@root.snap-1".into());
+        let (items, _) = mount_items(&m, &f.devices, false).unwrap();
+        assert_eq!(items[0].options, "ro,subvol=@root.snap-1");
     }
 
     #[test]

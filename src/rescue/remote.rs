@@ -5,6 +5,7 @@
 //! authentication); tests use a recording fake.
 
 use crate::client::{self, ClientError, Options};
+use crate::text::StreamFilter;
 use anyhow::{Context, Result};
 use russh::{ChannelMsg, Disconnect};
 use std::io::Write;
@@ -90,11 +91,14 @@ impl Remote for Ssh {
         }
         ch.eof().await.context("closing standard input")?;
         let mut out = Output::default();
+        // Live output goes to the admin's terminal: escape sequences from
+        // the rescue system are shown, not obeyed.
+        let (mut show_out, mut show_err) = (StreamFilter::default(), StreamFilter::default());
         while let Some(msg) = ch.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
                     if stream {
-                        let _ = std::io::stdout().write_all(&data);
+                        let _ = std::io::stdout().write_all(&show_out.push(&data));
                         let _ = std::io::stdout().flush();
                     }
                     if out.stdout.len() + data.len() <= MAX_OUTPUT {
@@ -103,7 +107,7 @@ impl Remote for Ssh {
                 }
                 ChannelMsg::ExtendedData { data, .. } => {
                     if stream {
-                        let _ = std::io::stderr().write_all(&data);
+                        let _ = std::io::stderr().write_all(&show_err.push(&data));
                     }
                     if out.stderr.len() + data.len() <= MAX_OUTPUT {
                         out.stderr.extend_from_slice(&data);
@@ -118,6 +122,10 @@ impl Remote for Ssh {
                 ChannelMsg::Close => break,
                 _ => {}
             }
+        }
+        if stream {
+            let _ = std::io::stdout().write_all(&show_out.finish());
+            let _ = std::io::stderr().write_all(&show_err.finish());
         }
         Ok(out)
     }

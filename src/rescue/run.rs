@@ -13,7 +13,6 @@ use super::state::{self, Facts};
 use crate::secret::Passphrase;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use std::io::IsTerminal;
 
 /// Exit code of `check` when a filesystem needs repair.
 pub const NEEDS_REPAIR: u8 = crate::protocol::exit::NEEDS_REPAIR;
@@ -64,8 +63,11 @@ impl<'a, R: Remote> Session<'a, R> {
         }
     }
 
-    /// Human text: stdout, or stderr when stdout carries JSON.
+    /// Human text: stdout, or stderr when stdout carries JSON. Much of it
+    /// quotes the rescue system (labels, fstab, command output), so control
+    /// characters are shown escaped.
     pub fn say(&self, text: &str) {
+        let text = crate::text::block(text);
         if self.s.json {
             eprint!("{text}");
         } else {
@@ -82,7 +84,8 @@ impl<'a, R: Remote> Session<'a, R> {
     /// Runs a read-only command (a probe) and returns its output.
     pub async fn read(&mut self, what: &str, command: &str) -> Result<Output> {
         if self.s.verbose {
-            eprintln!("reading {what} (read-only): {command}");
+            let line = format!("reading {what} (read-only): {command}");
+            eprintln!("{}", crate::text::line(&line));
         }
         let out = self.remote.run(command, None, false).await?;
         self.executed.push(Executed {
@@ -94,7 +97,7 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn facts(&mut self) -> Result<Facts> {
-        let b = state::boundary();
+        let b = state::boundary()?;
         let out = self
             .read("the rescue system's state", &state::probe_command(&b))
             .await?;
@@ -122,7 +125,8 @@ impl<'a, R: Remote> Session<'a, R> {
     }
 
     pub async fn luks_dump(&mut self, dev: &Dev) -> Result<Option<luks::Header>> {
-        let cmd = format!("cryptsetup luksDump {}", quote(&dev.path));
+        let path = super::shell::path("device", &dev.path)?;
+        let cmd = format!("cryptsetup luksDump {}", quote(&path));
         let out = self
             .read(&format!("the LUKS header of {}", dev.path), &cmd)
             .await?;
@@ -143,7 +147,7 @@ impl<'a, R: Remote> Session<'a, R> {
             .cloned()
             .collect();
         for d in candidates {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let out = self
                 .read(
                     &format!("what {} holds", d.path),
@@ -171,7 +175,7 @@ impl<'a, R: Remote> Session<'a, R> {
     ) -> Result<MainSystem> {
         let target = self.s.target.clone();
         if let Some(m) = facts.mount_at(&target).cloned() {
-            let b = state::boundary();
+            let b = state::boundary()?;
             let q = |p: &str| quote(&under(&target, p));
             let cmd = format!(
                 "echo {b} fstab; cat {}; echo {b} crypttab; cat {} 2>/dev/null; true",
@@ -222,29 +226,18 @@ impl<'a, R: Remote> Session<'a, R> {
         if worst < Effect::Destructive || self.s.yes || self.s.dry_run {
             return Ok(());
         }
-        use std::io::{BufRead, Write};
-        let tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty");
-        let Ok(tty) = tty.and_then(|t| {
-            if t.is_terminal() {
-                Ok(t)
-            } else {
-                Err(std::io::ErrorKind::Other.into())
-            }
-        }) else {
+        // On the terminal, after flushing typeahead: keys typed before the
+        // plan was shown must not answer for it.
+        let question = format!("Run this plan on {}? [yes/no] ", self.s.host);
+        let answer = crate::client::tty::ask_yes_no(&question)
+            .map_err(|e| anyhow!("asking for confirmation: {e}"))?;
+        let Some(yes) = answer else {
             bail!(
                 "this plan {} and there is no terminal to ask on: read the plan (--dry-run prints it), then pass --yes",
                 if worst == Effect::Boot { "boots another kernel" } else { "changes the main system" }
             );
         };
-        let mut w = &tty;
-        write!(w, "Run this plan on {}? [yes/no] ", self.s.host)?;
-        w.flush()?;
-        let mut answer = String::new();
-        std::io::BufReader::new(&tty).read_line(&mut answer)?;
-        if !answer.trim().eq_ignore_ascii_case("yes") {
+        if !yes {
             bail!("not confirmed; nothing was run");
         }
         Ok(())

@@ -3,6 +3,14 @@
 //! untrusted, so every value is validated for what it claims to be and then
 //! single-quoted. Nothing here runs anything.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use crate::text::clip;
 use anyhow::{bail, Result};
 
 /// Quotes one word for a POSIX shell. Plain words stay readable in the
@@ -39,7 +47,10 @@ fn printable(what: &str, s: &str) -> Result<()> {
         bail!("empty {what}");
     }
     if s.chars().any(char::is_control) {
-        bail!("{what} {s:?} contains control characters; refusing to use it");
+        bail!(
+            "{what} {} contains control characters; refusing to use it",
+            clip(s)
+        );
     }
     Ok(())
 }
@@ -48,10 +59,10 @@ fn printable(what: &str, s: &str) -> Result<()> {
 pub fn path(what: &str, s: &str) -> Result<String> {
     printable(what, s)?;
     if !s.starts_with('/') {
-        bail!("{what} {s:?} is not an absolute path");
+        bail!("{what} {} is not an absolute path", clip(s));
     }
     if s.split('/').any(|c| c == "..") {
-        bail!("{what} {s:?} contains '..'");
+        bail!("{what} {} contains '..'", clip(s));
     }
     Ok(s.to_string())
 }
@@ -66,7 +77,37 @@ pub fn mapper_name(s: &str) -> Result<String> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'+' | b'@'));
     if !ok {
-        bail!("volume name {s:?} is not a plain device-mapper name (letters, digits, _ . - + @)");
+        bail!(
+            "volume name {} is not a plain device-mapper name (letters, digits, _ . - + @)",
+            clip(s)
+        );
+    }
+    // cryptsetup would read `-x` as an option, not as a name.
+    if s.starts_with('-') {
+        bail!(
+            "volume name {} starts with '-', which cryptsetup would take for an option; \
+             rename it in the main system's crypttab, or open the volume by hand",
+            clip(s)
+        );
+    }
+    Ok(s.to_string())
+}
+
+/// A btrfs subvolume name that can go into `subvol=` inside a mount option
+/// list: the kernel splits that list at commas and libmount honours quotes
+/// and backslashes, so those (and whitespace, control characters, `=`) are
+/// refused rather than escaped.
+pub fn subvol_name(s: &str) -> Result<String> {
+    let bad = s.is_empty()
+        || s.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || matches!(c, ',' | '"' | '\'' | '\\' | '=')
+        });
+    if bad {
+        bail!(
+            "btrfs subvolume name {} cannot be passed safely as a mount option (it is empty or \
+             has a comma, quote, backslash, '=' or space); mount it by hand with subvolid=ID",
+            clip(s)
+        );
     }
     Ok(s.to_string())
 }
@@ -76,7 +117,7 @@ pub fn mapper_name(s: &str) -> Result<String> {
 pub fn word(what: &str, s: &str) -> Result<String> {
     printable(what, s)?;
     if s.chars().any(char::is_whitespace) {
-        bail!("{what} {s:?} contains whitespace");
+        bail!("{what} {} contains whitespace", clip(s));
     }
     Ok(s.to_string())
 }
@@ -94,6 +135,7 @@ pub fn under(base: &str, rel: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -141,6 +183,11 @@ mod tests {
         assert!(mapper_name("luks-0b7c").is_ok());
         assert!(mapper_name("root crypt").is_err());
         assert!(mapper_name("../x").is_err());
+        // A crypttab name like `-x` would reach cryptsetup as an option.
+        let e = format!("{:#}", mapper_name("--readonly").unwrap_err());
+        assert!(e.contains("starts with '-'"), "{e}");
+        assert!(mapper_name("-").is_err());
+        assert!(mapper_name("a-b").is_ok());
         assert!(word("o", "subvol=@,ro").is_ok());
         assert!(word("o", "a b").is_err());
         assert_eq!(under("/mnt/p", "/"), "/mnt/p");

@@ -3,10 +3,18 @@
 //! Read with one read-only remote command whose output is split into
 //! sections by a random boundary, so file contents cannot fake a section.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::lsblk::{self, Dev};
 use super::shell::quote;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
+use std::path::Path;
 
 /// Where this tool keeps its state on the rescue side (tmpfs /run).
 pub const STATE_DIR: &str = "/run/portcullis-rescue";
@@ -139,19 +147,29 @@ impl Facts {
     }
 }
 
-/// A random boundary for one probe's sections.
-pub fn boundary() -> String {
-    let mut b = [0u8; 8];
-    let _ = getrandom_fill(&mut b);
-    format!(
-        "@@portcullis-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
+/// A random boundary for one probe's sections. Fails rather than fall back
+/// to a guessable one: a known boundary lets file contents fake sections.
+pub fn boundary() -> Result<String> {
+    boundary_from(Path::new("/dev/urandom"))
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+/// [`boundary`] from a given random source (tests use a missing or short
+/// file to see the failure).
+fn boundary_from(source: &Path) -> Result<String> {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+    let mut b = [0u8; 8];
+    std::fs::File::open(source)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .with_context(|| {
+            format!(
+                "reading {} for a probe boundary; the client needs a readable /dev/urandom",
+                source.display()
+            )
+        })?;
+    Ok(format!(
+        "@@portcullis-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
 }
 
 /// The read-only command that gathers [`Facts`].
@@ -291,6 +309,7 @@ pub fn parse_facts(out: &str, b: &str) -> Facts {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 pub mod tests {
     use super::*;
 
@@ -398,5 +417,22 @@ pub mod tests {
         );
         assert!(f.restricted_kexec());
         assert_eq!(f.secure_boot, Some(true));
+    }
+
+    #[test]
+    fn boundary_fails_without_randomness() {
+        // It used to become all zeros when /dev/urandom could not be read.
+        let t = tempfile::tempdir().unwrap();
+        let e = format!(
+            "{:#}",
+            boundary_from(&t.path().join("missing")).unwrap_err()
+        );
+        assert!(e.contains("probe boundary"), "{e}");
+        let short = t.path().join("short");
+        std::fs::write(&short, [1u8, 2, 3]).unwrap();
+        assert!(boundary_from(&short).is_err());
+        let b = boundary().unwrap();
+        assert_eq!(b.len(), "@@portcullis-".len() + 16);
+        assert_ne!(b, boundary().unwrap());
     }
 }

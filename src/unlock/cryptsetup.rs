@@ -116,7 +116,7 @@ impl<R: Runner> Backend for Cryptsetup<R> {
         for (vol, used) in vols.iter_mut() {
             let before = self.info(vol, *used);
             let attempt = match before.state {
-                VolumeState::Open => continue,
+                VolumeState::Open | VolumeState::Unlocking => continue,
                 VolumeState::Exhausted => Attempt::NoTriesLeft,
                 VolumeState::Missing => Attempt::Missing,
                 VolumeState::Pending => self.open_one(vol, pass),
