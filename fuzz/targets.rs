@@ -225,8 +225,8 @@ fn line_properties(got: &Result<Passphrase, SecretError>, input: &[u8], one_line
 // ---------------------------------------------------------------- terminal
 
 /// Keystrokes for the pty prompt, in packets whose size the control byte
-/// picks. A line that comes out is bounded, has no control bytes, and is a
-/// subsequence of what was typed (editing only removes).
+/// picks. A line that comes out is bounded, has no control bytes but TAB,
+/// and is a subsequence of what was typed (editing only removes).
 pub fn terminal(data: &[u8]) {
     let (c, typed) = split(data);
     let chunk = usize::from(c).max(1);
@@ -237,8 +237,10 @@ pub fn terminal(data: &[u8]) {
         if let Some(Key::Line(Ok(p))) = ed.feed(piece) {
             let p = p.expose();
             assert!(!p.is_empty() && p.len() <= secret::MAX_LEN);
+            // TAB may be part of a passphrase; other control bytes are
+            // refused (or, before the passphrase rule, dropped).
             assert!(
-                !p.iter().any(|&b| b < 0x20 || b == 0x7f),
+                !p.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f),
                 "control byte in a line"
             );
             assert!(is_subsequence(p, typed));
