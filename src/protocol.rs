@@ -17,6 +17,7 @@
     )
 )]
 
+use crate::text::line;
 use serde::{Deserialize, Serialize};
 
 /// Version of the machine mode. Bumped on any incompatible change.
@@ -270,7 +271,7 @@ pub fn describe_unlock(reply: &UnlockReply) -> String {
             .volumes
             .iter()
             .filter(|v| v.state == state)
-            .map(|v| v.name.as_str())
+            .map(|v| line(&v.name))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -300,12 +301,14 @@ pub fn describe_unlock(reply: &UnlockReply) -> String {
         Outcome::Failed => "unlock failed".to_string(),
     };
     match &reply.message {
-        Some(m) if !m.is_empty() => format!("{base}: {m}"),
+        Some(m) if !m.is_empty() => format!("{base}: {}", line(m)),
         _ => base,
     }
 }
 
-/// Human-readable table for `status`.
+/// Human-readable table for `status`. Names, devices and messages may come
+/// from a server we do not control: control characters are shown escaped
+/// (`\x1b`), so they can neither add lines nor drive the admin's terminal.
 pub fn describe_status(volumes: &[VolumeInfo]) -> String {
     if volumes.is_empty() {
         return "no volumes configured\n".to_string();
@@ -325,7 +328,11 @@ pub fn describe_status(volumes: &[VolumeInfo]) -> String {
         };
         out.push_str(&format!(
             "{:<16} {:<32} {:<15} {:<12} {}\n",
-            v.name, v.device, state, v.backend, tries
+            line(&v.name),
+            line(&v.device),
+            state,
+            line(&v.backend),
+            tries
         ));
     }
     out
@@ -439,5 +446,32 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        // Found by the protocol fuzz target: a volume name from the server
+        // added a line and cleared the admin's screen.
+        let v = VolumeInfo {
+            name: "a\nb\u{1b}[2J".into(),
+            device: "/dev/x\r".into(),
+            backend: "cryptsetup".into(),
+            state: VolumeState::Open,
+            tries_left: None,
+        };
+        let table = describe_status(std::slice::from_ref(&v));
+        assert_eq!(table.matches('\n').count(), 1, "{table:?}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r'),
+            "{table:?}"
+        );
+        let reply = UnlockReply {
+            version: VERSION,
+            outcome: Outcome::Unlocked,
+            volumes: vec![v],
+            message: Some("done\u{1b}]0;title\u{7}".into()),
+        };
+        let text = describe_unlock(&reply);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
     }
 }

@@ -113,7 +113,14 @@ pub fn clip_message(msg: &str) -> String {
     if let Some(sp) = span.filter(|sp| sp.cut) {
         out.push_str(&format!("…({} bytes)", sp.bytes));
     }
-    clip_plain_to(&out, MAX_MESSAGE_CHARS)
+    // Errors are one line (toml puts "expected …" on a line of its own), and
+    // any other control character in quoted input is shown escaped.
+    let one: Vec<&str> = out
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    clip_plain_to(&line(&one.join("; ")), MAX_MESSAGE_CHARS)
 }
 
 fn clip_plain_to(s: &str, max: usize) -> String {
@@ -296,5 +303,14 @@ mod tests {
         let mut out = f.push(b"end\xc2");
         out.extend(f.finish());
         assert_eq!(out, b"end\xc2");
+    }
+
+    #[test]
+    fn library_messages_become_one_line() {
+        // Found by the config fuzz target: toml's message for `listen = [`.
+        let m = clip_message("invalid array\nexpected `]`\n");
+        assert_eq!(m, "invalid array; expected `]`");
+        let m = clip_message("bad value \"a\u{1b}[2Jb\"");
+        assert!(!m.chars().any(char::is_control), "{m:?}");
     }
 }

@@ -129,10 +129,18 @@ impl SshConfig {
                     let at = || format!("{}, line {line}", file.display());
                     match key {
                         Key::HostName if r.hostname.is_none() => {
-                            r.hostname =
-                                Some(expand_tokens(value, alias, None).map_err(|e| {
-                                    anyhow!("{}: HostName {}: {e}", at(), clip(value))
-                                })?);
+                            let h = expand_tokens(value, alias, None)
+                                .map_err(|e| anyhow!("{}: HostName {}: {e}", at(), clip(value)))?;
+                            // Found by the ssh_config fuzz target: an empty
+                            // host would be tried as one.
+                            if h.is_empty() {
+                                return Err(anyhow!(
+                                    "{}: HostName {} gives an empty host name",
+                                    at(),
+                                    clip(value)
+                                ));
+                            }
+                            r.hostname = Some(h);
                         }
                         Key::Port if r.port.is_none() => {
                             r.port =
@@ -233,7 +241,12 @@ fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<Strin
             Some('%') => out.push('%'),
             Some('h') => out.push_str(host),
             Some('r') => out.push_str(remote_user.unwrap_or("root")),
-            Some('u') => out.push_str(&std::env::var("USER").unwrap_or_default()),
+            Some('u') => out.push_str(
+                &std::env::var("USER")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| "%u needs USER to be set".to_string())?,
+            ),
             Some('d') => out.push_str(
                 &std::env::var("HOME").map_err(|_| "%d needs HOME to be set".to_string())?,
             ),
@@ -543,5 +556,15 @@ mod tests {
                 .to_string();
             assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
         }
+    }
+
+    #[test]
+    fn an_empty_host_name_is_an_error() {
+        // `HostName %u` with USER unset gave "" (the ssh_config fuzz
+        // target); an empty quoted value reaches the same check.
+        let c = cfg("Host web1\n  HostName \"\"\n");
+        let e = c.resolve("web1").unwrap_err().to_string();
+        assert!(e.contains("empty host name"), "{e}");
+        assert!(expand_tokens("%u", "h", None).map_or(true, |u| !u.is_empty()));
     }
 }
