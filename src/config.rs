@@ -222,6 +222,7 @@ impl Settings {
             volumes.push(Volume {
                 name: v.name.clone(),
                 device,
+                options: Default::default(),
             });
         }
         let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
