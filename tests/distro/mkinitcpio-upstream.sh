@@ -19,8 +19,10 @@
 #     a symlink to bin, so @BINDIR@ becomes "/usr/bin:/usr/sbin".
 #  2. Arch paths that Debian has elsewhere become symlinks in the test root
 #     (multiarch libraries such as /usr/lib/libgcc_s.so.1, sulogin and
-#     swapon in /usr/sbin); /usr/lib/initcpio/busybox is Debian's busybox
-#     (dynamic: its ash, like Arch's, runs no applet without a link).
+#     swapon in /usr/sbin, 13-dm-disk.rules); /usr/lib/initcpio/busybox is
+#     Debian's busybox (dynamic: its ash, like Arch's, runs no applet without
+#     a link); 10-dm.rules is Debian's 55-dm.rules plus db_persist for dm
+#     devices (see below).
 #  3. hwdb: v41 adds /usr/lib/udev/hwdb.bin and /etc/udev/hwdb.bin and counts
 #     a missing one as an error; Debian ships only the first, so the test
 #     root gets a copy as the second.
@@ -112,13 +114,26 @@ mkinitcpio_install() {
         for name in sulogin swapon swapoff; do
             arch_link "/usr/bin/$name" "/usr/sbin/$name"
         done
-        # Debian renames lvm2's 10-dm.rules and 13-dm-disk.rules.
-        arch_link /usr/lib/udev/rules.d/10-dm.rules /usr/lib/udev/rules.d/55-dm.rules
+        # Debian renames lvm2's 13-dm-disk.rules (10-dm.rules: below).
         arch_link /usr/lib/udev/rules.d/13-dm-disk.rules /usr/lib/udev/rules.d/60-persistent-storage-dm.rules
         for name in libcryptsetup-token-systemd-fido2.so libcryptsetup-token-systemd-tpm2.so; do
             arch_link "/usr/lib/cryptsetup/$name" "/usr/lib/x86_64-linux-gnu/cryptsetup/$name"
         done
     } | while read -r p; do dlog "adapted: Arch path $p"; done
+
+    # Debian's lvm2 rules keep no udev database of dm devices across
+    # switch_root (Debian's generators add their own db_persist rule; so did
+    # the old harness). mkinitcpio v41 adds none, so on Arch that comes from
+    # its device-mapper rules. Without it the booted system's coldplug sees
+    # the dm devices as not ready and waits forever for a non-root volume.
+    if [ ! -e "$root/usr/lib/udev/rules.d/10-dm.rules" ]; then
+        {
+            cat "$root/usr/lib/udev/rules.d/55-dm.rules"
+            echo '# portcullis test adaptation: keep dm devices across switch_root'
+            echo 'SUBSYSTEM=="block", KERNEL=="dm-[0-9]*", ACTION=="add|change", OPTIONS+="db_persist"'
+        } >"$root/usr/lib/udev/rules.d/10-dm.rules"
+        dlog "adapted: /usr/lib/udev/rules.d/10-dm.rules = Debian's 55-dm.rules + db_persist for dm devices"
+    fi
 
     # 3. hwdb.
     if [ ! -e "$root/etc/udev/hwdb.bin" ] && [ -e "$root/usr/lib/udev/hwdb.bin" ]; then
