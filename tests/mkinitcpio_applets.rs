@@ -10,6 +10,9 @@
 //! substitutions, subshells, pipelines, `case` patterns, `for` headers,
 //! function definitions, assignments and redirections. Heredoc bodies are
 //! read as code (the udhcpc script is one), except their end markers.
+//!
+//! Also here: the hook's netmask conversion, run by a real shell with no
+//! PATH (builtins only), since `tr` is what broke it on Arch.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -409,4 +412,32 @@ fn lint_ignores_words_that_are_not_commands() {
               my_func() {\n    echo hi\n}\n\
               my_func 2>/dev/null\n";
     assert_eq!(outside_arch(ok), Vec::<String>::new());
+}
+
+/// The hook's netmask conversion, run by a POSIX shell (dash here, ash on
+/// Arch): dotted masks and prefix lengths, with no `tr` to lean on.
+#[test]
+fn netmask_to_prefix_in_the_hook() {
+    let hook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/initramfs/mkinitcpio/hooks/portcullis"
+    );
+    let prefix = |mask: &str| {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", ". \"$0\"; portcullis_prefix \"$1\"", hook, mask])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(prefix("255.255.255.0").as_deref(), Some("24"));
+    assert_eq!(prefix("255.255.240.0").as_deref(), Some("20"));
+    assert_eq!(prefix("255.255.255.255").as_deref(), Some("32"));
+    assert_eq!(prefix("16").as_deref(), Some("16"));
+    assert_eq!(prefix("").as_deref(), Some("24"));
+    for bad in ["0.0.0.0", "255.255.x.0", "255.255.256.0", "33", "24a"] {
+        assert_eq!(prefix(bad), None, "{bad:?} accepted");
+    }
 }
