@@ -44,8 +44,9 @@ mkinitcpio_src() {
         return
     fi
     for s in "$distro_repo"/../shared/third_party/mkinitcpio-*.tar.gz; do
-        [ -f "$s" ] && { echo "$s"; return; }
+        [ -f "$s" ] && { echo "$s"; return 0; }
     done
+    return 0
 }
 
 # mkinitcpio_install ROOT SRC
