@@ -141,6 +141,9 @@ pub struct SystemdAgent {
     root: Root,
     /// How long to wait for systemd-cryptsetup's verdict on one answer.
     pub verdict_timeout: Duration,
+    /// How long an answered request may be gone, with its asker gone too,
+    /// before we say systemd-cryptsetup gave up.
+    gone_grace: Duration,
     clock: fn() -> u64,
 }
 
@@ -149,6 +152,7 @@ impl SystemdAgent {
         SystemdAgent {
             root,
             verdict_timeout: Duration::from_secs(90),
+            gone_grace: Duration::from_secs(15),
             clock: monotonic_us,
         }
     }
@@ -158,6 +162,7 @@ impl SystemdAgent {
         SystemdAgent {
             root,
             verdict_timeout: Duration::from_secs(2),
+            gone_grace: Duration::from_millis(300),
             clock,
         }
     }
@@ -223,10 +228,18 @@ impl SystemdAgent {
             {
                 return Attempt::WrongPassphrase;
             }
-            if !now_pending.iter().any(|a| a.file == ask.file) {
+            // The asker removes the request when it reads the answer, then
+            // runs the key derivation, which can take longer than any fixed
+            // grace on a slow or busy machine: while it lives, it is working.
+            let asker_alive = ask
+                .pid
+                .is_some_and(|p| self.root.join(format!("/proc/{p}")).exists());
+            if asker_alive {
+                gone_since = None;
+            } else if !now_pending.iter().any(|a| a.file == ask.file) {
                 // Answered and removed; give the mapper or a re-ask a moment.
                 let since = *gone_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(15) {
+                if since.elapsed() > self.gone_grace {
                     return Attempt::Failed("systemd-cryptsetup stopped asking without opening the volume; see the console/journal".into());
                 }
             }
@@ -497,6 +510,52 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].1, Attempt::Opened);
         assert_eq!(r[0].0.name, "root");
+    }
+
+    /// Key derivation slower than the grace (argon2 on a busy machine): the
+    /// asker is alive, so the agent waits for the mapper rather than failing.
+    /// Once the asker is gone without a mapper, it fails after the grace.
+    #[test]
+    fn slow_key_derivation_is_not_giving_up() {
+        for asker_lives in [true, false] {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+            std::fs::create_dir_all(t.path().join("run")).unwrap();
+            let sock = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+            write_ask(
+                t.path(),
+                1,
+                "cryptsetup:/dev/vda",
+                "(root):",
+                0,
+                "/run/sck.1",
+            );
+            let root = t.path().to_path_buf();
+            let asker = std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = sock.recv(&mut buf).unwrap();
+                std::fs::remove_file(root.join("run/systemd/ask-password/ask.1")).unwrap();
+                if !asker_lives {
+                    std::fs::remove_dir(root.join("proc/1")).unwrap();
+                    return;
+                }
+                // Three times the grace before the volume opens.
+                std::thread::sleep(Duration::from_millis(900));
+                std::fs::create_dir_all(root.join("dev/mapper")).unwrap();
+                std::fs::write(root.join("dev/mapper/root"), b"").unwrap();
+            });
+            let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+            let r = agent.try_unlock(&Passphrase::new(b"slow".to_vec()).unwrap());
+            asker.join().unwrap();
+            if asker_lives {
+                assert_eq!(r[0].1, Attempt::Opened);
+            } else {
+                assert!(
+                    matches!(&r[0].1, Attempt::Failed(m) if m.contains("stopped asking")),
+                    "{r:?}"
+                );
+            }
+        }
     }
 
     #[test]
