@@ -322,11 +322,15 @@ impl Backend for SystemdAgent {
                 continue;
             }
             let known = self.known();
+            // Answer every waiting volume first, then collect the verdicts:
+            // the key derivations run side by side, and a volume answered
+            // only after root opened may be cut off by switch-root.
+            let mut sent = Vec::new();
             for ask in fresh {
                 let name = ask.name_in(&known);
                 let info = self.info(&name, ask.device(), VolumeState::Pending);
-                let attempt = match self.answer(&ask, pass) {
-                    Ok(()) => self.verdict(&ask, &name),
+                match self.answer(&ask, pass) {
+                    Ok(()) => sent.push((ask, name, info)),
                     // The request went away between listing and answering:
                     // systemd-cryptsetup took a passphrase from the kernel
                     // keyring (a sibling's answer) or the console won. Not
@@ -339,19 +343,21 @@ impl Backend for SystemdAgent {
                     {
                         tracing::debug!(volume = %name, "password request vanished before the answer");
                         vanished.push(ask.file.clone());
-                        continue;
                     }
-                    Err(e) => Attempt::Failed(format!("answering {}: {e}", ask.socket.display())),
-                };
+                    Err(e) => {
+                        let attempt =
+                            Attempt::Failed(format!("answering {}: {e}", ask.socket.display()));
+                        tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
+                        answered.push(ask.id.clone());
+                        out.push((info, attempt));
+                    }
+                }
+            }
+            for (ask, name, info) in sent {
+                let attempt = self.verdict(&ask, &name);
                 answered.push(ask.id.clone());
                 tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
-                let opened = attempt == Attempt::Opened;
                 out.push((info, attempt));
-                if !opened {
-                    // Same passphrase is wrong for this one; do not spend
-                    // it on siblings' tries more than once each.
-                    continue;
-                }
             }
             // Every known volume is open: reply now, before systemd moves on
             // to switch-root and stops us.
@@ -556,6 +562,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Both volumes are answered before any verdict is awaited: here root's
+    /// asker opens only once data has its answer too (as switch-root would
+    /// cut data off if it were answered only after root opened).
+    #[test]
+    fn answers_every_volume_before_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+        std::fs::create_dir_all(t.path().join("run")).unwrap();
+        std::fs::create_dir_all(t.path().join("dev/mapper")).unwrap();
+        let s1 = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+        let s2 = UnixDatagram::bind(t.path().join("run/sck.2")).unwrap();
+        write_ask(
+            t.path(),
+            1,
+            "cryptsetup:/dev/vda",
+            "(root):",
+            0,
+            "/run/sck.1",
+        );
+        write_ask(
+            t.path(),
+            2,
+            "cryptsetup:/dev/vdb",
+            "(data):",
+            0,
+            "/run/sck.2",
+        );
+        let (r1, r2) = (t.path().to_path_buf(), t.path().to_path_buf());
+        let root_asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = s1.recv(&mut buf).unwrap();
+            std::fs::remove_file(r1.join("run/systemd/ask-password/ask.1")).unwrap();
+            let start = Instant::now();
+            while !r1.join("dev/mapper/data").exists() {
+                if start.elapsed() > Duration::from_secs(1) {
+                    return; // data never answered: root "fails" too
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(r1.join("dev/mapper/root"), b"").unwrap();
+        });
+        let data_asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = s2.recv(&mut buf).unwrap();
+            std::fs::remove_file(r2.join("run/systemd/ask-password/ask.2")).unwrap();
+            std::fs::write(r2.join("dev/mapper/data"), b"").unwrap();
+        });
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let r = agent.try_unlock(&Passphrase::new(b"both".to_vec()).unwrap());
+        root_asker.join().unwrap();
+        data_asker.join().unwrap();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|(_, a)| *a == Attempt::Opened), "{r:?}");
     }
 
     #[test]
