@@ -127,7 +127,8 @@ mkinitcpio_install() {
     # the old harness). mkinitcpio v41 adds none, so on Arch that comes from
     # its device-mapper rules. Without it the booted system's coldplug sees
     # the dm devices as not ready and waits forever for a non-root volume.
-    if [ ! -e "$root/usr/lib/udev/rules.d/10-dm.rules" ]; then
+    if [ -e "$root/usr/lib/udev/rules.d/55-dm.rules" ]; then
+        rm -f "$root/usr/lib/udev/rules.d/10-dm.rules"
         {
             cat "$root/usr/lib/udev/rules.d/55-dm.rules"
             echo '# portcullis test adaptation: keep dm devices across switch_root'
