@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         let vols = vec![Volume {
             name: "root".into(),
             device: DeviceSpec::Path("/dev/vda".into()),
+            options: Default::default(),
         }];
         let backend = Arc::new(Cryptsetup::new(
             runner,

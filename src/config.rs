@@ -321,6 +321,7 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
         volumes.push(Volume {
             name: v.name.clone(),
             device,
+            options: Default::default(),
         });
     }
     Ok(volumes)

@@ -68,14 +68,17 @@ impl<R: Runner> Cryptsetup<R> {
         let Some(dev) = resolve(&self.root, &vol.device) else {
             return Attempt::Missing;
         };
-        let args = vec![
+        // The cryptdevice= options (discards above all) apply here as on the
+        // console path, so a volume opened over SSH is the same volume.
+        let mut args = vec![
             "open".to_string(),
             "--type".into(),
             "luks".into(),
             "--key-file=-".into(),
-            self.root.join(&dev).display().to_string(),
-            vol.name.clone(),
         ];
+        args.extend(vol.options.args());
+        args.push(self.root.join(&dev).display().to_string());
+        args.push(vol.name.clone());
         match self.runner.run(&self.program, &args, Some(pass.expose())) {
             Err(e) => Attempt::Failed(format!("{e}; is cryptsetup installed at that path?")),
             Ok(out) if out.success() => Attempt::Opened,
@@ -134,7 +137,7 @@ impl<R: Runner> Backend for Cryptsetup<R> {
 pub(crate) mod tests {
     use super::*;
     use crate::sys::Output;
-    use crate::unlock::volume::DeviceSpec;
+    use crate::unlock::volume::{DeviceSpec, OpenOptions};
     use std::path::Path;
     use std::sync::Arc;
 
@@ -208,9 +211,13 @@ pub(crate) mod tests {
         };
         let volumes = vols
             .iter()
-            .map(|(n, d)| Volume {
-                name: n.to_string(),
-                device: DeviceSpec::parse(d).unwrap(),
+            .map(|(n, d)| {
+                let (dev, opts) = d.split_once(' ').unwrap_or((d, ""));
+                Volume {
+                    name: n.to_string(),
+                    device: DeviceSpec::parse(dev).unwrap(),
+                    options: OpenOptions::parse(opts).0,
+                }
             })
             .collect();
         (
@@ -243,6 +250,66 @@ pub(crate) mod tests {
         assert_eq!(args[..4], ["open", "--type", "luks", "--key-file=-"]);
         assert_eq!(args.last().unwrap(), "root");
         assert!(b.all_open());
+    }
+
+    #[test]
+    fn cryptdevice_options_reach_cryptsetup() {
+        let t = fake_tree(&["vda", "vdb"]);
+        let (b, calls) = backend(
+            &t,
+            &[
+                (
+                    "root",
+                    "/dev/vda allow-discards,sector-size=4096,no-read-workqueue",
+                ),
+                ("data", "/dev/vdb no-write-workqueue"),
+            ],
+            answer_sesame,
+        );
+        let r = crate::unlock::unlock(&b, &pass("sesame"));
+        assert_eq!(r.outcome, crate::protocol::Outcome::Unlocked);
+        let calls = calls.lock().unwrap();
+        let dev = |d: &str| t.path().join(d).display().to_string();
+        assert_eq!(
+            calls[0].0,
+            [
+                "open",
+                "--type",
+                "luks",
+                "--key-file=-",
+                "--allow-discards",
+                "--sector-size=4096",
+                "--perf-no_read_workqueue",
+                &dev("dev/vda"),
+                "root"
+            ]
+        );
+        assert_eq!(
+            calls[1].0,
+            [
+                "open",
+                "--type",
+                "luks",
+                "--key-file=-",
+                "--perf-no_write_workqueue",
+                &dev("dev/vdb"),
+                "data"
+            ]
+        );
+    }
+
+    #[test]
+    fn partuuid_volume_opens_its_partition() {
+        // PARTUUID= with udev's link present: cryptsetup gets the link.
+        let t = fake_tree(&[]);
+        std::fs::create_dir_all(t.path().join("dev/disk/by-partuuid")).unwrap();
+        std::fs::write(t.path().join("dev/disk/by-partuuid/1234abcd-02"), b"").unwrap();
+        let (b, calls) = backend(&t, &[("root", "PARTUUID=1234abcd-02")], answer_sesame);
+        assert_eq!(b.status()[0].state, VolumeState::Pending);
+        assert_eq!(b.status()[0].device, "PARTUUID=1234abcd-02");
+        let r = crate::unlock::unlock(&b, &pass("sesame"));
+        assert_eq!(r.outcome, crate::protocol::Outcome::Unlocked);
+        assert!(calls.lock().unwrap()[0].0[4].ends_with("/dev/disk/by-partuuid/1234abcd-02"));
     }
 
     #[test]

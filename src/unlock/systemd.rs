@@ -145,6 +145,9 @@ pub struct SystemdAgent {
     root: Root,
     /// How long to wait for systemd-cryptsetup's verdict on one answer.
     pub verdict_timeout: Duration,
+    /// How long an answered request may be gone, with its asker gone too,
+    /// before we say systemd-cryptsetup gave up.
+    gone_grace: Duration,
     clock: fn() -> u64,
 }
 
@@ -153,6 +156,7 @@ impl SystemdAgent {
         SystemdAgent {
             root,
             verdict_timeout: Duration::from_secs(90),
+            gone_grace: Duration::from_secs(15),
             clock: monotonic_us,
         }
     }
@@ -162,6 +166,7 @@ impl SystemdAgent {
         SystemdAgent {
             root,
             verdict_timeout: Duration::from_secs(2),
+            gone_grace: Duration::from_millis(300),
             clock,
         }
     }
@@ -227,10 +232,18 @@ impl SystemdAgent {
             {
                 return Attempt::WrongPassphrase;
             }
-            if !now_pending.iter().any(|a| a.file == ask.file) {
+            // The asker removes the request when it reads the answer, then
+            // runs the key derivation, which can take longer than any fixed
+            // grace on a slow or busy machine: while it lives, it is working.
+            let asker_alive = ask
+                .pid
+                .is_some_and(|p| self.root.join(format!("/proc/{p}")).exists());
+            if asker_alive {
+                gone_since = None;
+            } else if !now_pending.iter().any(|a| a.file == ask.file) {
                 // Answered and removed; give the mapper or a re-ask a moment.
                 let since = *gone_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(15) {
+                if since.elapsed() > self.gone_grace {
                     return Attempt::Failed("systemd-cryptsetup stopped asking without opening the volume; see the console/journal".into());
                 }
             }
@@ -313,11 +326,15 @@ impl Backend for SystemdAgent {
                 continue;
             }
             let known = self.known();
+            // Answer every waiting volume first, then collect the verdicts:
+            // the key derivations run side by side, and a volume answered
+            // only after root opened may be cut off by switch-root.
+            let mut sent = Vec::new();
             for ask in fresh {
                 let name = ask.name_in(&known);
                 let info = self.info(&name, ask.device(), VolumeState::Pending);
-                let attempt = match self.answer(&ask, pass) {
-                    Ok(()) => self.verdict(&ask, &name),
+                match self.answer(&ask, pass) {
+                    Ok(()) => sent.push((ask, name, info)),
                     // The request went away between listing and answering:
                     // systemd-cryptsetup took a passphrase from the kernel
                     // keyring (a sibling's answer) or the console won. Not
@@ -330,19 +347,21 @@ impl Backend for SystemdAgent {
                     {
                         tracing::debug!(volume = %name, "password request vanished before the answer");
                         vanished.push(ask.file.clone());
-                        continue;
                     }
-                    Err(e) => Attempt::Failed(format!("answering {}: {e}", ask.socket.display())),
-                };
+                    Err(e) => {
+                        let attempt =
+                            Attempt::Failed(format!("answering {}: {e}", ask.socket.display()));
+                        tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
+                        answered.push(ask.id.clone());
+                        out.push((info, attempt));
+                    }
+                }
+            }
+            for (ask, name, info) in sent {
+                let attempt = self.verdict(&ask, &name);
                 answered.push(ask.id.clone());
                 tracing::info!(volume = %name, result = ?attempt, "answered a systemd password request");
-                let opened = attempt == Attempt::Opened;
                 out.push((info, attempt));
-                if !opened {
-                    // Same passphrase is wrong for this one; do not spend
-                    // it on siblings' tries more than once each.
-                    continue;
-                }
             }
             // Every known volume is open: reply now, before systemd moves on
             // to switch-root and stops us.
@@ -501,6 +520,107 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].1, Attempt::Opened);
         assert_eq!(r[0].0.name, "root");
+    }
+
+    /// Key derivation slower than the grace (argon2 on a busy machine): the
+    /// asker is alive, so the agent waits for the mapper rather than failing.
+    /// Once the asker is gone without a mapper, it fails after the grace.
+    #[test]
+    fn slow_key_derivation_is_not_giving_up() {
+        for asker_lives in [true, false] {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+            std::fs::create_dir_all(t.path().join("run")).unwrap();
+            let sock = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+            write_ask(
+                t.path(),
+                1,
+                "cryptsetup:/dev/vda",
+                "(root):",
+                0,
+                "/run/sck.1",
+            );
+            let root = t.path().to_path_buf();
+            let asker = std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = sock.recv(&mut buf).unwrap();
+                std::fs::remove_file(root.join("run/systemd/ask-password/ask.1")).unwrap();
+                if !asker_lives {
+                    std::fs::remove_dir(root.join("proc/1")).unwrap();
+                    return;
+                }
+                // Three times the grace before the volume opens.
+                std::thread::sleep(Duration::from_millis(900));
+                std::fs::create_dir_all(root.join("dev/mapper")).unwrap();
+                std::fs::write(root.join("dev/mapper/root"), b"").unwrap();
+            });
+            let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+            let r = agent.try_unlock(&Passphrase::new(b"slow".to_vec()).unwrap());
+            asker.join().unwrap();
+            if asker_lives {
+                assert_eq!(r[0].1, Attempt::Opened);
+            } else {
+                assert!(
+                    matches!(&r[0].1, Attempt::Failed(m) if m.contains("stopped asking")),
+                    "{r:?}"
+                );
+            }
+        }
+    }
+
+    /// Both volumes are answered before any verdict is awaited: here root's
+    /// asker opens only once data has its answer too (as switch-root would
+    /// cut data off if it were answered only after root opened).
+    #[test]
+    fn answers_every_volume_before_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc/1")).unwrap();
+        std::fs::create_dir_all(t.path().join("run")).unwrap();
+        std::fs::create_dir_all(t.path().join("dev/mapper")).unwrap();
+        let s1 = UnixDatagram::bind(t.path().join("run/sck.1")).unwrap();
+        let s2 = UnixDatagram::bind(t.path().join("run/sck.2")).unwrap();
+        write_ask(
+            t.path(),
+            1,
+            "cryptsetup:/dev/vda",
+            "(root):",
+            0,
+            "/run/sck.1",
+        );
+        write_ask(
+            t.path(),
+            2,
+            "cryptsetup:/dev/vdb",
+            "(data):",
+            0,
+            "/run/sck.2",
+        );
+        let (r1, r2) = (t.path().to_path_buf(), t.path().to_path_buf());
+        let root_asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = s1.recv(&mut buf).unwrap();
+            std::fs::remove_file(r1.join("run/systemd/ask-password/ask.1")).unwrap();
+            let start = Instant::now();
+            while !r1.join("dev/mapper/data").exists() {
+                if start.elapsed() > Duration::from_secs(1) {
+                    return; // data never answered: root "fails" too
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(r1.join("dev/mapper/root"), b"").unwrap();
+        });
+        let data_asker = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = s2.recv(&mut buf).unwrap();
+            std::fs::remove_file(r2.join("run/systemd/ask-password/ask.2")).unwrap();
+            std::fs::write(r2.join("dev/mapper/data"), b"").unwrap();
+        });
+        let agent = SystemdAgent::with_clock(Root::new(t.path()), now);
+        let r = agent.try_unlock(&Passphrase::new(b"both".to_vec()).unwrap());
+        root_asker.join().unwrap();
+        data_asker.join().unwrap();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|(_, a)| *a == Attempt::Opened), "{r:?}");
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! Which volumes to unlock: device specs (`/dev/…`, `UUID=`, `LABEL=`), the
-//! kernel command line (`cryptdevice=`, `rd.luks.name=`, `rd.luks.uuid=`),
-//! and finding a device by reading LUKS headers, since a minimal initramfs
-//! has no udev and so no `/dev/disk/by-uuid`.
+//! Which volumes to unlock: device specs the way the generators write them
+//! (`/dev/…`, `/dev/disk/by-*/…`, `UUID=`, `LABEL=`, `PARTUUID=`,
+//! `PARTLABEL=`), the kernel command line (`cryptdevice=` with its options,
+//! `rd.luks.name=`, `rd.luks.uuid=`), and finding a device without udev (a
+//! minimal initramfs has no `/dev/disk/by-*`): LUKS headers for `UUID=` and
+//! `LABEL=`, partition tables for `PARTUUID=` and `PARTLABEL=`.
+
+mod partition;
 
 use crate::sys::{read_head, Root};
 use std::path::{Path, PathBuf};
@@ -12,31 +16,87 @@ pub enum DeviceSpec {
     Path(PathBuf),
     Uuid(String),
     Label(String),
+    PartUuid(String),
+    PartLabel(String),
+}
+
+fn hex_id(s: &str, tag: &str) -> Result<String, String> {
+    let u = s.trim_matches('"').to_ascii_lowercase();
+    if u.is_empty() || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        let what = tag.trim_end_matches('=');
+        return Err(format!("{:?} is not a valid {what}", format!("{tag}{s}")));
+    }
+    Ok(u)
 }
 
 impl DeviceSpec {
-    /// Parses `/dev/…`, `UUID=…` or `LABEL=…`.
+    /// Parses `/dev/…`, `UUID=…`, `LABEL=…`, `PARTUUID=…` or `PARTLABEL=…`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(u) = s.strip_prefix("UUID=") {
-            let u = u.trim_matches('"').to_ascii_lowercase();
-            if u.is_empty() || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                return Err(format!("{s:?} is not a valid UUID"));
-            }
-            Ok(DeviceSpec::Uuid(u))
+            Ok(DeviceSpec::Uuid(hex_id(u, "UUID=")?))
+        } else if let Some(u) = s.strip_prefix("PARTUUID=") {
+            Ok(DeviceSpec::PartUuid(hex_id(u, "PARTUUID=")?))
         } else if let Some(l) = s.strip_prefix("LABEL=") {
             let l = l.trim_matches('"');
             if l.is_empty() || l.len() > 47 {
                 return Err(format!("{s:?}: a LUKS2 label has 1 to 47 bytes"));
             }
             Ok(DeviceSpec::Label(l.to_string()))
+        } else if let Some(l) = s.strip_prefix("PARTLABEL=") {
+            let l = l.trim_matches('"');
+            // A GPT name is 36 UTF-16 code units.
+            if l.is_empty() || l.encode_utf16().count() > 36 {
+                return Err(format!(
+                    "{s:?}: a GPT partition name has 1 to 36 characters"
+                ));
+            }
+            Ok(DeviceSpec::PartLabel(l.to_string()))
         } else if s.starts_with('/') {
             Ok(DeviceSpec::Path(PathBuf::from(s)))
         } else {
             Err(format!(
-                "{s:?} is not a device: use an absolute path (/dev/vda2), UUID=… or LABEL=…"
+                "{s:?} is not a device: use an absolute path (/dev/vda2, /dev/disk/by-…/…), \
+                 UUID=…, LABEL=…, PARTUUID=… or PARTLABEL=…"
             ))
         }
     }
+
+    /// The tag a `/dev/disk/by-*/NAME` link stands for, so it can be found
+    /// without udev: `by-uuid/X` is `UUID=X`, and so on. Other paths: `None`.
+    fn from_udev_link(p: &Path) -> Option<DeviceSpec> {
+        let dir = p.parent()?.to_str()?;
+        let name = unescape_udev(p.file_name()?.to_str()?);
+        match dir {
+            "/dev/disk/by-uuid" => Some(DeviceSpec::Uuid(name.to_ascii_lowercase())),
+            "/dev/disk/by-label" => Some(DeviceSpec::Label(name)),
+            "/dev/disk/by-partuuid" => Some(DeviceSpec::PartUuid(name.to_ascii_lowercase())),
+            "/dev/disk/by-partlabel" => Some(DeviceSpec::PartLabel(name)),
+            _ => None,
+        }
+    }
+}
+
+/// udev writes unsafe bytes of a label as `\xNN` in link names.
+fn unescape_udev(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' && b.get(i + 1) == Some(&b'x') {
+            if let Some(v) = b
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl std::fmt::Display for DeviceSpec {
@@ -45,7 +105,61 @@ impl std::fmt::Display for DeviceSpec {
             DeviceSpec::Path(p) => write!(f, "{}", p.display()),
             DeviceSpec::Uuid(u) => write!(f, "UUID={u}"),
             DeviceSpec::Label(l) => write!(f, "LABEL={l}"),
+            DeviceSpec::PartUuid(u) => write!(f, "PARTUUID={u}"),
+            DeviceSpec::PartLabel(l) => write!(f, "PARTLABEL={l}"),
         }
+    }
+}
+
+/// How to open a volume: the `cryptdevice=` options of Arch's `encrypt`
+/// hook, so a volume opened over SSH gets what the console path gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    pub allow_discards: bool,
+    pub sector_size: Option<u32>,
+    pub no_read_workqueue: bool,
+    pub no_write_workqueue: bool,
+}
+
+impl OpenOptions {
+    /// Parses a comma-separated `cryptdevice=` option list, with the names
+    /// `encrypt` accepts. Unknown or malformed options are returned apart, so
+    /// the caller can warn (encrypt ignores them with a message too).
+    pub fn parse(list: &str) -> (Self, Vec<String>) {
+        let mut o = OpenOptions::default();
+        let mut bad = Vec::new();
+        for opt in list.split(',').filter(|s| !s.is_empty()) {
+            match opt {
+                "allow-discards" | "discard" => o.allow_discards = true,
+                "no-read-workqueue" | "perf-no_read_workqueue" => o.no_read_workqueue = true,
+                "no-write-workqueue" | "perf-no_write_workqueue" => o.no_write_workqueue = true,
+                _ => match opt.strip_prefix("sector-size=").map(str::parse::<u32>) {
+                    Some(Ok(n)) if n.is_power_of_two() && (512..=4096).contains(&n) => {
+                        o.sector_size = Some(n)
+                    }
+                    _ => bad.push(opt.to_string()),
+                },
+            }
+        }
+        (o, bad)
+    }
+
+    /// The matching `cryptsetup open` arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.allow_discards {
+            a.push("--allow-discards".to_string());
+        }
+        if let Some(n) = self.sector_size {
+            a.push(format!("--sector-size={n}"));
+        }
+        if self.no_read_workqueue {
+            a.push("--perf-no_read_workqueue".to_string());
+        }
+        if self.no_write_workqueue {
+            a.push("--perf-no_write_workqueue".to_string());
+        }
+        a
     }
 }
 
@@ -54,6 +168,7 @@ impl std::fmt::Display for DeviceSpec {
 pub struct Volume {
     pub name: String,
     pub device: DeviceSpec,
+    pub options: OpenOptions,
 }
 
 /// Checks a device-mapper name: the kernel allows most bytes, we allow what
@@ -75,11 +190,20 @@ pub fn from_cmdline(cmdline: &str) -> (Vec<Volume>, Vec<String>) {
     let mut warnings = Vec::new();
     for word in cmdline.split_ascii_whitespace() {
         let word = word.trim_matches('"');
+        let mut options = OpenOptions::default();
         let parsed = if let Some(v) = word.strip_prefix("cryptdevice=") {
             // mkinitcpio: cryptdevice=device:dmname[:options]
             let mut parts = v.splitn(3, ':');
             let dev = parts.next().unwrap_or("");
             let name = parts.next().unwrap_or("");
+            let (o, bad) = OpenOptions::parse(parts.next().unwrap_or(""));
+            options = o;
+            for b in bad {
+                warnings.push(format!(
+                    "kernel command line {word:?}: option {b:?} is not supported, ignoring it \
+                     (supported: allow-discards, sector-size=N, no-read-workqueue, no-write-workqueue)"
+                ));
+            }
             DeviceSpec::parse(dev).map(|d| (d, name.to_string()))
         } else if let Some(v) = word.strip_prefix("rd.luks.name=") {
             // systemd: rd.luks.name=UUID=name
@@ -97,7 +221,11 @@ pub fn from_cmdline(cmdline: &str) -> (Vec<Volume>, Vec<String>) {
         match parsed {
             Ok((device, name)) if valid_mapper_name(&name) => {
                 if !vols.iter().any(|v| v.name == name) {
-                    vols.push(Volume { name, device });
+                    vols.push(Volume {
+                        name,
+                        device,
+                        options,
+                    });
                 }
             }
             Ok((_, name)) => warnings.push(format!(
@@ -149,19 +277,34 @@ pub fn parse_luks_header(buf: &[u8]) -> Option<LuksHeader> {
     })
 }
 
-/// Finds the device node for `spec`. Paths are taken as given (if present);
-/// UUID and LABEL are looked up in `/dev/disk/by-*` when udev made them, else
-/// by reading the header of every block device in `/sys/class/block`.
-/// Returns the path as the system sees it (without the root prefix).
+/// Finds the device node for `spec`, the way udev and blkid would: a path
+/// is taken as given when it exists; a tag (or a `/dev/disk/by-*` link that
+/// is absent because udev is not running) is looked up in `/dev/disk/by-*`
+/// when udev made it, else by reading LUKS headers (`UUID=`, `LABEL=`) or
+/// partition tables (`PARTUUID=`, `PARTLABEL=`) of the block devices in
+/// `/sys/class/block`. Returns the path as the system sees it (without the
+/// root prefix).
 pub fn resolve(root: &Root, spec: &DeviceSpec) -> Option<PathBuf> {
     let (dir, want) = match spec {
-        DeviceSpec::Path(p) => return root.join(p).exists().then(|| p.clone()),
+        DeviceSpec::Path(p) => {
+            if root.join(p).exists() {
+                return Some(p.clone());
+            }
+            return DeviceSpec::from_udev_link(p).and_then(|tag| resolve(root, &tag));
+        }
         DeviceSpec::Uuid(u) => ("/dev/disk/by-uuid", u.as_str()),
         DeviceSpec::Label(l) => ("/dev/disk/by-label", l.as_str()),
+        DeviceSpec::PartUuid(u) => ("/dev/disk/by-partuuid", u.as_str()),
+        DeviceSpec::PartLabel(l) => ("/dev/disk/by-partlabel", l.as_str()),
     };
     let link = Path::new(dir).join(want);
     if root.join(&link).exists() {
         return Some(link);
+    }
+    match spec {
+        DeviceSpec::PartUuid(u) => return partition::find(root, &partition::Want::Uuid(u)),
+        DeviceSpec::PartLabel(l) => return partition::find(root, &partition::Want::Label(l)),
+        _ => {}
     }
     let mut names: Vec<String> = std::fs::read_dir(root.join("/sys/class/block"))
         .ok()?
@@ -176,7 +319,7 @@ pub fn resolve(root: &Root, spec: &DeviceSpec) -> Option<PathBuf> {
         let hit = match spec {
             DeviceSpec::Uuid(u) => h.uuid == *u,
             DeviceSpec::Label(l) => h.version == 2 && h.label == *l,
-            DeviceSpec::Path(_) => false,
+            _ => false,
         };
         hit.then_some(dev)
     })
@@ -225,7 +368,53 @@ mod tests {
             .unwrap_err()
             .contains("absolute path"));
         assert!(DeviceSpec::parse("UUID=zz").is_err());
-        assert!(DeviceSpec::parse("PARTUUID=1234").is_err());
+        assert_eq!(
+            DeviceSpec::parse("PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4").unwrap(),
+            DeviceSpec::PartUuid("0fc63daf-8483-4772-8e79-3d69d8477de4".into())
+        );
+        assert_eq!(
+            DeviceSpec::parse("PARTLABEL=cryptroot").unwrap(),
+            DeviceSpec::PartLabel("cryptroot".into())
+        );
+        assert_eq!(
+            DeviceSpec::parse("PARTUUID=xyz").unwrap_err(),
+            "\"PARTUUID=xyz\" is not a valid PARTUUID"
+        );
+        assert!(DeviceSpec::parse("PARTLABEL=").is_err());
+        assert!(DeviceSpec::parse(&format!("PARTLABEL={}", "a".repeat(37))).is_err());
+        // Round trip through Display, as status shows it.
+        for s in [
+            "PARTUUID=1234abcd-02",
+            "PARTLABEL=root",
+            "/dev/disk/by-id/x",
+        ] {
+            assert_eq!(DeviceSpec::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn cryptdevice_options() {
+        let (v, w) = from_cmdline(
+            "cryptdevice=PARTUUID=1234abcd-02:root:allow-discards,sector-size=4096,\
+             no-read-workqueue,perf-no_write_workqueue,bogus,sector-size=1000",
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].device, DeviceSpec::PartUuid("1234abcd-02".into()));
+        assert_eq!(
+            v[0].options.args(),
+            [
+                "--allow-discards",
+                "--sector-size=4096",
+                "--perf-no_read_workqueue",
+                "--perf-no_write_workqueue"
+            ]
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("\"bogus\" is not supported"), "{w:?}");
+        assert!(w[1].contains("sector-size=1000"), "{w:?}");
+        let (v, w) = from_cmdline("cryptdevice=PARTLABEL=cryptroot:root");
+        assert_eq!(v[0].options, OpenOptions::default());
+        assert!(v[0].options.args().is_empty() && w.is_empty());
     }
 
     #[test]
@@ -240,15 +429,21 @@ mod tests {
             vec![
                 Volume {
                     name: "root".into(),
-                    device: DeviceSpec::Uuid("1111-aa".into())
+                    device: DeviceSpec::Uuid("1111-aa".into()),
+                    options: OpenOptions {
+                        allow_discards: true,
+                        ..Default::default()
+                    }
                 },
                 Volume {
                     name: "data".into(),
-                    device: DeviceSpec::Uuid("2222".into())
+                    device: DeviceSpec::Uuid("2222".into()),
+                    options: OpenOptions::default()
                 },
                 Volume {
                     name: "luks-3333".into(),
-                    device: DeviceSpec::Uuid("3333".into())
+                    device: DeviceSpec::Uuid("3333".into()),
+                    options: OpenOptions::default()
                 },
             ]
         );
@@ -293,5 +488,107 @@ mod tests {
         std::fs::create_dir_all(t.path().join("sys/block/dm-0/dm")).unwrap();
         std::fs::write(t.path().join("sys/block/dm-0/dm/name"), "root\n").unwrap();
         assert!(mapper_exists(&root, "root"));
+    }
+
+    /// sysfs as the kernel lays it out: disks in /sys/class/block, each
+    /// disk's partitions as subfolders with a `partition` number file.
+    fn disk_tree(t: &Path, disk: &str, image: &[u8], parts: &[(&str, u32)]) {
+        let sys = t.join("sys/class/block").join(disk);
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::create_dir_all(t.join("dev")).unwrap();
+        std::fs::write(t.join("dev").join(disk), image).unwrap();
+        for (p, n) in parts {
+            std::fs::create_dir_all(sys.join(p)).unwrap();
+            std::fs::write(sys.join(p).join("partition"), format!("{n}\n")).unwrap();
+            std::fs::create_dir_all(t.join("sys/class/block").join(p)).unwrap();
+            std::fs::write(
+                t.join("sys/class/block").join(p).join("partition"),
+                format!("{n}\n"),
+            )
+            .unwrap();
+            std::fs::write(t.join("dev").join(p), b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn partuuid_and_partlabel_without_udev() {
+        use partition::tests::{gpt_disk, GUID};
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path());
+        disk_tree(t.path(), "vda", &[0u8; 4096], &[]);
+        disk_tree(
+            t.path(),
+            "vdb",
+            &gpt_disk(&[(0, [7; 16], "boot"), (1, GUID, "cryptroot")]),
+            &[("vdb1", 1), ("vdb2", 2)],
+        );
+        let want = Some(PathBuf::from("/dev/vdb2"));
+        let parse = |s: &str| DeviceSpec::parse(s).unwrap();
+        assert_eq!(
+            resolve(
+                &root,
+                &parse("PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de4")
+            ),
+            want
+        );
+        assert_eq!(
+            resolve(
+                &root,
+                &parse("PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+            ),
+            want
+        );
+        assert_eq!(resolve(&root, &parse("PARTLABEL=cryptroot")), want);
+        // A by-partuuid / by-partlabel path with no udev to make the link.
+        assert_eq!(
+            resolve(
+                &root,
+                &parse("/dev/disk/by-partuuid/0fc63daf-8483-4772-8e79-3d69d8477de4")
+            ),
+            want
+        );
+        assert_eq!(
+            resolve(&root, &parse("/dev/disk/by-partlabel/cryptroot")),
+            want
+        );
+        assert_eq!(
+            resolve(&root, &parse("PARTLABEL=boot")),
+            Some(PathBuf::from("/dev/vdb1"))
+        );
+        assert_eq!(resolve(&root, &parse("PARTLABEL=nope")), None);
+        assert_eq!(resolve(&root, &parse("/dev/disk/by-id/virtio-x")), None);
+    }
+
+    #[test]
+    fn udev_links_win_and_by_paths_map_to_tags() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path());
+        std::fs::create_dir_all(t.path().join("dev/disk/by-partuuid")).unwrap();
+        std::fs::write(t.path().join("dev/disk/by-partuuid/1234abcd-02"), b"").unwrap();
+        assert_eq!(
+            resolve(&root, &DeviceSpec::parse("PARTUUID=1234ABCD-02").unwrap()),
+            Some(PathBuf::from("/dev/disk/by-partuuid/1234abcd-02"))
+        );
+        // No udev link: a by-uuid path is found by its LUKS header.
+        std::fs::create_dir_all(t.path().join("sys/class/block/vdc")).unwrap();
+        std::fs::write(
+            t.path().join("dev/vdc"),
+            luks2_header("cafe-0002", "my data"),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(
+                &root,
+                &DeviceSpec::parse("/dev/disk/by-uuid/cafe-0002").unwrap()
+            ),
+            Some(PathBuf::from("/dev/vdc"))
+        );
+        assert_eq!(
+            resolve(
+                &root,
+                &DeviceSpec::parse("/dev/disk/by-label/my\\x20data").unwrap()
+            ),
+            Some(PathBuf::from("/dev/vdc"))
+        );
     }
 }

@@ -85,10 +85,12 @@ pub async fn start(ak_options: &str, limits: Limits) -> Fixture {
         Volume {
             name: "root".into(),
             device: DeviceSpec::Path("/dev/vda".into()),
+            options: Default::default(),
         },
         Volume {
             name: "data".into(),
             device: DeviceSpec::Path("/dev/vdb".into()),
+            options: Default::default(),
         },
     ];
     let backend = Arc::new(Cryptsetup::new(

@@ -27,7 +27,7 @@ ensure_host_packages() {
     for pair in debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 \
         cryptsetup:cryptsetup-bin mkfs.ext4:e2fsprogs cpio:cpio zstd:zstd \
         depmod:kmod ssh:openssh-client ssh-keygen:openssh-client flock:util-linux \
-        unshare:util-linux python3:python3 gzip:gzip; do
+        unshare:util-linux python3:python3 gzip:gzip sfdisk:fdisk; do
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
     done

@@ -23,9 +23,12 @@ case $flavour in
     dracut)
         flavour_pkgs="dracut dracut-network dbus linux-image-cloud-amd64" ;;
     mkinitcpio)
-        # Binaries for the mkinitcpio harness (busybox, udev, cryptsetup, kmod);
-        # initramfs-tools only because the kernel package wants a generator.
-        flavour_pkgs="busybox initramfs-tools linux-image-cloud-amd64" ;;
+        # What upstream mkinitcpio runs with: bsdtar and zstd to write the
+        # image; Debian's busybox stands in for Arch's mkinitcpio-busybox
+        # (the test links only Arch's applets; busybox-static would not do:
+        # its ash runs every applet even without a link); initramfs-tools
+        # only because the kernel package wants a generator.
+        flavour_pkgs="busybox libarchive-tools zstd initramfs-tools linux-image-cloud-amd64" ;;
     *) die "usage: rootfs.sh initramfs-tools|dracut|mkinitcpio" ;;
 esac
 
