@@ -1,7 +1,12 @@
 //! Lint: the mkinitcpio runtime hook runs under Arch's busybox, whose ash
-//! runs no applet without its link, and Arch links only the applets in
-//! `tests/distro/arch-busybox-applets.txt` (no `tr`, `stty`, `od`, `find`,
-//! `xargs`). A command the hook calls outside that list, outside ash's
+//! runs no applet without its link, and Arch links only the applets its
+//! `mkinitcpio-busybox` build enables (no `tr`, `stty`, `od`, `find`,
+//! `xargs`). That list is upstream material we do not copy into the repo:
+//! it is read from `$PORTCULLIS_ARCH_APPLETS`, else from
+//! `../shared/third_party/arch-mkinitcpio-busybox-applets.txt` beside the
+//! checkout. Without it the lint still refuses the applets known to be
+//! missing (the five above), and says that the full check was skipped.
+//! A command the hook calls outside that list, outside ash's
 //! builtins, the hook's own functions, mkinitcpio's `init_functions` and the
 //! binaries our install hook and `base`/`udev` add, fails here rather than at
 //! boot on an Arch server.
@@ -321,31 +326,44 @@ const ADDED_BINARIES: &[&str] = &[
     "/usr/bin/portcullisd",
 ];
 
-fn arch_applets() -> BTreeSet<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/distro/arch-busybox-applets.txt"
-    );
-    std::fs::read_to_string(path)
-        .expect(path)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
+/// Applets known to be missing from Arch's mkinitcpio-busybox (measured;
+/// see docs/install/mkinitcpio.md): the lint's floor when the full list is
+/// not available.
+const KNOWN_MISSING: &[&str] = &["tr", "stty", "od", "find", "xargs"];
+
+/// Arch's applet list, when it can be found (see the module comment).
+fn arch_applets() -> Option<BTreeSet<String>> {
+    let path = std::env::var_os("PORTCULLIS_ARCH_APPLETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/third_party/arch-mkinitcpio-busybox-applets.txt")
+        });
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+    )
 }
 
-/// Commands in `src` that Arch's initramfs cannot run.
+/// Commands in `src` that Arch's initramfs cannot run: outside the applet
+/// list when it is known, else among the applets known to be missing.
 fn outside_arch(src: &str) -> Vec<String> {
     let applets = arch_applets();
     let (cmds, funcs) = commands(src);
     cmds.into_iter()
-        .filter(|c| {
-            !applets.contains(c)
-                && !BUILTINS.contains(&c.as_str())
-                && !INIT_FUNCTIONS.contains(&c.as_str())
-                && !ADDED_BINARIES.contains(&c.as_str())
-                && !funcs.contains(c)
+        .filter(|c| match &applets {
+            Some(list) => {
+                !list.contains(c)
+                    && !BUILTINS.contains(&c.as_str())
+                    && !INIT_FUNCTIONS.contains(&c.as_str())
+                    && !ADDED_BINARIES.contains(&c.as_str())
+                    && !funcs.contains(c)
+            }
+            None => KNOWN_MISSING.contains(&c.as_str()) && !funcs.contains(c),
         })
         .collect()
 }
@@ -357,11 +375,18 @@ fn runtime_hook_uses_only_arch_applets() {
         "/initramfs/mkinitcpio/hooks/portcullis"
     );
     let src = std::fs::read_to_string(path).unwrap();
+    if arch_applets().is_none() {
+        eprintln!(
+            "note: Arch's applet list not found (PORTCULLIS_ARCH_APPLETS or \
+             ../shared/third_party/arch-mkinitcpio-busybox-applets.txt): checking only \
+             the applets known to be missing, {KNOWN_MISSING:?}"
+        );
+    }
     let bad = outside_arch(&src);
     assert!(
         bad.is_empty(),
         "{path} calls commands that Arch's mkinitcpio-busybox does not link: {bad:?}; \
-         use shell arithmetic/builtins or an applet from tests/distro/arch-busybox-applets.txt"
+         use shell arithmetic/builtins or an applet Arch links"
     );
     // The finder really reads this hook: it sees the commands it must see.
     let (cmds, funcs) = commands(&src);

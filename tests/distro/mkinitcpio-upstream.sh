@@ -33,7 +33,8 @@
 #     install hooks' lists; each is logged. Nothing else in the hooks changes.
 #  5. The test adds one build hook of its own, arch-busybox (after base), that
 #     removes every busybox link Arch's mkinitcpio-busybox does not have
-#     (tests/distro/arch-busybox-applets.txt).
+#     ($PORTCULLIS_ARCH_APPLETS, else ../shared/third_party/
+#     arch-mkinitcpio-busybox-applets.txt: upstream facts, not copied here).
 
 mkinitcpio_src() {
     local s
@@ -187,7 +188,10 @@ for hook in ('base', 'udev', 'modconf', 'block', 'filesystems', 'encrypt', 'syst
 PY
 
     # 5. Only Arch's applets.
-    install -m 0644 "$distro_here/arch-busybox-applets.txt" "$root/etc/initcpio/arch-busybox-applets.txt"
+    local applets=${PORTCULLIS_ARCH_APPLETS:-$distro_repo/../shared/third_party/arch-mkinitcpio-busybox-applets.txt}
+    [ -f "$applets" ] ||
+        die "Arch's busybox applet list not found at $applets: set PORTCULLIS_ARCH_APPLETS to it"
+    install -m 0644 "$applets" "$root/etc/initcpio/arch-busybox-applets.txt"
     cat >"$root/etc/initcpio/install/arch-busybox" <<'HOOK'
 #!/bin/bash
 # Test-only: keep only the busybox links Arch's mkinitcpio-busybox has.
