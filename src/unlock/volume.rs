@@ -8,6 +8,7 @@
 mod partition;
 
 use crate::sys::{read_head, Root};
+use crate::text::clip;
 use std::path::{Path, PathBuf};
 
 /// How a volume's encrypted device is named.
@@ -24,7 +25,10 @@ fn hex_id(s: &str, tag: &str) -> Result<String, String> {
     let u = s.trim_matches('"').to_ascii_lowercase();
     if u.is_empty() || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         let what = tag.trim_end_matches('=');
-        return Err(format!("{:?} is not a valid {what}", format!("{tag}{s}")));
+        return Err(format!(
+            "{} is not a valid {what}",
+            clip(&format!("{tag}{s}"))
+        ));
     }
     Ok(u)
 }
@@ -39,7 +43,7 @@ impl DeviceSpec {
         } else if let Some(l) = s.strip_prefix("LABEL=") {
             let l = l.trim_matches('"');
             if l.is_empty() || l.len() > 47 {
-                return Err(format!("{s:?}: a LUKS2 label has 1 to 47 bytes"));
+                return Err(format!("{}: a LUKS2 label has 1 to 47 bytes", clip(s)));
             }
             Ok(DeviceSpec::Label(l.to_string()))
         } else if let Some(l) = s.strip_prefix("PARTLABEL=") {
@@ -47,16 +51,20 @@ impl DeviceSpec {
             // A GPT name is 36 UTF-16 code units.
             if l.is_empty() || l.encode_utf16().count() > 36 {
                 return Err(format!(
-                    "{s:?}: a GPT partition name has 1 to 36 characters"
+                    "{}: a GPT partition name has 1 to 36 characters",
+                    clip(s)
                 ));
             }
             Ok(DeviceSpec::PartLabel(l.to_string()))
         } else if s.starts_with('/') {
             Ok(DeviceSpec::Path(PathBuf::from(s)))
         } else {
+            // Input is quoted clipped: it may come from a kernel command
+            // line or a file of any length.
             Err(format!(
-                "{s:?} is not a device: use an absolute path (/dev/vda2, /dev/disk/by-…/…), \
-                 UUID=…, LABEL=…, PARTUUID=… or PARTLABEL=…"
+                "{} is not a device: use an absolute path (/dev/vda2, /dev/disk/by-…/…), \
+                 UUID=…, LABEL=…, PARTUUID=… or PARTLABEL=…",
+                clip(s)
             ))
         }
     }
@@ -344,6 +352,20 @@ pub fn mapper_exists(root: &Root, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_errors_are_bounded() {
+        // Found by the unlock fuzz target: the whole input was quoted.
+        for bad in [
+            "x".repeat(100_000),
+            format!("UUID={}", "z".repeat(100_000)),
+            format!("LABEL={}", "l".repeat(100_000)),
+            format!("PARTLABEL={}", "p".repeat(100_000)),
+        ] {
+            let e = DeviceSpec::parse(&bad).unwrap_err();
+            assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
+        }
+    }
 
     fn luks2_header(uuid: &str, label: &str) -> Vec<u8> {
         let mut h = vec![0u8; 4096];
