@@ -75,7 +75,7 @@ fn parse_gpt(disk: &[u8], sector: usize) -> Option<Vec<PartEntry>> {
         let name: Vec<u16> = e
             .get(56..128)?
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .filter_map(|c| <[u8; 2]>::try_from(c).ok().map(u16::from_le_bytes))
             .take_while(|&c| c != 0)
             .collect();
         out.push(PartEntry {
