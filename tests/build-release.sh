@@ -26,8 +26,8 @@ build() { # triple [rustflags]
 }
 
 # Opt-in "small" build (PORTCULLIS_SMALL=1): nightly Rust rebuilds std from
-# source with panics that abort at once (no message, no backtrace code) and
-# no unwind tables. Packages may ship it only where the whole test suite
+# source with panics that abort at once (no message, no backtrace code), no
+# unwind tables, no panic locations, and std's size-optimized algorithms. Packages may ship it only where the whole test suite
 # passed against it (PORTCULLISD_BIN=target/dist/portcullisd cargo test
 # --test daemon_cli, and the VM tests, which use target/dist). A panic then
 # ends the listener without a word; the stable build prints the message.
@@ -38,12 +38,13 @@ small() {
             "--component rust-src --target x86_64-unknown-linux-musl" >&2
         return 1
     }
-    RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no" \
+    RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none" \
         CARGO_TARGET_DIR=target/small cargo +nightly build -Zbuild-std=std,panic_abort \
+        -Zbuild-std-features=optimize_for_size \
         --release --locked --target x86_64-unknown-linux-musl --bins >&2 &&
         cp target/small/x86_64-unknown-linux-musl/release/portcullisd \
             target/small/x86_64-unknown-linux-musl/release/portcullis "$dist/" &&
-        echo "x86_64-unknown-linux-musl (small: nightly build-std, panic immediate-abort, no unwind tables)" \
+        echo "x86_64-unknown-linux-musl (small: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size)" \
             >"$dist/BUILD"
 }
 
