@@ -31,6 +31,9 @@ build() { # triple [rustflags]
 # passed against it (PORTCULLISD_BIN=target/dist/portcullisd cargo test
 # --test daemon_cli, and the VM tests, which use target/dist). A panic then
 # ends the listener without a word; the stable build prints the message.
+# Only the listener: panic hooks do not run under immediate-abort, and the
+# client's hook puts the terminal's echo back (src/client/tty.rs), so the
+# client comes from the stable build.
 small() {
     musl_ready && rustup component list --toolchain nightly --installed 2>/dev/null |
         grep -q '^rust-src' || {
@@ -41,10 +44,10 @@ small() {
     RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none" \
         CARGO_TARGET_DIR=target/small cargo +nightly build -Zbuild-std=std,panic_abort \
         -Zbuild-std-features=optimize_for_size \
-        --release --locked --target x86_64-unknown-linux-musl --bins >&2 &&
-        cp target/small/x86_64-unknown-linux-musl/release/portcullisd \
-            target/small/x86_64-unknown-linux-musl/release/portcullis "$dist/" &&
-        echo "x86_64-unknown-linux-musl (small: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size)" \
+        --release --locked --target x86_64-unknown-linux-musl --bin portcullisd >&2 &&
+        build x86_64-unknown-linux-musl &&
+        cp target/small/x86_64-unknown-linux-musl/release/portcullisd "$dist/" &&
+        echo "x86_64-unknown-linux-musl (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size)" \
             >"$dist/BUILD"
 }
 
