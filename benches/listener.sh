@@ -17,6 +17,20 @@ echo "== size"
 size=$(stat -c %s "$bin/portcullisd")
 echo "portcullisd release binary: $size bytes ($(cat target/dist/BUILD); $(file -b "$bin/portcullisd" | grep -oE "static[-a-z]*|dynamically linked" | head -n1))"
 echo "portcullis (client) release binary: $(stat -c %s "$bin/portcullis") bytes"
+# Where the listener's bytes go: code, constants, unwind tables (none in the
+# small build), writable data (the P-256/384/521 basepoint tables russh pulls
+# in live here), relocations (static-pie).
+echo "portcullisd sections (bytes): $(readelf -SW "$bin/portcullisd" | sed 's/\[ */[/' |
+    while read -r _ name _ _ _ hex _; do
+        case $name in .text | .rodata | .eh_frame | .data | .rela.dyn) printf '%s %d  ' "$name" "$((16#$hex))" ;; esac
+    done)"
+# clap stays out of the listener (src/bin/portcullisd/args.rs parses by hand);
+# its source paths in panic locations would show it.
+if strings "$bin/portcullisd" | grep -q clap_builder; then
+    echo "portcullisd links clap: yes (it should not)"
+else
+    echo "portcullisd links clap: no"
+fi
 
 echo "== bytes added to an initramfs (binary + config + keys, cpio newc)"
 mkdir -p "$work/tree/usr/sbin" "$work/tree/etc/portcullis" "$work/empty"

@@ -1,6 +1,7 @@
-//! Command-line definitions for both binaries (clap derive; doc comments are
-//! the help text) and the code that runs each command. The `main`s only
-//! parse, set up logging and call [`run_client`] / [`run_daemon`].
+//! Command-line definitions for the admin's CLI (clap derive; doc comments
+//! are the help text) and the code that runs each command. Its `main` only
+//! parses, sets up logging and calls [`run_client`]. The listener's command
+//! line lives beside its binary, in `src/bin/portcullisd/`.
 
 use crate::client::{self, passphrase, ClientError, HostKeyPolicy, Identity, Options, Target};
 use crate::protocol::{self, exit, Outcome};
@@ -337,100 +338,6 @@ async fn cmd_status(target: &str, conn: &ConnArgs) -> u8 {
     }
 }
 
-/// The initramfs listener.
-#[derive(Debug, Parser)]
-#[command(name = "portcullisd", version, max_term_width = 80)]
-pub struct DaemonCli {
-    /// Configuration file.
-    #[arg(long, short = 'c', default_value = crate::config::DEFAULT_PATH, global = true)]
-    pub config: PathBuf,
-    /// More log output.
-    #[arg(long, short = 'v', global = true)]
-    pub verbose: bool,
-    #[command(subcommand)]
-    pub command: Option<DaemonCommand>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DaemonCommand {
-    /// Listen and unlock (the default).
-    Run,
-    /// Create a new ed25519 host key (mode 0600) and print its fingerprint.
-    Keygen {
-        /// Where to write the key; FILE.pub gets the public half.
-        file: PathBuf,
-        /// Replace an existing key and public file (clients that pinned
-        /// the old key will refuse the new one until re-pinned).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Validate the config and the files it names, then exit. Hooks run this
-    /// when building an image so mistakes fail the build, not the boot.
-    Check {
-        /// Look up the config's paths under this directory (an image tree).
-        #[arg(long, value_name = "DIR", default_value = "/")]
-        root: PathBuf,
-    },
-}
-
-/// Runs the listener CLI; returns the process exit code.
-pub fn run_daemon(cli: DaemonCli) -> u8 {
-    let result = match cli.command.unwrap_or(DaemonCommand::Run) {
-        DaemonCommand::Keygen { file, force } => {
-            crate::hostkey::generate_with(&file, "portcullis-initramfs", force)
-                .map(|k| {
-                    println!("{}", crate::authkeys::fingerprint(k.public_key()));
-                })
-                .map_err(|e| e.context("keygen"))
-        }
-        DaemonCommand::Check { root } => check(&cli.config, &root),
-        DaemonCommand::Run => crate::daemon::run(&cli.config, &crate::sys::Root::default()),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("portcullisd: error: {e:#}");
-            1
-        }
-    }
-}
-
-fn check(config: &std::path::Path, root: &std::path::Path) -> Result<()> {
-    let root = crate::sys::Root::new(root);
-    let path = root.join(config);
-    let settings = crate::config::Settings::load(&path)?;
-    let report = settings.check_files(&root)?;
-    let key_path = root.join(&settings.host_key);
-    if crate::hostkey::world_or_group_readable(&key_path)? {
-        anyhow::bail!(
-            "host key {} is readable by group or others; chmod 600 it",
-            key_path.display()
-        );
-    }
-    if report.cryptsetup_missing {
-        eprintln!(
-            "portcullisd: note: no cryptsetup at {}: fine where systemd or Debian's askpass \
-             asks for the passphrase, but the cryptsetup backend would fail",
-            settings.cryptsetup.display()
-        );
-    }
-    // The path as the image sees it, not the temporary build directory.
-    println!(
-        "{}: ok; host key {}; {} authorized key(s); {} volume(s) configured{}",
-        config.display(),
-        report.fingerprint,
-        report.keys,
-        settings.volumes.len(),
-        if settings.volumes_from_cmdline {
-            " (+ kernel command line)"
-        } else {
-            ""
-        }
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +346,6 @@ mod tests {
     #[test]
     fn clis_are_consistent() {
         ClientCli::command().debug_assert();
-        DaemonCli::command().debug_assert();
     }
 
     #[test]
