@@ -22,11 +22,10 @@ use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::path::Path;
 
-/// Properties that these targets found broken and that are fixed in files
-/// outside the fuzzing work (most by issue 11's passphrase rule and
-/// hardening). Turn this on once the fixes are merged; docs/testing.md
-/// ("Fuzzing") lists each one.
-pub const STRICT: bool = false;
+/// Properties that these targets found broken, all fixed since (issue 11's
+/// passphrase rule, hardening, and the fixes for the targets' findings).
+/// On, so the smoke test guards them; docs/testing.md ("Fuzzing") lists each.
+pub const STRICT: bool = true;
 
 /// A target body: arbitrary bytes in, a panic on a broken property.
 pub type Body = fn(&[u8]);
@@ -172,11 +171,18 @@ pub fn secret(data: &[u8]) {
         0 => stream.len().max(1),
         n => n,
     };
+    // As the listener's `data()` gathers it: machine mode keeps every byte,
+    // human mode only the first line (so a long tail cannot overflow it).
     let mut buf = SecretBuf::default();
     for piece in stream.chunks(chunk) {
-        buf.push(piece);
+        let line_done = if machine {
+            buf.push(piece);
+            false
+        } else {
+            buf.push_line(piece)
+        };
         assert!(buf.len() <= secret::MAX_LEN + 2);
-        if !machine && (buf.line_end().is_some() || buf.overflowed()) {
+        if line_done || buf.overflowed() {
             break;
         }
     }
@@ -193,15 +199,14 @@ pub fn secret(data: &[u8]) {
     } else {
         line_properties(&got, stream, true);
         if STRICT {
-            // Issue 11 D: a short first line is taken however much follows
-            // it in the same packet. (The loop above mirrors the listener's
-            // Mode::Unlock handling as of this writing; keep them in step.)
-            if let Some(end) = stream.iter().position(|&b| b == b'\n') {
-                let first = stream.get(..end).unwrap_or_default();
-                let first = first.strip_suffix(b"\r").unwrap_or(first);
-                if !first.is_empty() && first.len() <= secret::MAX_LEN && !first.contains(&b'\r') {
-                    assert!(matches!(&got, Ok(p) if p.expose() == first));
-                }
+            // Issue 11 D: one rule on every human path. Whatever the packet
+            // sizes, the listener ends with what the rule gives for the
+            // whole stream: the same bytes, or the same refusal.
+            let rule = Passphrase::from_human(stream);
+            match (&got, &rule) {
+                (Ok(a), Ok(b)) => assert_eq!(a.expose(), b.expose()),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("packets gave {a:?}, the rule {b:?}"),
             }
         }
     }
