@@ -241,7 +241,10 @@ fn ssh_config_aliases_on_the_command_line() {
         RIGHT,
     );
     let rec = records(&out);
-    assert_eq!(rec["sim30-unlock"]["outcome"], "host-key-unknown");
+    assert_eq!(
+        rec["sim30-unlock"]["outcome"], "host-key-unknown",
+        "{rec:?}"
+    );
     assert_eq!(rec["sim31-unlock"]["exit-code"], 3);
     assert!(rec["sim30-unlock"]["detail"]
         .as_str()

@@ -170,11 +170,21 @@ impl Drop for Shard {
 /// A loopback socket bound (port reserved) but not listening: connections
 /// are refused until the host "boots" and calls `listen`. Holding it keeps
 /// other simulated hosts from being handed the same port.
+///
+/// An ephemeral port is bound WITHOUT SO_REUSEADDR: with it, Linux may hand
+/// the same port to two sockets that are bound but not listening, and two
+/// simulated hosts of tests running in parallel answered for each other.
+/// It is set right after binding, so that the accepted connections inherit
+/// it and a "rebooted" host can bind its fixed port again over their
+/// TIME_WAIT (the watch test).
 fn reserve(port: u16) -> tokio::net::TcpSocket {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.set_reuseaddr(true).unwrap();
+    if port != 0 {
+        s.set_reuseaddr(true).unwrap();
+    }
     s.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .unwrap_or_else(|e| panic!("binding 127.0.0.1:{port}: {e}"));
+    s.set_reuseaddr(true).unwrap();
     s
 }
 
@@ -227,8 +237,23 @@ pub fn start(specs: Vec<Spec>) -> Shard {
             .build()
             .unwrap();
         rt.block_on(async move {
-            for ((spec, info), socks) in specs.into_iter().zip(run).zip(sockets) {
-                tokio::spawn(host(spec, info, socks));
+            for ((spec, info), (listen_sock, system_sock)) in
+                specs.into_iter().zip(run).zip(sockets)
+            {
+                // A host that starts at once listens before `start` returns:
+                // a client run right after must not find the port refusing.
+                let listen = if spec.start_delay.is_zero() {
+                    match listen_sock.listen(1024) {
+                        Ok(l) => Listen::Now(l),
+                        Err(e) => {
+                            eprintln!("sim host {}: listening on {}: {e}", spec.n, info.port);
+                            continue;
+                        }
+                    }
+                } else {
+                    Listen::Later(listen_sock)
+                };
+                tokio::spawn(host(spec, info, (listen, system_sock)));
             }
             let _ = ready_tx.send(());
             let _ = stop_rx.await;
@@ -255,7 +280,13 @@ pub fn start_many(specs: Vec<Spec>, shards: usize) -> Vec<Shard> {
     out
 }
 
-async fn host(spec: Spec, info: Info, socks: (tokio::net::TcpSocket, tokio::net::TcpSocket)) {
+/// The initramfs listener's socket: listening already, or at boot.
+enum Listen {
+    Now(tokio::net::TcpListener),
+    Later(tokio::net::TcpSocket),
+}
+
+async fn host(spec: Spec, info: Info, socks: (Listen, tokio::net::TcpSocket)) {
     tokio::time::sleep(spec.start_delay).await;
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     let backend = Arc::new(FakeBackend {
@@ -273,7 +304,11 @@ async fn host(spec: Spec, info: Info, socks: (tokio::net::TcpSocket, tokio::net:
     };
     let config = portcullis::listener::ssh_config(key(ROLE_INITRAMFS, spec.n), &limits);
     let (listen_sock, system_sock) = socks;
-    let listener = match listen_sock.listen(1024) {
+    let listener = match listen_sock {
+        Listen::Now(l) => Ok(l),
+        Listen::Later(s) => s.listen(1024),
+    };
+    let listener = match listener {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sim host {}: listening on {}: {e}", spec.n, info.port);
