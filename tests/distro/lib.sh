@@ -133,7 +133,7 @@ vm_start() {
         -serial chardev:ser0 \
         -no-reboot \
         -kernel "$kernel" -initrd "$initrd" \
-        -append "console=ttyS0,115200 panic=-1 printk.time=1 $append" \
+        -append "console=ttyS0,115200 panic=-1 printk.time=1 no_timer_check $append" \
         "${drives[@]}" \
         -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22" \
         -device virtio-net-pci,netdev=n0 \

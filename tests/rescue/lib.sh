@@ -140,7 +140,7 @@ build_main() { # OUT LUKS_UUID BTRFS_UUID BOOT_UUID MARKER
     install_busybox "$ird"
     install_binary "$(command -v cryptsetup)" "$ird" /sbin/cryptsetup
     local libgcc libc_dir
-    libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ { print $NF; exit }')
+    libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ && !f { print $NF; f = 1 }')
     [ -n "$libgcc" ] || die "libgcc_s.so.1 not found on the host"
     libc_dir=$(LC_ALL=C ldd "$(command -v cryptsetup)" | awk '$1 ~ /^libc\.so/ { print $3 }' | xargs dirname)
     install_file "$libgcc" "$ird" "$libc_dir/libgcc_s.so.1" 0755
@@ -165,7 +165,7 @@ TIMEOUT 0
 LABEL main
   LINUX /vmlinuz-$KERNEL_RELEASE
   INITRD /initrd.img-$KERNEL_RELEASE
-  APPEND console=ttyS0 panic=-1 printk.time=1 root=/dev/mapper/root rootflags=subvol=@
+  APPEND console=ttyS0 panic=-1 printk.time=1 no_timer_check root=/dev/mapper/root rootflags=subvol=@
 CONF
     echo "a file the damage case corrupts" >"$bootdir/README"
 
@@ -211,7 +211,7 @@ vm_start() { # LOG PIDFILE PORT DISK SNAPSHOT [KERNEL INITRD]
     : >"$log"
     cat "$fifo.out" >>"$log" &
     if [ -n "$kernel" ]; then
-        kargs=(-kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 printk.time=1")
+        kargs=(-kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 printk.time=1 no_timer_check")
     fi
     qemu-system-x86_64 \
         -machine q35 -accel "tcg${VM_TB_SIZE:+,tb-size=$VM_TB_SIZE}" -cpu max -smp "${VM_SMP:-2}" -m 1024 \

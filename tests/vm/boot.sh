@@ -67,7 +67,7 @@ qemu-system-x86_64 \
     -no-reboot \
     -kernel "$image/vmlinuz" \
     -initrd "$image/initrd.img" \
-    -append "console=ttyS0 panic=-1 printk.time=1 $append" \
+    -append "console=ttyS0 panic=-1 printk.time=1 no_timer_check $append" \
     -drive "file=$image/disk.img,if=virtio,format=raw,snapshot=$snapshot" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" \
     -device virtio-net-pci,netdev=n0 \

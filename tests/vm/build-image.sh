@@ -150,8 +150,8 @@ install_busybox "$ird"
 # wrong passphrase).
 cryptsetup_bin=$(command -v cryptsetup) || die "cryptsetup not found"
 install_binary "$cryptsetup_bin" "$ird" /sbin/cryptsetup
-libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ { print $NF; exit }')
-[ -n "$libgcc" ] || libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1/ { print $NF; exit }')
+libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ && !f { print $NF; f = 1 }')
+[ -n "$libgcc" ] || libgcc=$(ldconfig -p | awk '/libgcc_s\.so\.1/ && !f { print $NF; f = 1 }')
 [ -n "$libgcc" ] || die "libgcc_s.so.1 not found on the host"
 libc_dir=$(LC_ALL=C ldd "$cryptsetup_bin" | awk '$1 ~ /^libc\.so/ { print $3 }' | xargs dirname)
 install_file "$libgcc" "$ird" "$libc_dir/libgcc_s.so.1" 0755
