@@ -55,9 +55,11 @@ impl fmt::Debug for Clip<'_> {
 }
 
 /// Text that is already quoted or escaped (a TOML value as `toml` prints
-/// it), cut like [`Clip`] but not quoted again.
+/// it), cut like [`Clip`] but not quoted again. Control characters left in
+/// it are shown escaped: toml prints a string holding a newline as a
+/// multi-line `"""` string (found by the inventory fuzz target).
 pub fn clip_plain(s: &str) -> String {
-    clip_plain_to(s, CLIP_CHARS)
+    clip_plain_to(&line(s), CLIP_CHARS)
 }
 
 /// Longest library error message shown, after its quoted spans are clipped.
@@ -311,6 +313,14 @@ mod tests {
         let m = clip_message("invalid array\nexpected `]`\n");
         assert_eq!(m, "invalid array; expected `]`");
         let m = clip_message("bad value \"a\u{1b}[2Jb\"");
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+    }
+
+    #[test]
+    fn plain_clips_are_one_line() {
+        let v = toml::Value::String("a\tb\nc".into()).to_string();
+        assert!(v.contains('\n'), "toml prints it on two lines: {v:?}");
+        let m = clip_plain(&v);
         assert!(!m.chars().any(char::is_control), "{m:?}");
     }
 }
