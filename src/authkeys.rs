@@ -19,7 +19,7 @@
     clippy::panic
 )]
 
-use crate::text::clip;
+use crate::text::{self, clip, clip_message};
 use russh::keys::{HashAlg, PublicKey};
 use std::net::IpAddr;
 
@@ -90,8 +90,15 @@ fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
     let kind = words.next().ok_or("missing key type")?;
     let b64 = words.next().ok_or("missing key data after the key type")?;
     let comment = words.collect::<Vec<_>>().join(" ");
-    let key = PublicKey::from_openssh(&format!("{kind} {b64}"))
-        .map_err(|e| format!("cannot parse {} key: {e}", clip(kind)))?;
+    let key = PublicKey::from_openssh(&format!("{kind} {b64}")).map_err(|e| {
+        // ssh-key quotes what it decoded, control bytes and all.
+        let e = e.to_string();
+        format!(
+            "cannot parse {} key: {}",
+            clip(kind),
+            clip_message(&text::line(&e))
+        )
+    })?;
     let mut entry = AuthorizedKey {
         key,
         comment,
