@@ -72,10 +72,12 @@ fn mixed_inventory_gives_a_correct_outcome_per_host() {
     };
     let shard = sim::start(vec![ok, wrong, changed_key, slow, sys_changed]);
     let mut hosts = shard.hosts.clone();
-    // h0002: nothing ever listens there.
-    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // h0002: nothing ever listens there. The port stays bound (not
+    // listening: connections are refused) for the whole test, so no other
+    // test running in parallel can be handed it and answer there.
+    let gone = tokio::net::TcpSocket::new_v4().unwrap();
+    gone.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let gone_port = gone.local_addr().unwrap().port();
-    drop(gone);
     hosts.insert(
         2,
         sim::Info {
