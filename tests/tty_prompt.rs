@@ -111,12 +111,47 @@ fn echo_is_restored_when_the_prompt_is_interrupted() {
             "SIGHUP" => kill(&child, libc::SIGHUP),
             _ => kill(&child, libc::SIGQUIT),
         };
-        let st = t.finish(&mut child, T);
+        let st = t.finish_what(how, &mut child, T);
         assert_eq!(st.signal(), Some(sig), "{how}: {st:?}");
         assert!(t.echo_on(), "{how}: echo left off");
         assert!(t.canonical(), "{how}: line editing left off");
         assert!(find(&t.seen, b"half-typ").is_none(), "{how}");
     }
+}
+
+/// A signal the program was started with ignored (`nohup`: SIGHUP) stays
+/// ignored at the prompt: the prompt waits on, echo still off, and Ctrl-C
+/// still ends it with the terminal restored. This is also why the harness
+/// resets the terminal signals before the test above: inherited from a
+/// shell that ignores them, they would leave the program waiting.
+#[test]
+fn an_ignored_signal_stays_ignored_at_the_prompt() {
+    let home = tempfile::tempdir().unwrap();
+    let mut t = Pty::open();
+    let s = || Stdio::from(t.slave.try_clone().unwrap());
+    let mut child = t.spawn_ignoring(
+        &mut client(
+            home.path(),
+            "127.0.0.1:1",
+            &[
+                "--fingerprint",
+                "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ],
+        ),
+        s(),
+        s(),
+        s(),
+        &[libc::SIGHUP],
+    );
+    t.expect(PROMPT, 0, T);
+    kill(&child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP was ignored");
+    assert!(!t.echo_on(), "still at the prompt, echo off");
+    t.type_bytes(b"\x03");
+    let st = t.finish_what("ctrl-c after an ignored SIGHUP", &mut child, T);
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+    assert!(t.echo_on() && t.canonical(), "terminal restored");
 }
 
 fn kill(child: &std::process::Child, sig: libc::c_int) -> libc::c_int {

@@ -21,22 +21,29 @@ pub struct Pty {
 
 impl Pty {
     pub fn open() -> Pty {
-        let (mut m, mut s) = (-1, -1);
-        // SAFETY: openpty writes two fds; no name, default modes and size.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
+        // Opened close-on-exec from the start (not openpty + F_SETFD): tests
+        // run in parallel threads, and a child another test forks in
+        // between would keep this terminal's fds for its whole life.
+        // SAFETY: plain syscalls on fds we own; `name` is a valid buffer of
+        // the length given, NUL-terminated by ptsname_r on success.
+        let (m, s) = unsafe {
+            let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            assert!(m >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            assert_eq!(libc::grantpt(m), 0, "grantpt");
+            assert_eq!(libc::unlockpt(m), 0, "unlockpt");
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+            let s = libc::open(
+                name.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            assert!(
+                s >= 0,
+                "open pty slave: {}",
+                std::io::Error::last_os_error()
+            );
+            (m, s)
         };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        for fd in [m, s] {
-            // SAFETY: sets close-on-exec on fds we own.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
         // SAFETY: both fds were just opened and are owned here.
         let (master, slave) = unsafe { (File::from_raw_fd(m), File::from_raw_fd(s)) };
         Pty {
@@ -56,11 +63,41 @@ impl Pty {
     /// Starts `cmd` with this pty as its controlling terminal (`/dev/tty`)
     /// but the given stdin, stdout and stderr.
     pub fn spawn_with(&self, cmd: &mut Command, i: Stdio, o: Stdio, e: Stdio) -> Child {
+        self.spawn_ignoring(cmd, i, o, e, &[])
+    }
+
+    /// Like [`Pty::spawn_with`], and the program starts with the terminal
+    /// signals at their default action, except `ignored` (as `nohup` would
+    /// leave SIGHUP). A child inherits ignored signals, and a test run as a
+    /// background job of a non-interactive shell has SIGINT and SIGQUIT
+    /// ignored (SIGHUP under `nohup`): the prompt rightly keeps them
+    /// ignored, so without this reset the interruption tests would wait
+    /// forever for a signal the program was told to ignore.
+    pub fn spawn_ignoring(
+        &self,
+        cmd: &mut Command,
+        i: Stdio,
+        o: Stdio,
+        e: Stdio,
+        ignored: &[libc::c_int],
+    ) -> Child {
         let tty = self.slave.as_raw_fd();
+        let ignored = ignored.to_vec();
         cmd.stdin(i).stdout(o).stderr(e);
-        // SAFETY: setsid and ioctl are async-signal-safe, as pre_exec needs.
+        // SAFETY: setsid, ioctl and signal are async-signal-safe, as
+        // pre_exec needs; `ignored` was allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                    let how = if ignored.contains(&sig) {
+                        libc::SIG_IGN
+                    } else {
+                        libc::SIG_DFL
+                    };
+                    if libc::signal(sig, how) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -118,6 +155,13 @@ impl Pty {
 
     /// Reads the screen until `child` exits; returns its status.
     pub fn finish(&mut self, child: &mut Child, timeout: Duration) -> ExitStatus {
+        self.finish_what("program", child, timeout)
+    }
+
+    /// [`Pty::finish`], naming `what` ran in the panic; a program still
+    /// running is described first (state, pending, blocked, ignored and
+    /// caught signals), then killed.
+    pub fn finish_what(&mut self, what: &str, child: &mut Child, timeout: Duration) -> ExitStatus {
         let end = Instant::now() + timeout;
         loop {
             self.pump(Duration::from_millis(20));
@@ -126,9 +170,11 @@ impl Pty {
                 return st;
             }
             if Instant::now() > end {
+                let state = proc_state(child.id());
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
-                    "program still running after {timeout:?}; the terminal showed {:?}",
+                    "{what}: still running after {timeout:?} ({state}); the terminal showed {:?}",
                     String::from_utf8_lossy(&self.seen)
                 );
             }
@@ -160,4 +206,23 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         return Some(0);
     }
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A running process's state and signal masks, from /proc (for failures).
+pub fn proc_state(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let mut parts: Vec<String> = status
+        .lines()
+        .filter(|l| {
+            [
+                "State:", "Threads:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    parts.push(format!("wchan: {wchan}"));
+    parts.join(", ")
 }
