@@ -6,7 +6,7 @@
 use crate::client::{self, passphrase, ClientError, HostKeyPolicy, Identity, Options, Target};
 use crate::protocol::{self, exit, Outcome};
 use crate::text;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +59,59 @@ pub enum ClientCommand {
     /// Drive a clear-text rescue system over SSH: unlock, mount, check,
     /// chroot, kexec into the main system (see docs/rescue.md).
     Rescue(crate::rescue::cli::RescueArgs),
+    /// List, pin or forget initramfs host keys in portcullis's known-hosts
+    /// file (docs/rotation.md).
+    #[command(subcommand)]
+    KnownHosts(KnownHostsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KnownHostsCommand {
+    /// Show every pin: line, host names, fingerprint.
+    List {
+        #[command(flatten)]
+        file: KnownHostsFile,
+        /// Print one JSON object per pin.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin the key a listener offers (after you confirm it, or when it has
+    /// --fingerprint), or the key in a .pub file, for HOST[:PORT].
+    Pin {
+        /// HOST, HOST:PORT or [IPV6]:PORT of the initramfs listener.
+        target: String,
+        /// Expected fingerprint (SHA256:...); pins without asking on a match.
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: Option<String>,
+        /// Pin the key in this public-key file (host_key.pub from
+        /// `portcullisd keygen`) without contacting the listener.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Keep the host's other pins (overlap while a key is rotated);
+        /// by default the new key replaces them.
+        #[arg(long)]
+        add: bool,
+        #[command(flatten)]
+        file: KnownHostsFile,
+        /// Timeout for contacting the listener.
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Remove every pin for HOST[:PORT].
+    Forget {
+        /// HOST, HOST:PORT or [IPV6]:PORT.
+        target: String,
+        #[command(flatten)]
+        file: KnownHostsFile,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KnownHostsFile {
+    /// Known-hosts file for initramfs keys
+    /// [default: ~/.config/portcullis/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// Options for several hosts at once.
@@ -178,26 +231,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl ConnArgs {
     fn options(&self, target: &str) -> Result<Options> {
         let target = Target::parse(target)?;
-        let host_key = match &self.fingerprint {
-            Some(fp) => {
-                if !fp.starts_with("SHA256:") {
-                    anyhow::bail!(
-                        "--fingerprint {}: expected SHA256:… as ssh-keygen -lf prints it",
-                        crate::text::clip(fp)
-                    );
-                }
-                HostKeyPolicy::Fingerprint(fp.clone())
-            }
-            None => HostKeyPolicy::KnownHosts {
-                path: match &self.known_hosts {
-                    Some(p) => p.clone(),
-                    None => client::known_hosts::default_path().ok_or_else(|| {
-                        anyhow!("HOME is not set: pass --known-hosts FILE or --fingerprint")
-                    })?,
-                },
+        let known_hosts = self
+            .known_hosts
+            .clone()
+            .or_else(client::known_hosts::default_path);
+        let host_key = match (&self.fingerprint, known_hosts) {
+            (Some(fp), _) if !crate::fleet::inventory::valid_fingerprint(fp) => anyhow::bail!(
+                "--fingerprint {}: expected SHA256: and 43 base64 characters, as \
+                 `portcullisd keygen` or `ssh-keygen -lf KEY.pub` prints it",
+                crate::text::clip(fp)
+            ),
+            // A match is pinned, so the next run needs no flag.
+            (Some(fp), Some(path)) => HostKeyPolicy::Confirm {
+                fingerprint: fp.clone(),
+                known_hosts: path,
+            },
+            (Some(fp), None) => HostKeyPolicy::Fingerprint(fp.clone()),
+            (None, Some(path)) => HostKeyPolicy::KnownHosts {
+                path,
                 accept_new: self.accept_new,
                 ask: true,
             },
+            (None, None) => {
+                anyhow::bail!("HOME is not set: pass --known-hosts FILE or --fingerprint")
+            }
         };
         Ok(Options {
             target,
@@ -269,8 +326,74 @@ pub fn run_client(cli: ClientCli) -> u8 {
             ClientCommand::Status { target, conn } => cmd_status(&target, &conn).await,
             ClientCommand::Watch(args) => crate::fleet::cmd::watch(&args).await,
             ClientCommand::Rescue(args) => crate::rescue::cli::run(args).await,
+            ClientCommand::KnownHosts(c) => cmd_known_hosts(c).await,
         }
     })
+}
+
+/// `known-hosts list|pin|forget`: bodies in [`client::pins`].
+async fn cmd_known_hosts(c: KnownHostsCommand) -> u8 {
+    let file = match &c {
+        KnownHostsCommand::List { file, .. }
+        | KnownHostsCommand::Pin { file, .. }
+        | KnownHostsCommand::Forget { file, .. } => file.known_hosts.clone(),
+    };
+    let Some(path) = file.or_else(client::known_hosts::default_path) else {
+        eprintln!("error: HOME is not set: pass --known-hosts FILE");
+        return exit::ERROR;
+    };
+    let r = match c {
+        KnownHostsCommand::List { json, .. } => client::pins::list(&path, json)
+            .map(|t| t.trim_end().to_string())
+            .map_err(ClientError::Other),
+        KnownHostsCommand::Forget { target, .. } => Target::parse(&target)
+            .and_then(|t| client::pins::forget(&path, &t))
+            .map_err(ClientError::Other),
+        KnownHostsCommand::Pin {
+            target,
+            fingerprint,
+            key,
+            add,
+            timeout,
+            ..
+        } => match (Target::parse(&target), &fingerprint) {
+            (Err(e), _) => Err(ClientError::Other(e)),
+            (_, Some(fp)) if !crate::fleet::inventory::valid_fingerprint(fp) => {
+                Err(ClientError::Other(anyhow::anyhow!(
+                    "--fingerprint {}: expected SHA256: and 43 base64 characters, as \
+                     `portcullisd keygen` or `ssh-keygen -lf KEY.pub` prints it",
+                    crate::text::clip(fp)
+                )))
+            }
+            (Ok(t), _) => {
+                let req = client::pins::PinRequest {
+                    target: t,
+                    known_hosts: path,
+                    fingerprint,
+                    key_file: key,
+                    keep: if add {
+                        client::pins::Keep::Add
+                    } else {
+                        client::pins::Keep::Replace
+                    },
+                    timeout,
+                };
+                client::pins::pin(&req).await
+            }
+        },
+    };
+    match r {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{}", text);
+            }
+            exit::UNLOCKED
+        }
+        Err(e) => {
+            eprintln!("error: {}", text::line(&e.to_string()));
+            e.exit_code()
+        }
+    }
 }
 
 async fn cmd_unlock(target: &str, conn: &ConnArgs, source: &passphrase::Source) -> u8 {

@@ -5,6 +5,8 @@
 
 pub mod known_hosts;
 pub mod passphrase;
+pub mod pins;
+pub mod probe;
 pub mod tty;
 
 use crate::authkeys::fingerprint;
@@ -75,6 +77,16 @@ impl std::fmt::Display for Target {
 pub enum HostKeyPolicy {
     /// Exactly this `SHA256:…` fingerprint.
     Fingerprint(String),
+    /// Any of these fingerprints: an inventory lists the old and the new
+    /// key while a host key is rotated.
+    Fingerprints(Vec<String>),
+    /// Exactly this fingerprint, given by the admin (`--fingerprint`); a
+    /// match is pinned in `known_hosts` (replacing older pins for the
+    /// host), so the next run needs no flag. A key revoked there is refused.
+    Confirm {
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
     /// portcullis's known-hosts file. Unknown keys are shown and asked about
     /// on a terminal when `ask` is set, pinned without asking with
     /// `accept_new`, else refused. Fleet runs clear `ask`: many hosts asking
@@ -98,6 +110,12 @@ pub enum ClientError {
         got: String,
         hint: String,
     },
+    /// The offered key is marked `@revoked` in a known-hosts file.
+    HostKeyRevoked {
+        fingerprint: String,
+        file: String,
+        line: usize,
+    },
     AuthRefused(String),
     Unreachable(String),
     /// The listener is up but refuses new connections for now (its
@@ -110,7 +128,9 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::HostKeyUnknown { .. } => exit::HOST_KEY_UNKNOWN,
-            ClientError::HostKeyChanged { .. } => exit::HOST_KEY_CHANGED,
+            ClientError::HostKeyChanged { .. } | ClientError::HostKeyRevoked { .. } => {
+                exit::HOST_KEY_CHANGED
+            }
             ClientError::AuthRefused(_) => exit::AUTH_REFUSED,
             // Busy is "could not get in now", like unreachable.
             ClientError::Unreachable(_) | ClientError::Busy(_) => exit::UNREACHABLE,
@@ -123,6 +143,7 @@ impl ClientError {
         match self {
             ClientError::HostKeyUnknown { .. } => "host-key-unknown",
             ClientError::HostKeyChanged { .. } => "host-key-changed",
+            ClientError::HostKeyRevoked { .. } => "host-key-revoked",
             ClientError::AuthRefused(_) => "auth-refused",
             ClientError::Unreachable(_) => "unreachable",
             ClientError::Busy(_) => "busy",
@@ -146,6 +167,16 @@ impl std::fmt::Display for ClientError {
                 "HOST KEY CHANGED: expected {expected}, server offered {got}. Refusing to send a \
                  passphrase. If the initramfs was rebuilt with a new key, check the new \
                  fingerprint on the server's console (portcullisd keygen printed it), then {hint}"
+            ),
+            ClientError::HostKeyRevoked {
+                fingerprint,
+                file,
+                line,
+            } => write!(
+                f,
+                "HOST KEY REVOKED: the server offered {fingerprint}, which {file} line {line} \
+                 marks @revoked. Refusing to send a passphrase. Rebuild the initramfs with a new \
+                 host key (docs/rotation.md)"
             ),
             ClientError::AuthRefused(m) => write!(f, "authentication refused: {m}"),
             ClientError::Unreachable(m) => write!(f, "unreachable: {m}"),
@@ -232,30 +263,46 @@ fn ask_human(_host_id: &str, _fp: &str) -> Result<bool> {
 impl Checker {
     fn decide(&self, key: &PublicKey) -> Result<(), ClientError> {
         let got = fingerprint(key);
+        let changed = |expected: String, hint: &str| ClientError::HostKeyChanged {
+            expected,
+            got: got.clone(),
+            hint: hint.into(),
+        };
         match &self.policy {
+            HostKeyPolicy::Fingerprint(want) if *want == got => Ok(()),
             HostKeyPolicy::Fingerprint(want) => {
-                if *want == got {
-                    Ok(())
-                } else {
-                    Err(ClientError::HostKeyChanged {
-                        expected: want.clone(),
-                        got,
-                        hint: "pass the new --fingerprint".into(),
-                    })
-                }
+                Err(changed(want.clone(), "pass the new --fingerprint"))
             }
+            HostKeyPolicy::Fingerprints(want) if want.contains(&got) => Ok(()),
+            HostKeyPolicy::Fingerprints(want) => Err(changed(
+                want.join(" or "),
+                "add the new fingerprint to the host's `fingerprint` list in the inventory",
+            )),
+            HostKeyPolicy::Confirm {
+                fingerprint: want, ..
+            } if *want != got => Err(changed(
+                want.clone(),
+                "pass the new --fingerprint (or check the one you gave)",
+            )),
+            HostKeyPolicy::Confirm { known_hosts, .. } => self.pin_confirmed(known_hosts, key),
             HostKeyPolicy::KnownHosts {
                 path,
                 accept_new,
                 ask,
             } => {
                 let hint = format!(
-                    "remove the line for {} from {} and connect again to re-pin",
+                    "run `portcullis known-hosts forget {}` (file {}) and connect again to re-pin, \
+                     or pin the new key with --fingerprint",
                     self.host_id,
                     path.display()
                 );
                 match known_hosts::check_file(path, &self.host_id, key)? {
                     known_hosts::Verdict::Match => Ok(()),
+                    known_hosts::Verdict::Revoked { line } => Err(ClientError::HostKeyRevoked {
+                        fingerprint: got,
+                        file: path.display().to_string(),
+                        line,
+                    }),
                     known_hosts::Verdict::Changed { pinned, line } => {
                         Err(ClientError::HostKeyChanged {
                             expected: pinned,
@@ -280,6 +327,34 @@ impl Checker {
                         Ok(())
                     }
                 }
+            }
+        }
+    }
+
+    /// The admin named this key with `--fingerprint`: pin it (unless the
+    /// file revokes it), so later runs need no flag.
+    fn pin_confirmed(&self, path: &std::path::Path, key: &PublicKey) -> Result<(), ClientError> {
+        let got = fingerprint(key);
+        match known_hosts::check_file(path, &self.host_id, key)? {
+            known_hosts::Verdict::Match => Ok(()),
+            known_hosts::Verdict::Revoked { line } => Err(ClientError::HostKeyRevoked {
+                fingerprint: got,
+                file: path.display().to_string(),
+                line,
+            }),
+            known_hosts::Verdict::Unknown => {
+                known_hosts::add(path, &self.host_id, key)?;
+                eprintln!("pinned {got} for {} in {}", self.host_id, path.display());
+                Ok(())
+            }
+            known_hosts::Verdict::Changed { pinned, .. } => {
+                known_hosts::replace(path, &self.host_id, key)?;
+                eprintln!(
+                    "pinned {got} for {} in {}, replacing {pinned}",
+                    self.host_id,
+                    path.display()
+                );
+                Ok(())
             }
         }
     }

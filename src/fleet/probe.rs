@@ -6,10 +6,8 @@
 //! address, and to notice when the system is up.
 
 use crate::authkeys::fingerprint;
-use crate::client::Target;
+use crate::client::{known_hosts, Target};
 use russh::keys::PublicKey;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Keys accepted as "the booted system", with where the pins came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +23,21 @@ impl SystemPins {
         self.fingerprints.contains(&fp)
     }
 
-    /// Pins for `target` in an OpenSSH known_hosts file (hashed names and
-    /// `[host]:port` handled by russh); `None` when it lists none. The system
-    /// key belongs there, while initramfs keys live in portcullis's own file.
+    /// Pins for `target` in an OpenSSH known_hosts file (hashed `|1|` names,
+    /// `host` for port 22 and `[host]:port`, as ssh writes them); `None`
+    /// when it lists none or the file cannot be read. Keys marked
+    /// `@revoked` are left out, so a revoked system key never matches. The
+    /// system key belongs there, while initramfs keys live in portcullis's
+    /// own file.
     pub fn from_known_hosts(path: &std::path::Path, target: &Target) -> Option<Self> {
-        let keys =
-            russh::keys::known_hosts::known_host_keys_path(&target.host, target.port, path).ok()?;
-        let fingerprints: Vec<String> = keys.iter().map(|(_, k)| fingerprint(k)).collect();
+        let text = known_hosts::read(path).ok()?;
+        let lines = known_hosts::parse(&text);
+        let id = known_hosts::host_id(&target.host, target.port);
+        let fingerprints: Vec<String> = known_hosts::keys_for(&lines, &id)
+            .iter()
+            .filter(|(_, k)| known_hosts::revoked(&lines, k).is_none())
+            .map(|(_, k)| fingerprint(k))
+            .collect();
         (!fingerprints.is_empty()).then(|| SystemPins {
             fingerprints,
             from: path.display().to_string(),
@@ -39,49 +45,6 @@ impl SystemPins {
     }
 }
 
-/// The russh handler: remembers the (signature-checked) key and refuses to
-/// go further.
-struct Grab(Arc<Mutex<Option<PublicKey>>>);
-
-impl russh::client::Handler for Grab {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        if let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
-        }
-        Ok(false)
-    }
-}
-
-/// Connects to `target` and returns the host key it proves it holds.
-/// `Err` carries why nothing answered (refused, timeout, not SSH).
-pub async fn host_key(target: &Target, timeout: Duration) -> Result<PublicKey, String> {
-    let slot = Arc::new(Mutex::new(None));
-    let config = Arc::new(russh::client::Config {
-        inactivity_timeout: Some(timeout),
-        ..Default::default()
-    });
-    let handler = Grab(slot.clone());
-    let attempt = async {
-        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        // Always an error: the handler refuses every key once it has it.
-        let r = russh::client::connect_stream(config, tcp, handler).await;
-        let got = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match (got, r) {
-            (Some(k), _) => Ok(k),
-            (None, Err(e)) => Err(format!("{target}: SSH handshake failed: {e}")),
-            (None, Ok(_)) => Err(format!("{target}: the server offered no plain host key")),
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("{target}: timed out after {timeout:?}")),
-    }
-}
+/// Connects to `target` and returns the host key it proves it holds (kept
+/// in the client module, which `known-hosts pin` uses too).
+pub use crate::client::probe::host_key;

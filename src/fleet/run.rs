@@ -158,7 +158,9 @@ impl HostOutcome {
     fn from_error(e: &ClientError) -> Self {
         match e {
             ClientError::HostKeyUnknown { .. } => HostOutcome::HostKeyUnknown,
-            ClientError::HostKeyChanged { .. } => HostOutcome::HostKeyChanged,
+            ClientError::HostKeyChanged { .. } | ClientError::HostKeyRevoked { .. } => {
+                HostOutcome::HostKeyChanged
+            }
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
             ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
             ClientError::Other(_) => HostOutcome::Error,
