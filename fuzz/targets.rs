@@ -330,7 +330,7 @@ pub fn inventory(data: &[u8]) {
                 }
             }
             for h in inv.hosts.values() {
-                if let Some(f) = &h.fingerprint {
+                for f in &h.fingerprints {
                     assert!(inventory::valid_fingerprint(f));
                 }
             }

@@ -438,7 +438,7 @@ fn watched(h: &sim::Info, key: &Path, source: Source) -> watch::Watched {
     watch::Watched {
         name: format!("h{:04}", h.n),
         opts: options(h, key),
-        fingerprint: h.fingerprint.clone(),
+        fingerprints: vec![h.fingerprint.clone()],
         source,
         system: Some((
             Target {

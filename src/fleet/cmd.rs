@@ -90,13 +90,13 @@ fn options(h: &Host, conn: &ConnArgs, known_hosts: &Path, agent: bool) -> Option
     Options {
         target: h.listener.clone(),
         user: h.user.clone(),
-        host_key: match &h.fingerprint {
-            Some(fp) => HostKeyPolicy::Fingerprint(fp.clone()),
-            None => HostKeyPolicy::KnownHosts {
+        host_key: match h.fingerprints.as_slice() {
+            [] => HostKeyPolicy::KnownHosts {
                 path: known_hosts.to_path_buf(),
                 accept_new: conn.accept_new,
                 ask: false,
             },
+            fps => HostKeyPolicy::Fingerprints(fps.to_vec()),
         },
         identity: Identity {
             agent,
@@ -298,13 +298,12 @@ async fn watch_inner(args: &WatchArgs) -> Result<()> {
     let watched: Vec<watch::Watched> = hosts
         .iter()
         .map(|h| {
-            let fingerprint = h.fingerprint.clone().unwrap_or_default();
             watch::Watched {
                 name: h.name.clone(),
                 opts: Options {
                     target: h.listener.clone(),
                     user: h.user.clone(),
-                    host_key: HostKeyPolicy::Fingerprint(fingerprint.clone()),
+                    host_key: HostKeyPolicy::Fingerprints(h.fingerprints.clone()),
                     identity: Identity {
                         agent,
                         files: h.identity.clone(),
@@ -312,7 +311,7 @@ async fn watch_inner(args: &WatchArgs) -> Result<()> {
                     connect_timeout: args.timeout,
                     wait: None,
                 },
-                fingerprint,
+                fingerprints: h.fingerprints.clone(),
                 source: h.passphrase.source.clone(),
                 system: h.system_fingerprint.as_ref().map(|fp| {
                     (

@@ -68,7 +68,8 @@ struct RawHost {
     ssh_alias: Option<String>,
     address: Option<String>,
     port: Option<u16>,
-    fingerprint: Option<String>,
+    /// `"SHA256:…"` or a list of them (old and new key while rotating).
+    fingerprint: Option<toml::Value>,
     system_address: Option<String>,
     system_port: Option<u16>,
     system_fingerprint: Option<String>,
@@ -86,8 +87,9 @@ pub struct Host {
     pub groups: Vec<String>,
     /// The initramfs listener.
     pub listener: Target,
-    /// Pinned initramfs key (`SHA256:…`); `None` falls back to known_hosts.
-    pub fingerprint: Option<String>,
+    /// Pinned initramfs keys (`SHA256:…`), any of which is accepted (two
+    /// while a host key is rotated); empty falls back to known_hosts.
+    pub fingerprints: Vec<String>,
     /// The booted system's SSH server.
     pub system: Target,
     /// Pinned system key (`SHA256:…`), separate from the initramfs key.
@@ -270,6 +272,38 @@ fn check_fingerprint(file: &str, key: &str, v: &Option<String>) -> Result<Option
         ),
         other => Ok(other.clone()),
     }
+}
+
+/// `fingerprint = "SHA256:…"` or `fingerprint = ["SHA256:…", "SHA256:…"]`.
+fn check_fingerprints(file: &str, key: &str, v: &Option<toml::Value>) -> Result<Vec<String>> {
+    let list = match v {
+        None => return Ok(vec![]),
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(toml::Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|x| match x {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => bail!(
+                    "{file}: {key}: {} is not a string; expected \"SHA256:…\" or a list of them",
+                    clip_plain(&other.to_string())
+                ),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => bail!(
+            "{file}: {key} = {}: expected \"SHA256:…\" or a non-empty list of them \
+             (old and new key while rotating)",
+            clip_plain(&other.to_string())
+        ),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for fp in list {
+        if let Some(fp) = check_fingerprint(file, key, &Some(fp))? {
+            if !out.contains(&fp) {
+                out.push(fp);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn check_port(file: &str, key: &str, v: Option<u16>) -> Result<Option<u16>> {
@@ -544,11 +578,11 @@ impl Inventory {
                 host: system_address,
                 port: system_port,
             };
-            let fingerprint = check_fingerprint(&file, &k("fingerprint"), &rh.fingerprint)?;
+            let fingerprints = check_fingerprints(&file, &k("fingerprint"), &rh.fingerprint)?;
             let system_fingerprint =
                 check_fingerprint(&file, &k("system-fingerprint"), &rh.system_fingerprint)?;
-            if let (Some(a), Some(b)) = (&fingerprint, &system_fingerprint) {
-                if a == b {
+            for a in &fingerprints {
+                if system_fingerprint.as_ref() == Some(a) {
                     bail!(
                         "{file}: host.{name}: fingerprint and system-fingerprint are both {a:?}; \
                          the initramfs must have its own key, or a stolen initramfs key \
@@ -606,7 +640,7 @@ impl Inventory {
                     name: name.clone(),
                     groups: my_groups.iter().map(|g| (*g).clone()).collect(),
                     listener,
-                    fingerprint,
+                    fingerprints,
                     system,
                     system_fingerprint,
                     user,
@@ -728,7 +762,7 @@ impl Inventory {
                 port: self.defaults.system_port,
             },
             listener,
-            fingerprint: None,
+            fingerprints: vec![],
             system_fingerprint: None,
             user: self.defaults.user.clone(),
             identity: self.defaults.identity.clone(),
@@ -742,7 +776,7 @@ impl Inventory {
     pub fn check_unattended(&self, hosts: &[Host]) -> Result<()> {
         let file = self.describe();
         for h in hosts {
-            if h.fingerprint.is_none() {
+            if h.fingerprints.is_empty() {
                 bail!(
                     "{file}: host.{}: watch needs the initramfs key pinned: add \
                      fingerprint = \"SHA256:…\" (watch never accepts a key it has not been told)",
@@ -966,6 +1000,30 @@ mod tests {
         assert!(!valid_fingerprint("SHA256:short"));
         assert!(!valid_fingerprint("MD5:aa:bb"));
         assert!(!valid_fingerprint(&format!("{FP1}=")));
+    }
+
+    /// Rotation: a host accepts its old and its new key; the single string
+    /// form keeps working.
+    #[test]
+    fn fingerprint_lists() {
+        let inv = parse(&format!(
+            "[host.a]\nfingerprint = [\"{FP1}\", \"{FP2}\", \"{FP1}\"]\n\
+             [host.b]\nfingerprint = \"{FP2}\"\n[host.c]\n"
+        ))
+        .unwrap();
+        assert_eq!(inv.hosts["a"].fingerprints, vec![FP1.to_string(), FP2.into()]);
+        assert_eq!(inv.hosts["b"].fingerprints, vec![FP2.to_string()]);
+        assert!(inv.hosts["c"].fingerprints.is_empty());
+        let m = err("[host.a]\nfingerprint = []\n");
+        assert!(m.contains("host.a.fingerprint = []: expected \"SHA256:…\" or a non-empty list"), "{m}");
+        let m = err(&format!("[host.a]\nfingerprint = [\"{FP1}\", \"SHA256:abc\"]\n"));
+        assert!(m.contains("host.a.fingerprint = \"SHA256:abc\": expected SHA256:"), "{m}");
+        let m = err("[host.a]\nfingerprint = [1]\n");
+        assert!(m.contains("host.a.fingerprint: 1 is not a string"), "{m}");
+        let m = err(&format!(
+            "[host.a]\nfingerprint = [\"{FP1}\", \"{FP2}\"]\nsystem-fingerprint = \"{FP2}\"\n"
+        ));
+        assert!(m.contains("both"), "{m}");
     }
 
     #[test]

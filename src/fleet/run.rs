@@ -376,7 +376,7 @@ async fn one(
     match wait_for_system(
         sys,
         pins,
-        &initramfs_fp,
+        std::slice::from_ref(&initramfs_fp),
         unlocked_at,
         up_timeout,
         s.poll,
@@ -406,7 +406,7 @@ async fn one(
 pub(super) async fn wait_for_system(
     sys: &Target,
     pins: &SystemPins,
-    initramfs_fp: &str,
+    initramfs_fps: &[String],
     since: Instant,
     up_timeout: Duration,
     poll: Duration,
@@ -418,7 +418,7 @@ pub(super) async fn wait_for_system(
     loop {
         match look(sem, sys, timeout).await {
             Seen::Key(k) if pins.matches(&k) => return Ok(since.elapsed()),
-            Seen::Key(k) if fingerprint(&k) == initramfs_fp => {}
+            Seen::Key(k) if initramfs_fps.contains(&fingerprint(&k)) => {}
             Seen::Key(k) => {
                 return Err((
                     HostOutcome::SystemKeyChanged,

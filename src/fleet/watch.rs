@@ -25,8 +25,9 @@ use tokio::sync::Semaphore;
 pub struct Watched {
     pub name: String,
     pub opts: Options,
-    /// The pinned initramfs key (required: watch never learns keys).
-    pub fingerprint: String,
+    /// The pinned initramfs keys, any of which is accepted (required:
+    /// watch never learns keys).
+    pub fingerprints: Vec<String>,
     pub source: Source,
     pub system: Option<(Target, SystemPins)>,
 }
@@ -190,7 +191,7 @@ async fn watch_host(h: Watched, s: Arc<Settings>, sem: Arc<Semaphore>) {
                 }
                 Last::Down
             }
-            Seen::Key(k) if fingerprint(&k) == h.fingerprint => Last::Initramfs,
+            Seen::Key(k) if h.fingerprints.contains(&fingerprint(&k)) => Last::Initramfs,
             Seen::Key(k) => {
                 let fp = fingerprint(&k);
                 if st.last != Last::NotInitramfs(fp.clone()) {
@@ -234,7 +235,8 @@ async fn approve(cmd: &str, h: &Watched, attempt: u32, timeout: Duration) -> any
         .arg(cmd)
         .env("PORTCULLIS_HOST", &h.name)
         .env("PORTCULLIS_TARGET", h.opts.target.to_string())
-        .env("PORTCULLIS_FINGERPRINT", &h.fingerprint)
+        // Space-separated when a key is being rotated.
+        .env("PORTCULLIS_FINGERPRINT", h.fingerprints.join(" "))
         .env("PORTCULLIS_ATTEMPT", attempt.to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -342,7 +344,7 @@ async fn attempt(h: &Watched, s: &Settings, sem: &Semaphore, st: &mut HostState)
         match wait_for_system(
             sys,
             pins,
-            &h.fingerprint,
+            &h.fingerprints,
             unlocked_at,
             up,
             poll,
