@@ -404,25 +404,46 @@ pub fn known_hosts(data: &[u8]) {
     let (c, rest) = split(data);
     let text = String::from_utf8_lossy(rest);
     let key = fixed_key().key;
-    let id = known_hosts::host_id("web1.example.net", 2200 + u16::from(c));
+    // Port 22 (the plain `host` form, and the old `[host]:22` one) or not.
+    let port = if c % 2 == 0 { 22 } else { 2200 + u16::from(c) };
+    let id = known_hosts::host_id("web1.example.net", port);
     let b64 = KEY_LINE.split(' ').nth(1).unwrap_or_default();
     let v = known_hosts::check(&text, &id, &key);
     if v == Verdict::Match {
-        // A match needs the key itself in the file.
+        // A match needs the key itself in the file, under the host's name,
+        // a pattern or a hashed name.
         assert!(text.contains(b64));
-        assert!(text.contains(&id));
+        let named = text.to_lowercase().contains("web1.example.net");
+        assert!(named || text.contains(['*', '?']) || text.contains("|1|"));
     }
-    if let Verdict::Changed { line, pinned } = &v {
+    if let Verdict::Changed { line, .. } | Verdict::Revoked { line } = &v {
         assert!(*line >= 1 && *line <= text.lines().count());
+    }
+    if let Verdict::Changed { pinned, .. } = &v {
         assert!(pinned.starts_with("SHA256:"));
     }
-    // What `add` appends is found again, whatever came before it.
+    // What `add` appends is found again, whatever came before it, unless
+    // the file revokes the key (a revocation always wins).
     let mut pinned = text.into_owned();
     if !pinned.is_empty() && !pinned.ends_with('\n') {
         pinned.push('\n');
     }
     pinned.push_str(&format!("{id} ssh-ed25519 {b64}\n"));
-    assert_eq!(known_hosts::check(&pinned, &id, &key), Verdict::Match);
+    let again = known_hosts::check(&pinned, &id, &key);
+    match v {
+        Verdict::Revoked { .. } => assert!(matches!(again, Verdict::Revoked { .. })),
+        _ => assert_eq!(again, Verdict::Match),
+    }
+    // `forget` removes that pin, and a revocation appended after anything
+    // refuses the key.
+    let (rest, n) = known_hosts::without(&pinned, &id);
+    assert!(n >= 1);
+    assert!(!format!("\n{rest}").contains(&format!("\n{id} ssh-ed25519 {b64}\n")));
+    pinned.push_str(&format!("@revoked * ssh-ed25519 {b64}\n"));
+    assert!(matches!(
+        known_hosts::check(&pinned, &id, &key),
+        Verdict::Revoked { .. }
+    ));
 }
 
 // ------------------------------------------------------------------ rescue
