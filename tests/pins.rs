@@ -83,8 +83,18 @@ fn openssh_status(f: &Fixture, known_hosts: &Path) -> Output {
     Command::new("ssh")
         .args(["-p", &f.addr.port().to_string()])
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "IdentityAgent=none", "-o", "StrictHostKeyChecking=yes"])
-        .args(["-o", "LogLevel=ERROR", "-o", "GlobalKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .args([
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .arg("-i")
@@ -102,11 +112,23 @@ async fn fingerprint_flag_pins_on_a_match() {
     let f = start("", Limits::default()).await;
     let o = status(&f, &["--fingerprint", &f.host_fp]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("pinned {}", f.host_fp)), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("pinned {}", f.host_fp)),
+        "{}",
+        stderr(&o)
+    );
     let pins = std::fs::read_to_string(kh(&f)).unwrap();
-    assert!(pins.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", f.addr.port())), "{pins}");
+    assert!(
+        pins.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", f.addr.port())),
+        "{pins}"
+    );
     let o = status(&f, &[]);
-    assert_eq!(code(&o), 0, "second run without --fingerprint: {}", stderr(&o));
+    assert_eq!(
+        code(&o),
+        0,
+        "second run without --fingerprint: {}",
+        stderr(&o)
+    );
     // The stock client reads the same file.
     let o = openssh_status(&f, &kh(&f));
     assert_eq!(code(&o), 0, "ssh: {}", stderr(&o));
@@ -120,10 +142,16 @@ async fn malformed_fingerprint_is_a_usage_error() {
     let o = status(&f, &["--fingerprint", "SHA256:abc"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("SHA256:abc") && e.contains("43 base64 characters"), "{e}");
+    assert!(
+        e.contains("SHA256:abc") && e.contains("43 base64 characters"),
+        "{e}"
+    );
     assert!(!e.contains("CHANGED") && e.lines().count() == 1, "{e}");
     assert!(!kh(&f).exists());
-    let o = portcullis(&f, &["known-hosts", "pin", &target(&f), "--fingerprint", "MD5:aa"]);
+    let o = portcullis(
+        &f,
+        &["known-hosts", "pin", &target(&f), "--fingerprint", "MD5:aa"],
+    );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
 }
 
@@ -154,12 +182,20 @@ async fn known_hosts_commands() {
     // Fetched from the listener and checked against --fingerprint.
     let o = portcullis(
         &f,
-        &[&["known-hosts", "pin", &t, "--fingerprint", &f.host_fp][..], &kh_args].concat(),
+        &[
+            &["known-hosts", "pin", &t, "--fingerprint", &f.host_fp][..],
+            &kh_args,
+        ]
+        .concat(),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        format!("pinned {} for [127.0.0.1]:{} in {khs}", f.host_fp, f.addr.port())
+        format!(
+            "pinned {} for [127.0.0.1]:{} in {khs}",
+            f.host_fp,
+            f.addr.port()
+        )
     );
     assert_eq!(code(&status(&f, &[])), 0);
     let o = portcullis(&f, &[&["known-hosts", "list"][..], &kh_args].concat());
@@ -171,7 +207,11 @@ async fn known_hosts_commands() {
     // A wrong expectation pins nothing.
     let o = portcullis(
         &f,
-        &[&["known-hosts", "pin", &t, "--fingerprint", OTHER][..], &kh_args].concat(),
+        &[
+            &["known-hosts", "pin", &t, "--fingerprint", OTHER][..],
+            &kh_args,
+        ]
+        .concat(),
     );
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     let o = portcullis(&f, &[&["known-hosts", "forget", &t][..], &kh_args].concat());
@@ -186,7 +226,11 @@ async fn known_hosts_commands() {
     let pubfile = f.dir.path().join("host_key.pub").display().to_string();
     let o = portcullis(
         &f,
-        &[&["known-hosts", "pin", "web9.invalid", "--key", &pubfile][..], &kh_args].concat(),
+        &[
+            &["known-hosts", "pin", "web9.invalid", "--key", &pubfile][..],
+            &kh_args,
+        ]
+        .concat(),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     // Written `host` for port 22, as OpenSSH writes it.
@@ -209,7 +253,10 @@ async fn revoked_key_is_refused() {
         let o = status(&f, extra);
         assert_eq!(code(&o), 4, "{}", stderr(&o));
         let e = stderr(&o);
-        assert!(e.contains("HOST KEY REVOKED") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("HOST KEY REVOKED") && e.contains("line 2"),
+            "{e}"
+        );
     }
     // OpenSSH agrees.
     let o = openssh_status(&f, &kh(&f));
@@ -294,20 +341,33 @@ async fn two_pins_accept_either_key() {
     let khs = kh(&f).display().to_string();
     for (key, add) in [("host_key.pub", false), ("next_key.pub", true)] {
         let file = f.dir.path().join(key).display().to_string();
-        let mut args = vec!["known-hosts", "pin", &t, "--key", &file, "--known-hosts", &khs];
+        let mut args = vec![
+            "known-hosts",
+            "pin",
+            &t,
+            "--key",
+            &file,
+            "--known-hosts",
+            &khs,
+        ];
         if add {
             args.push("--add");
         }
         let o = portcullis(&f, &args);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
     }
-    let o = portcullis(&f, &["known-hosts", "list", "--known-hosts", &khs, "--json"]);
+    let o = portcullis(
+        &f,
+        &["known-hosts", "list", "--known-hosts", &khs, "--json"],
+    );
     let fps: Vec<String> = stdout(&o)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fingerprint"]
-            .as_str()
-            .unwrap()
-            .to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(fps, vec![f.host_fp.clone(), fingerprint(next.public_key())]);
     assert_eq!(code(&status(&f, &[])), 0);
@@ -364,7 +424,10 @@ impl portcullis::unlock::Backend for NoVolumes {
     fn try_unlock(
         &self,
         _p: &portcullis::secret::Passphrase,
-    ) -> Vec<(portcullis::protocol::VolumeInfo, portcullis::unlock::Attempt)> {
+    ) -> Vec<(
+        portcullis::protocol::VolumeInfo,
+        portcullis::unlock::Attempt,
+    )> {
         vec![]
     }
 }

@@ -153,7 +153,8 @@ fn glob(pattern: &str, name: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 /// The plain (unrevoked, non-CA) keys pinned for `host_id`, with their
@@ -163,7 +164,11 @@ pub fn keys_for(lines: &[Line], host_id: &str) -> Vec<(usize, PublicKey)> {
     lines
         .iter()
         .filter(|l| l.entry.marker().is_none())
-        .filter(|l| names.iter().any(|n| names_match(l.entry.host_patterns(), n)))
+        .filter(|l| {
+            names
+                .iter()
+                .any(|n| names_match(l.entry.host_patterns(), n))
+        })
         .map(|l| (l.line, l.entry.public_key().clone()))
         .collect()
 }
@@ -255,10 +260,9 @@ pub fn without(text: &str, host_id: &str) -> (String, usize) {
             .filter(|e| e.marker().is_none());
         // What stays of the line's names; `None` keeps the line untouched.
         let kept: Option<Vec<&str>> = match entry.as_ref().map(Entry::host_patterns) {
-            Some(h @ HostPatterns::HashedName { .. }) => names
-                .iter()
-                .any(|n| names_match(h, n))
-                .then(Vec::new),
+            Some(h @ HostPatterns::HashedName { .. }) => {
+                names.iter().any(|n| names_match(h, n)).then(Vec::new)
+            }
             Some(HostPatterns::Patterns(ps)) => {
                 let kept: Vec<&str> = ps
                     .iter()
@@ -305,8 +309,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("replacing known hosts {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing known hosts {}", path.display()))
 }
 
 /// Pins `key` for `host_id` as the only key for it: older pins for the

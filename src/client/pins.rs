@@ -236,6 +236,9 @@ mod tests {
         assert!(list(&kh, false).unwrap().starts_with("no pins in"));
         // Not a key file.
         let e = pin(&req("k1", Keep::Add, None)).await.unwrap_err();
-        assert!(e.to_string().contains("is not an OpenSSH public key"), "{e}");
+        assert!(
+            e.to_string().contains("is not an OpenSSH public key"),
+            "{e}"
+        );
     }
 }

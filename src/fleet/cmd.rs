@@ -298,12 +298,13 @@ async fn watch_inner(args: &WatchArgs) -> Result<()> {
     let watched: Vec<watch::Watched> = hosts
         .iter()
         .map(|h| {
+            let fingerprints = h.fingerprints.clone();
             watch::Watched {
                 name: h.name.clone(),
                 opts: Options {
                     target: h.listener.clone(),
                     user: h.user.clone(),
-                    host_key: HostKeyPolicy::Fingerprints(h.fingerprints.clone()),
+                    host_key: HostKeyPolicy::Fingerprints(fingerprints.clone()),
                     identity: Identity {
                         agent,
                         files: h.identity.clone(),
@@ -311,7 +312,7 @@ async fn watch_inner(args: &WatchArgs) -> Result<()> {
                     connect_timeout: args.timeout,
                     wait: None,
                 },
-                fingerprints: h.fingerprints.clone(),
+                fingerprints,
                 source: h.passphrase.source.clone(),
                 system: h.system_fingerprint.as_ref().map(|fp| {
                     (

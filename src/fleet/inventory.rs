@@ -1011,13 +1011,24 @@ mod tests {
              [host.b]\nfingerprint = \"{FP2}\"\n[host.c]\n"
         ))
         .unwrap();
-        assert_eq!(inv.hosts["a"].fingerprints, vec![FP1.to_string(), FP2.into()]);
+        assert_eq!(
+            inv.hosts["a"].fingerprints,
+            vec![FP1.to_string(), FP2.into()]
+        );
         assert_eq!(inv.hosts["b"].fingerprints, vec![FP2.to_string()]);
         assert!(inv.hosts["c"].fingerprints.is_empty());
         let m = err("[host.a]\nfingerprint = []\n");
-        assert!(m.contains("host.a.fingerprint = []: expected \"SHA256:…\" or a non-empty list"), "{m}");
-        let m = err(&format!("[host.a]\nfingerprint = [\"{FP1}\", \"SHA256:abc\"]\n"));
-        assert!(m.contains("host.a.fingerprint = \"SHA256:abc\": expected SHA256:"), "{m}");
+        assert!(
+            m.contains("host.a.fingerprint = []: expected \"SHA256:…\" or a non-empty list"),
+            "{m}"
+        );
+        let m = err(&format!(
+            "[host.a]\nfingerprint = [\"{FP1}\", \"SHA256:abc\"]\n"
+        ));
+        assert!(
+            m.contains("host.a.fingerprint = \"SHA256:abc\": expected SHA256:"),
+            "{m}"
+        );
         let m = err("[host.a]\nfingerprint = [1]\n");
         assert!(m.contains("host.a.fingerprint: 1 is not a string"), "{m}");
         let m = err(&format!(
