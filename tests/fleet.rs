@@ -185,6 +185,7 @@ fn one_plain_target_keeps_the_single_host_behaviour() {
     std::fs::copy(&inv, cfg.join("inventory.toml")).unwrap();
     let key = dir.path().join("client_key");
     let target = format!("127.0.0.1:{}", h.port);
+    let target_id = format!("[127.0.0.1]:{}", h.port);
     let base = [
         "unlock",
         target.as_str(),
@@ -197,9 +198,13 @@ fn one_plain_target_keeps_the_single_host_behaviour() {
     ];
     let out = portcullis(dir.path(), &base, b"wrong\n");
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        format!("{target}: wrong passphrase (4 tries left)\n")
+    // --fingerprint pins the key on a match (issue 10), then the reply.
+    let pinned = format!("pinned {} for {target_id} in ", h.fingerprint);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&pinned), "{err}");
+    assert!(
+        err.ends_with(&format!("\n{target}: wrong passphrase (4 tries left)\n")),
+        "{err}"
     );
     let out = portcullis(dir.path(), &base, &[RIGHT, b"\n"].concat());
     assert_eq!(out.status.code(), Some(0));

@@ -108,8 +108,9 @@ pub fn parse(text: &str) -> Vec<Line> {
 pub fn names_match(patterns: &HostPatterns, name: &str) -> bool {
     match patterns {
         HostPatterns::HashedName { salt, hash } => {
+            // ssh hashes the name it looked up, which it lowercases first.
             let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, salt);
-            ring::hmac::verify(&k, name.as_bytes(), hash).is_ok()
+            ring::hmac::verify(&k, name.to_lowercase().as_bytes(), hash).is_ok()
         }
         HostPatterns::Patterns(ps) => {
             let mut hit = false;
