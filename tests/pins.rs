@@ -167,6 +167,49 @@ async fn wrong_fingerprint_keeps_the_pin() {
     assert_eq!(std::fs::read_to_string(kh(&f)).unwrap(), before);
 }
 
+/// The hint of a changed key says "pass the new --fingerprint": doing so
+/// replaces the old pin (a rebuilt image), and the next run needs no flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprint_replaces_an_old_pin() {
+    let f = start("", Limits::default()).await;
+    let old = portcullis::hostkey::generate(&f.dir.path().join("old_key"), "old").unwrap();
+    let old_line = old.public_key().to_openssh().unwrap();
+    std::fs::write(
+        kh(&f),
+        format!(
+            "# mine\n[127.0.0.1]:{} {old_line}\nother {old_line}\n",
+            f.addr.port()
+        ),
+    )
+    .unwrap();
+    let o = status(&f, &[]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--fingerprint"), "{}", stderr(&o));
+    let o = status(&f, &["--fingerprint", &f.host_fp]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("replacing {}", fingerprint(old.public_key()))),
+        "{e}"
+    );
+    let pins = std::fs::read_to_string(kh(&f)).unwrap();
+    let pubkey = std::fs::read_to_string(f.dir.path().join("host_key.pub")).unwrap();
+    // The key as the server sent it: type and base64, no comment.
+    let bare = pubkey
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        pins,
+        format!(
+            "# mine\nother {old_line}\n[127.0.0.1]:{} {bare}\n",
+            f.addr.port()
+        )
+    );
+    assert_eq!(code(&status(&f, &[])), 0);
+}
+
 /// `known-hosts pin|list|forget` on a real listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_hosts_commands() {
