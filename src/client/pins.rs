@@ -125,7 +125,8 @@ pub async fn pin(req: &PinRequest) -> Result<String, ClientError> {
                 Keep::Replace => known_hosts::replace(&req.known_hosts, &id, &key)?,
             };
             let was = match verdict {
-                known_hosts::Verdict::Match => " (already pinned; other pins removed)",
+                known_hosts::Verdict::Match if replaced <= 1 => " (it was already pinned)",
+                known_hosts::Verdict::Match => " (already pinned; the host's other pins removed)",
                 _ if replaced > 0 => " (older pins for it removed)",
                 _ => "",
             };
@@ -225,7 +226,13 @@ mod tests {
         assert!(l.contains(&format!("   1  web1  {fp1}\n")), "{l}");
         assert!(l.contains(&format!("   2  web1  {fp2}\n")), "{l}");
         // Replace keeps only the new key.
-        pin(&req("k2.pub", Keep::Replace, None)).await.unwrap();
+        let m = pin(&req("k2.pub", Keep::Replace, None)).await.unwrap();
+        assert!(
+            m.ends_with("(already pinned; the host's other pins removed)"),
+            "{m}"
+        );
+        let m = pin(&req("k2.pub", Keep::Replace, None)).await.unwrap();
+        assert!(m.ends_with("(it was already pinned)"), "{m}");
         let l = list(&kh, true).unwrap();
         assert_eq!(l.lines().count(), 1, "{l}");
         assert!(l.contains(&fp2) && l.contains("\"hosts\":\"web1\""), "{l}");
