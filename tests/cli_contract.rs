@@ -409,6 +409,29 @@ fn documented_examples_parse() {
     assert!(checked >= 10, "only {checked} examples found");
 }
 
+/// The README's exit-code table lists exactly the codes the code defines,
+/// and `--help` prints each with its meaning.
+#[test]
+fn exit_codes_agree_with_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let documented: BTreeSet<u8> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let defined: BTreeSet<u8> = portcullis::protocol::exit::TABLE
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(documented, defined);
+    let w = World::new(&[]);
+    let help = w.run(&["--help"], b"");
+    assert_eq!(help.code, 0);
+    let flat = help.out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("13 passphrase sent, no answer"), "{flat}");
+}
+
 /// Splits a shell line on spaces, honouring double quotes (enough for the
 /// docs' examples).
 fn shell_words(s: &str) -> Vec<String> {
