@@ -195,6 +195,13 @@ fn every_target_form_gives_the_same_answer() {
         assert_eq!(rec.len(), 1, "{form}: {}", r.out);
         assert_eq!(keys(&rec[0]), status_keys, "{form}");
         assert_eq!(rec[0]["outcome"], "ok");
+        // Volume keys in the order scripts grep for (tests/distro/run.sh).
+        assert!(
+            r.out
+                .contains(r#""device":"/dev/fake","name":"root","state":"pending""#),
+            "{}",
+            r.out
+        );
         // unlock with a wrong passphrase: exit 2 and one line, whatever
         // the form (it was 11 and a fleet table for aliases and names).
         let r = w.live("unlock", &form, &["--passphrase-stdin"], WRONG);
@@ -374,10 +381,15 @@ fn completions() {
 fn documented_examples_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            files.push(p);
+    let mut dirs = vec![root.join("docs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
         }
     }
     let fp = format!("SHA256:{}", "A".repeat(43));
@@ -432,20 +444,21 @@ fn exit_codes_agree_with_the_readme() {
     assert!(flat.contains("13 passphrase sent, no answer"), "{flat}");
 }
 
-/// Splits a shell line on spaces, honouring double quotes (enough for the
-/// docs' examples).
+/// Splits a shell line on spaces, honouring single and double quotes
+/// (enough for the docs' examples).
 fn shell_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut quoted = false;
+    let mut quote: Option<char> = None;
     let mut any = false;
     for c in s.chars() {
         match c {
-            '"' => {
-                quoted = !quoted;
+            '"' | '\'' if quote.is_none() => {
+                quote = Some(c);
                 any = true;
             }
-            ' ' if !quoted => {
+            c if quote == Some(c) => quote = None,
+            ' ' if quote.is_none() => {
                 if any || !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
@@ -463,7 +476,7 @@ fn shell_words(s: &str) -> Vec<String> {
 #[test]
 fn shell_words_split() {
     assert_eq!(
-        shell_words(r#"a "b c"  d"#),
-        ["a", "b c", "d"].map(String::from)
+        shell_words(r#"a "b c"  d 'e "f' "#),
+        ["a", "b c", "d", "e \"f"].map(String::from)
     );
 }

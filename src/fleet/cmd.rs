@@ -287,10 +287,10 @@ async fn status_inner(s: &StatusSettings) -> Result<u8> {
             };
         }
         if s.conn.json {
-            println!(
-                "{}",
-                serde_json::to_string(&rec).unwrap_or_else(|_| "{}".into())
-            );
+            // Through a `Value`: keys sorted, as `status --json` always
+            // printed them (scripts grep `"device":…,"name":…,"state":…`).
+            let line = serde_json::to_value(&rec).map_or_else(|_| "{}".into(), |v| v.to_string());
+            println!("{line}");
             continue;
         }
         match &rec.volumes {
