@@ -224,3 +224,56 @@ fn run(cli: ClientCli) -> u8 {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ClientCli {
+        ClientCli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn rescue_arguments_become_a_plain_request() {
+        let cli = parse(&[
+            "portcullis",
+            "rescue",
+            "kexec",
+            "ops@rescue:2222",
+            "--passphrase-file",
+            "/root/pw",
+            "--initrd-flavour",
+            "systemd",
+            "--wait",
+            "90s",
+            "--json",
+        ]);
+        let ClientCommand::Rescue(r) = cli.command else {
+            panic!("not rescue")
+        };
+        let req = rescue(r);
+        assert_eq!(req.host, "ops@rescue:2222");
+        assert_eq!(req.source, Source::File("/root/pw".into()));
+        assert!(req.conn.json);
+        assert_eq!(req.conn.wait, Some(std::time::Duration::from_secs(90)));
+        let Action::Kexec(k) = req.action else {
+            panic!("not kexec")
+        };
+        assert_eq!(k.flavour, Some(Flavour::Systemd));
+        assert_eq!(k.load_method, LoadMethod::Auto);
+    }
+
+    #[test]
+    fn no_passphrase_option_means_each_hosts_own() {
+        let cli = parse(&["portcullis", "unlock", "web"]);
+        let ClientCommand::Unlock { pass, .. } = cli.command else {
+            panic!("not unlock")
+        };
+        assert_eq!(source(&pass), None);
+        let cli = parse(&["portcullis", "unlock", "web", "--passphrase-stdin"]);
+        let ClientCommand::Unlock { pass, .. } = cli.command else {
+            panic!("not unlock")
+        };
+        assert_eq!(source(&pass), Some(Source::Stdin));
+    }
+}

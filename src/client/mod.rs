@@ -879,6 +879,22 @@ pub(crate) mod tests {
             .contains("ssh-ed25519"));
     }
 
+    /// Once the passphrase may have left, a failure is "reply lost" (13),
+    /// never "unreachable" (6), so no one retries it as if nothing was sent.
+    #[test]
+    fn errors_after_sending_are_not_unreachable() {
+        let after = ExecError::After(anyhow!("connection reset")).into_client(true);
+        assert!(matches!(after, ClientError::ReplyLost(_)), "{after}");
+        assert_eq!(after.exit_code(), exit::REPLY_LOST);
+        assert_eq!(after.kind(), "reply-lost");
+        assert!(after.to_string().contains("status"), "{after}");
+        let before = ExecError::Before(anyhow!("session refused")).into_client(true);
+        assert_eq!(before.exit_code(), exit::UNREACHABLE);
+        // `status` sends nothing secret: a lost reply there is unreachable.
+        let status = ExecError::After(anyhow!("reset")).into_client(false);
+        assert_eq!(status.exit_code(), exit::UNREACHABLE);
+    }
+
     #[test]
     fn targets() {
         let t = |s: &str| Target::parse(s).unwrap();
