@@ -8,10 +8,14 @@
 #[path = "support/fleet_sim.rs"]
 mod sim;
 
+#[path = "pty/mod.rs"]
+mod pty;
+
 use sim::Spec;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const RIGHT: &[u8] = b"correct horse battery staple";
 const WRONG: &[u8] = b"not the passphrase\n";
@@ -264,6 +268,64 @@ fn every_target_form_gives_the_same_answer() {
         r.first_out(),
         format!("box (127.0.0.1:{}): unlocked: root; boot continues", w.port)
     );
+}
+
+/// Fleet progress goes to stderr, and only on a terminal: redrawn in place
+/// on a capable one, plain lines with `TERM=dumb` or `NO_COLOR`; stdout
+/// (a file here) gets the table alone.
+#[test]
+fn progress_is_on_a_terminal_stderr_only() {
+    let shard = sim::start(vec![Spec::new(0, RIGHT), Spec::new(1, RIGHT)]);
+    let w = World::new(&shard.hosts);
+    for (i, env) in [
+        vec![("TERM", "xterm")],
+        vec![("TERM", "dumb")],
+        vec![("TERM", "xterm"), ("NO_COLOR", "1")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out_path = w.dir.path().join(format!("out{i}"));
+        let out = std::fs::File::create(&out_path).unwrap();
+        let mut p = pty::Pty::open();
+        let mut cmd = Command::new(bin());
+        let conn = w.conn();
+        cmd.args(["unlock", "sim", "--no-wait-up"])
+            .args(&conn)
+            .env("HOME", w.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NO_COLOR")
+            .envs(env.iter().copied());
+        let mut child = p.spawn_with(
+            &mut cmd,
+            Stdio::null(),
+            Stdio::from(out),
+            Stdio::from(p.slave.try_clone().unwrap()),
+        );
+        let status = p.finish(&mut child, Duration::from_secs(60));
+        while p.pump(Duration::from_millis(100)) {}
+        let screen = String::from_utf8_lossy(&p.seen).into_owned();
+        let table = std::fs::read_to_string(&out_path).unwrap();
+        assert_eq!(status.code(), Some(0), "{env:?}: {screen} {table}");
+        assert!(table.starts_with("HOST "), "{env:?}: {table:?}");
+        assert!(
+            !table.contains('\x1b') && !table.contains("waiting"),
+            "{table:?}"
+        );
+        assert!(screen.contains("h0001"), "{env:?}: no progress: {screen:?}");
+        if i == 0 {
+            assert!(
+                screen.contains("\x1b[K") && screen.contains("waiting,"),
+                "{screen:?}"
+            );
+        } else {
+            assert!(
+                !screen.contains('\x1b') && !screen.contains("waiting,"),
+                "{env:?}: {screen:?}"
+            );
+        }
+    }
 }
 
 /// `status web1` with web1 in the default inventory (no --inventory).
