@@ -27,15 +27,18 @@ pub fn command() -> clap::Command {
 
 const TARGET_HELP: &str = "HOST, HOST:PORT, [IPV6]:PORT, USER@HOST[:PORT], \
 ssh://USER@HOST:PORT, an ssh_config alias, an inventory host or group, or \
-`all`. One host gives single-host output and exit codes however it is \
-named; several give the fleet table (see docs/fleet.md).";
+`all`. One host gives the single-host answer and exit codes however it is \
+named; several give one record per host and exit 11 when one failed (see \
+docs/fleet.md).";
+
+const TARGET_SHORT: &str = "Host, HOST:PORT, USER@HOST, alias, inventory host or group (--help)";
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Send the LUKS passphrase to one server, or to groups and hosts of an
     /// inventory in parallel (see docs/fleet.md).
     Unlock {
-        #[arg(required = true, value_name = "TARGET", long_help = TARGET_HELP)]
+        #[arg(required = true, value_name = "TARGET", help = TARGET_SHORT, long_help = TARGET_HELP)]
         targets: Vec<String>,
         #[command(flatten)]
         conn: ConnArgs,
@@ -48,7 +51,7 @@ pub enum ClientCommand {
     },
     /// Show what the server's initramfs is waiting to unlock.
     Status {
-        #[arg(required = true, value_name = "TARGET", long_help = TARGET_HELP)]
+        #[arg(required = true, value_name = "TARGET", help = TARGET_SHORT, long_help = TARGET_HELP)]
         targets: Vec<String>,
         #[command(flatten)]
         conn: ConnArgs,
