@@ -4,6 +4,14 @@
 //! turns these structs into the library's plain settings. [`command`] is
 //! what man-page and completion generators use.
 
+// Reads what the admin typed: no `unwrap`, `expect`, indexing or `panic`.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 pub mod rescue;
 
 use crate::protocol::exit;

@@ -9,6 +9,14 @@
 //! none of these (most often a group typo) is an error here, before any
 //! passphrase is asked. Port 0 is refused.
 
+// Reads what the admin typed: no `unwrap`, `expect`, indexing or `panic`.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::inventory::{self, Host, Inventory};
 use crate::client::Target;
 use crate::text::clip;
