@@ -404,6 +404,33 @@ fn durations_are_humantime() {
     assert!(r.first_err().contains("unreachable"), "{}", r.err);
 }
 
+/// `rescue` names its host through the same resolver: an ssh_config alias
+/// (the default ~/.ssh/config) and USER@HOST:PORT work, a typo fails before
+/// any connection.
+#[test]
+fn rescue_uses_the_same_resolver() {
+    let w = World::new(&[]);
+    std::fs::create_dir_all(w.dir.path().join(".ssh")).unwrap();
+    std::fs::write(
+        w.dir.path().join(".ssh/config"),
+        "Host rbox\n  HostName 127.0.0.1\n  Port 1\n",
+    )
+    .unwrap();
+    let fp = format!("SHA256:{}", "A".repeat(43));
+    for host in ["rbox", "root@127.0.0.1:1", "ssh://root@127.0.0.1:1"] {
+        let r = w.run(&["rescue", "inspect", host, "--fingerprint", &fp], b"");
+        assert_eq!(r.code, 6, "{host}: {}", r.err);
+        assert!(
+            r.first_err().starts_with("error: 127.0.0.1:1: unreachable"),
+            "{host}: {}",
+            r.err
+        );
+    }
+    let r = w.run(&["rescue", "inspect", "rboxx", "--fingerprint", &fp], b"");
+    assert_eq!(r.code, 1, "{}", r.err);
+    assert!(r.err.contains("not a group or host"), "{}", r.err);
+}
+
 /// The answer that used up the last try says so.
 #[test]
 fn last_try_says_it_was_the_last() {
