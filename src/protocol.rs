@@ -27,7 +27,9 @@ pub const MACHINE_PREFIX: &str = "portcullis/";
 /// Longest exec command line we look at; anything longer is refused.
 pub const MAX_COMMAND_LEN: usize = 128;
 
-/// Exit statuses, shared by the listener's exec replies and the client CLI.
+/// Exit statuses, shared by the listener's exec replies and the client CLI:
+/// the one place defining them. `--help` texts are generated from
+/// [`exit::TABLE`], so they cannot drift.
 pub mod exit {
     pub const UNLOCKED: u8 = 0;
     /// Any other error (bad usage, I/O, configuration).
@@ -49,6 +51,49 @@ pub mod exit {
     pub const SOME_HOSTS_FAILED: u8 = 11;
     /// `portcullis rescue check`: a filesystem needs repair.
     pub const NEEDS_REPAIR: u8 = 12;
+    /// The passphrase was sent but no answer came back: whether it opened
+    /// anything is unknown (never reported as "unreachable").
+    pub const REPLY_LOST: u8 = 13;
+
+    /// Every code with its meaning, in order.
+    pub const TABLE: &[(u8, &str)] = &[
+        (UNLOCKED, "done (unlocked)"),
+        (ERROR, "error (usage, configuration, I/O)"),
+        (WRONG_PASSPHRASE, "wrong passphrase"),
+        (HOST_KEY_UNKNOWN, "host key unknown"),
+        (HOST_KEY_CHANGED, "host key changed"),
+        (AUTH_REFUSED, "auth refused"),
+        (UNREACHABLE, "unreachable/timeout (nothing was sent)"),
+        (NOTHING_TO_UNLOCK, "nothing to unlock"),
+        (UNLOCK_FAILED, "unlock failed on the server"),
+        (PARTIAL, "partly unlocked"),
+        (NO_TRIES_LEFT, "no tries left"),
+        (
+            SOME_HOSTS_FAILED,
+            "(several hosts) one or more hosts failed",
+        ),
+        (NEEDS_REPAIR, "(rescue check) a filesystem needs repair"),
+        (REPLY_LOST, "passphrase sent, no answer (run status)"),
+    ];
+
+    /// "Exit codes: 0 done, 1 error, …" for the codes in `which` (all
+    /// when empty), for `--help`.
+    pub fn help(which: &[u8]) -> String {
+        let parts: Vec<String> = TABLE
+            .iter()
+            .filter(|(c, _)| which.is_empty() || which.contains(c))
+            .map(|(c, m)| format!("{c} {m}"))
+            .collect();
+        format!("Exit codes: {}.", parts.join(", "))
+    }
+
+    /// The meaning of `code`, for messages.
+    pub fn meaning(code: u8) -> &'static str {
+        TABLE
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("unknown", |(_, m)| m)
+    }
 }
 
 /// A parsed exec request.
@@ -264,6 +309,10 @@ pub fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
     v
 }
 
+/// What a wrong passphrase that used up the last try says.
+const LAST_TRY: &str =
+    "wrong passphrase; that was the last try for this boot: reboot the server to try again";
+
 /// Human-readable one-line summary of an unlock reply.
 pub fn describe_unlock(reply: &UnlockReply) -> String {
     let names = |state: VolumeState| {
@@ -289,7 +338,15 @@ pub fn describe_unlock(reply: &UnlockReply) -> String {
                 .filter(|v| v.state == VolumeState::Pending)
                 .filter_map(|v| v.tries_left)
                 .min();
+            // The answer that used up the last try says so: the next
+            // attempt would only get "no tries left".
+            let exhausted = reply
+                .volumes
+                .iter()
+                .any(|v| v.state == VolumeState::Exhausted || v.tries_left == Some(0));
             match left {
+                Some(0) => LAST_TRY.to_string(),
+                None if exhausted => LAST_TRY.to_string(),
                 Some(n) => format!("wrong passphrase ({n} tries left)"),
                 None => "wrong passphrase".to_string(),
             }

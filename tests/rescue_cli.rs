@@ -3,6 +3,10 @@
 
 use std::process::Command;
 
+/// A well-formed fingerprint no test server has (a malformed one is a
+/// usage error before any connection).
+const FP: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 fn rescue(args: &[&str]) -> (i32, String, String) {
     let home = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -28,19 +32,13 @@ fn unreachable_rescue_system_is_exit_6() {
         "inspect",
         "127.0.0.1:1",
         "--fingerprint",
-        "SHA256:x",
+        FP,
         "--timeout",
         "5s",
     ]);
     assert_eq!(code, 6, "{err}");
     assert!(err.starts_with("error: 127.0.0.1:1: unreachable:"), "{err}");
-    let (code, out, _) = rescue(&[
-        "close",
-        "127.0.0.1:1",
-        "--fingerprint",
-        "SHA256:x",
-        "--json",
-    ]);
+    let (code, out, _) = rescue(&["close", "127.0.0.1:1", "--fingerprint", FP, "--json"]);
     assert_eq!(code, 6);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["outcome"], "unreachable");
@@ -52,14 +50,7 @@ fn bad_arguments_fail_before_connecting() {
     let (code, _, err) = rescue(&["inspect", "127.0.0.1:1", "--fingerprint", "MD5:aa"]);
     assert_eq!(code, 1);
     assert!(err.contains("expected SHA256:"), "{err}");
-    let (code, _, err) = rescue(&[
-        "mount",
-        "127.0.0.1:1",
-        "--fingerprint",
-        "SHA256:x",
-        "--target",
-        "/",
-    ]);
+    let (code, _, err) = rescue(&["mount", "127.0.0.1:1", "--fingerprint", FP, "--target", "/"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("--target must not be the rescue system's root"),
@@ -69,7 +60,7 @@ fn bad_arguments_fail_before_connecting() {
         "mount",
         "127.0.0.1:1",
         "--fingerprint",
-        "SHA256:x",
+        FP,
         "--target",
         "/mnt/../etc",
     ]);

@@ -7,6 +7,7 @@ pub mod known_hosts;
 pub mod passphrase;
 pub mod pins;
 pub mod probe;
+pub mod settings;
 pub mod tty;
 
 use crate::authkeys::fingerprint;
@@ -33,9 +34,26 @@ pub struct Target {
     pub port: u16,
 }
 
+/// Why a `HOST[:PORT]` was refused; each says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0:?} is not HOST, HOST:PORT or [IPV6]:PORT")]
+    Malformed(String),
+    #[error("{0:?}: port 0 cannot be connected to; write the listener's port (1-65535)")]
+    PortZero(String),
+}
+
 impl Target {
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || anyhow!("{s:?} is not HOST, HOST:PORT or [IPV6]:PORT");
+    pub fn parse(s: &str) -> Result<Self, TargetError> {
+        let t = Self::parse_any_port(s)?;
+        if t.port == 0 {
+            return Err(TargetError::PortZero(crate::text::clip_plain(s)));
+        }
+        Ok(t)
+    }
+
+    fn parse_any_port(s: &str) -> Result<Self, TargetError> {
+        let bad = || TargetError::Malformed(crate::text::clip_plain(s));
         if let Some(rest) = s.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
             let port = match after.strip_prefix(':') {
@@ -43,16 +61,24 @@ impl Target {
                 None if after.is_empty() => 22,
                 None => return Err(bad()),
             };
+            if host.is_empty() {
+                return Err(bad());
+            }
             return Ok(Target {
                 host: host.into(),
                 port,
             });
         }
         match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => Ok(Target {
-                host: h.into(),
-                port: p.parse().map_err(|_| bad())?,
-            }),
+            Some((h, p)) if !h.contains(':') => {
+                if h.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Target {
+                    host: h.into(),
+                    port: p.parse().map_err(|_| bad())?,
+                })
+            }
             _ if s.is_empty() => Err(bad()),
             _ => Ok(Target {
                 host: s.into(),
@@ -121,6 +147,10 @@ pub enum ClientError {
     /// The listener is up but refuses new connections for now (its
     /// pre-authentication table is full: a flood, or many admins at once).
     Busy(String),
+    /// The passphrase left, but no answer came back: it may or may not
+    /// have opened the volumes. Never "unreachable": retrying blindly
+    /// could burn a try.
+    ReplyLost(String),
     Other(anyhow::Error),
 }
 
@@ -134,6 +164,7 @@ impl ClientError {
             ClientError::AuthRefused(_) => exit::AUTH_REFUSED,
             // Busy is "could not get in now", like unreachable.
             ClientError::Unreachable(_) | ClientError::Busy(_) => exit::UNREACHABLE,
+            ClientError::ReplyLost(_) => exit::REPLY_LOST,
             ClientError::Other(_) => exit::ERROR,
         }
     }
@@ -147,6 +178,7 @@ impl ClientError {
             ClientError::AuthRefused(_) => "auth-refused",
             ClientError::Unreachable(_) => "unreachable",
             ClientError::Busy(_) => "busy",
+            ClientError::ReplyLost(_) => "reply-lost",
             ClientError::Other(_) => "error",
         }
     }
@@ -184,6 +216,12 @@ impl std::fmt::Display for ClientError {
                 f,
                 "busy: {m}: the listener is up but refuses new connections for now \
                  (too many unauthenticated connections; a flood?); retry, or use --wait"
+            ),
+            ClientError::ReplyLost(m) => write!(
+                f,
+                "the passphrase was sent but no answer came back ({m}); run \
+                 `portcullis status` on the host to see whether the volumes opened \
+                 before sending it again"
             ),
             ClientError::Other(e) => write!(f, "{e:#}"),
         }
@@ -570,8 +608,8 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
                 let clock = *lock(&asking);
                 if out_of_time(started.elapsed(), clock, Instant::now(), opts.connect_timeout) {
                     return Err(ClientError::Unreachable(format!(
-                        "{target}: timed out after {:?}",
-                        opts.connect_timeout
+                        "{target}: timed out after {} (--timeout)",
+                        humantime::format_duration(opts.connect_timeout)
                     )));
                 }
             }
@@ -708,32 +746,62 @@ fn load_identity(path: &std::path::Path) -> Result<PrivateKey> {
     }
 }
 
+/// Why [`exec`] failed: before anything secret left, or after.
+enum ExecError {
+    /// Nothing was sent yet (the session or the command was refused).
+    Before(anyhow::Error),
+    /// The passphrase (if any) was sent; the answer is missing.
+    After(anyhow::Error),
+}
+
+impl ExecError {
+    /// Before the passphrase: the listener could not be used (unreachable).
+    /// After it: the reply is lost, which must not read as "unreachable".
+    fn into_client(self, sent_secret: bool) -> ClientError {
+        match self {
+            ExecError::After(e) if sent_secret => ClientError::ReplyLost(format!("{e:#}")),
+            ExecError::Before(e) | ExecError::After(e) => {
+                ClientError::Unreachable(format!("{e:#}"))
+            }
+        }
+    }
+}
+
 /// Runs one exec command; sends `stdin` then EOF; returns stdout and status.
 async fn exec(
     conn: &Conn,
     command: &str,
     stdin: Option<&Passphrase>,
-) -> Result<(Vec<u8>, Option<u32>)> {
+) -> Result<(Vec<u8>, Option<u32>), ExecError> {
     let mut ch = conn
         .channel_open_session()
         .await
-        .context("opening a session on the listener")?;
+        .context("opening a session on the listener")
+        .map_err(ExecError::Before)?;
     ch.exec(true, command)
         .await
-        .context("sending the command")?;
+        .context("sending the command")
+        .map_err(ExecError::Before)?;
     if let Some(p) = stdin {
+        // From here on the passphrase may have reached the server.
         ch.data(p.expose())
             .await
-            .context("sending the passphrase")?;
+            .context("sending the passphrase")
+            .map_err(ExecError::After)?;
     }
-    ch.eof().await.context("sending EOF")?;
+    ch.eof()
+        .await
+        .context("sending EOF")
+        .map_err(ExecError::After)?;
     let mut out = Vec::new();
     let mut status = None;
     while let Some(msg) = ch.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
                 if out.len() + data.len() > MAX_REPLY {
-                    anyhow::bail!("the listener sent more than {MAX_REPLY} bytes; giving up");
+                    return Err(ExecError::After(anyhow!(
+                        "the listener sent more than {MAX_REPLY} bytes; giving up"
+                    )));
                 }
                 out.extend_from_slice(&data);
             }
@@ -741,6 +809,11 @@ async fn exec(
             ChannelMsg::Close => break,
             _ => {}
         }
+    }
+    if out.is_empty() && stdin.is_some() {
+        return Err(ExecError::After(anyhow!(
+            "the connection closed before the listener answered"
+        )));
     }
     Ok((out, status))
 }
@@ -765,7 +838,7 @@ pub async fn unlock(opts: &Options, pass: &Passphrase) -> Result<UnlockReply, Cl
     let conn = connect(opts).await?;
     let (out, _) = exec(&conn, &protocol::machine_command("unlock"), Some(pass))
         .await
-        .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+        .map_err(|e| e.into_client(true))?;
     let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
     Ok(parse_reply(&out)?)
 }
@@ -774,7 +847,7 @@ pub async fn status(opts: &Options) -> Result<StatusReply, ClientError> {
     let conn = connect(opts).await?;
     let (out, _) = exec(&conn, &protocol::machine_command("status"), None)
         .await
-        .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+        .map_err(|e| e.into_client(false))?;
     let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
     Ok(parse_reply(&out)?)
 }
@@ -881,6 +954,22 @@ pub(crate) mod tests {
             .contains("ssh-ed25519"));
     }
 
+    /// Once the passphrase may have left, a failure is "reply lost" (13),
+    /// never "unreachable" (6), so no one retries it as if nothing was sent.
+    #[test]
+    fn errors_after_sending_are_not_unreachable() {
+        let after = ExecError::After(anyhow!("connection reset")).into_client(true);
+        assert!(matches!(after, ClientError::ReplyLost(_)), "{after}");
+        assert_eq!(after.exit_code(), exit::REPLY_LOST);
+        assert_eq!(after.kind(), "reply-lost");
+        assert!(after.to_string().contains("status"), "{after}");
+        let before = ExecError::Before(anyhow!("session refused")).into_client(true);
+        assert_eq!(before.exit_code(), exit::UNREACHABLE);
+        // `status` sends nothing secret: a lost reply there is unreachable.
+        let status = ExecError::After(anyhow!("reset")).into_client(false);
+        assert_eq!(status.exit_code(), exit::UNREACHABLE);
+    }
+
     #[test]
     fn targets() {
         let t = |s: &str| Target::parse(s).unwrap();
@@ -914,6 +1003,13 @@ pub(crate) mod tests {
         );
         assert_eq!(t("[::1]").port, 22);
         assert!(Target::parse("web1:x").is_err());
+        // Port 0 is never a listener: refused before any connection.
+        assert_eq!(
+            Target::parse("web1:0"),
+            Err(TargetError::PortZero("web1:0".into()))
+        );
+        assert!(Target::parse("[::1]:0").is_err());
+        assert!(Target::parse(":22").is_err());
         assert!(Target::parse("").is_err());
         assert_eq!(t("[::1]:2").to_string(), "[::1]:2");
     }

@@ -1,5 +1,7 @@
 //! Where the client gets the LUKS passphrase: a no-echo prompt on the
-//! terminal, standard input, or a password-manager command. Every source
+//! terminal, standard input, a password-manager command or a file only its
+//! owner can read. This is the one passphrase `Source` of the crate (the
+//! command line, the inventory and `watch` all use it). Every source
 //! applies the one human rule ([`Passphrase::from_human`]: the first line,
 //! one line end removed, control characters refused), so the same typed or
 //! stored passphrase gives the same bytes whichever source it came from.
@@ -16,8 +18,11 @@
 
 use crate::client::tty::{self, TtyError};
 use crate::secret::{Passphrase, LINE_CAP};
+use crate::text::clip;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use zeroize::Zeroizing;
 
@@ -26,7 +31,7 @@ use zeroize::Zeroizing;
 /// more lines, and must not die of SIGPIPE), but not without bound.
 pub const MAX_INPUT: usize = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// Ask on the terminal, without echo.
     Prompt,
@@ -34,6 +39,27 @@ pub enum Source {
     Stdin,
     /// Run this through `sh -c` and use the first line of its output.
     Command(String),
+    /// A file only its owner can read (its first line).
+    File(PathBuf),
+}
+
+impl Source {
+    /// Whether it can be used without a human at a terminal (`watch`).
+    /// Standard input counts as interactive: a service has none to give.
+    pub fn unattended(&self) -> bool {
+        matches!(self, Source::Command(_) | Source::File(_))
+    }
+
+    /// How the inventory spells it, for messages. Never a secret: a command
+    /// or a path, not what they produce.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Prompt => "\"prompt\"".into(),
+            Source::Stdin => "\"stdin\"".into(),
+            Source::Command(c) => format!("{{ command = {} }}", clip(c)),
+            Source::File(p) => format!("{{ file = {} }}", clip(&p.display().to_string())),
+        }
+    }
 }
 
 /// Reads the passphrase. `what` names the target in the prompt.
@@ -51,7 +77,30 @@ pub fn read(source: &Source, what: &str) -> Result<Passphrase> {
         }
         Source::Stdin => from_reader(std::io::stdin().lock()),
         Source::Command(cmd) => from_command(cmd),
+        Source::File(p) => from_file(p),
     }
+}
+
+/// Reads a passphrase file, refusing one that others may read: a secret in
+/// a world-readable file is already leaked, and we should not bless it.
+pub fn from_file(path: &Path) -> Result<Passphrase> {
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("opening passphrase file {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("reading passphrase file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "passphrase file {} is readable by group or others; chmod 600 it",
+            path.display()
+        );
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(crate::secret::MAX_LEN + 2));
+    f.take(crate::secret::MAX_LEN as u64 + 2)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading passphrase file {}", path.display()))?;
+    // The first line is all the rule looks at; the rest need not be read.
+    Passphrase::from_human(&buf).map_err(|e| anyhow!("passphrase file {}: {e}", path.display()))
 }
 
 /// Why [`drain`] stopped.

@@ -1,75 +1,320 @@
-//! The glue between the command line and the fleet modules: which targets
-//! take the single-host path, building per-host client options, reading the
-//! passphrases, printing, and the exit code.
+//! The client's commands (`unlock`, `status`, `watch`) as library entry
+//! points taking plain settings: every target goes through the one
+//! resolver ([`super::resolve`]); one host gets the single-host output and
+//! exit codes however it was named, several get the fleet run and table.
+//! A host's JSON record has the same schema either way.
 
-use super::inventory::{self, Host, Inventory};
+use super::inventory::{self, Host};
 use super::probe::SystemPins;
-use super::report::{self, Mode};
-use super::run::{self, Plan};
+use super::report;
+use super::resolve::{self, Lookup};
+use super::run::{self, Plan, Report};
 use super::secrets::{self, PassSpec, Scope, Source};
 use super::watch;
-use crate::cli::{ConnArgs, FleetArgs, WatchArgs};
+use crate::client::settings::Connection;
 use crate::client::{self, passphrase, HostKeyPolicy, Identity, Options};
-use crate::protocol::exit;
+use crate::protocol::{self, exit, VolumeInfo};
+use crate::text;
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Which path an `unlock` takes.
-#[derive(Debug)]
-pub enum Route {
-    /// One listener, exactly as before inventories existed (same output,
-    /// same exit codes).
-    One(String),
-    /// Inventory names, aliases or several targets.
-    Many(Box<Inventory>),
+/// `portcullis unlock TARGET…`.
+#[derive(Debug, Clone)]
+pub struct UnlockSettings {
+    pub targets: Vec<String>,
+    pub lookup: Lookup,
+    pub conn: Connection,
+    /// From the command line; `None`: each host's own (a prompt unless
+    /// the inventory says otherwise).
+    pub source: Option<Source>,
+    /// Hosts talked to at once (several hosts).
+    pub parallel: usize,
+    /// Wait for the systems after unlocking (several hosts); `None`: no.
+    pub up_timeout: Option<Duration>,
 }
 
-fn plain(t: &str) -> bool {
-    t.contains([':', '[']) || t.parse::<std::net::IpAddr>().is_ok()
+/// `portcullis status TARGET…`.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    pub targets: Vec<String>,
+    pub lookup: Lookup,
+    pub conn: Connection,
 }
 
-/// Loads the inventory named on the command line, else the default one if
-/// it exists, else an empty one (aliases and HOST:PORT still work).
-fn load_inventory(explicit: Option<&Path>, ssh_config: Option<&Path>) -> Result<Inventory> {
-    let mut inv = match explicit {
-        Some(p) => Inventory::load(p)?,
-        None => match inventory::default_path().filter(|p| p.exists()) {
-            Some(p) => Inventory::load(&p)?,
-            None => Inventory::empty(),
-        },
+/// `portcullis watch`.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    pub targets: Vec<String>,
+    pub inventory: Option<PathBuf>,
+    pub interval: Duration,
+    pub max_wrong: u32,
+    pub backoff: Duration,
+    pub approve_timeout: Duration,
+    pub up_timeout: Option<Duration>,
+    pub parallel: usize,
+    pub timeout: Duration,
+    pub agent: bool,
+}
+
+/// Prints an error that stopped a command before any host was tried (bad
+/// target, inventory, passphrase source); returns exit 1. The one error
+/// printer for such errors.
+pub fn setup_error(targets: &[String], json: bool, e: &anyhow::Error) -> u8 {
+    if json {
+        let v = serde_json::json!({
+            "target": targets.join(" "),
+            "outcome": "error",
+            "error": format!("{e:#}"),
+            "exit-code": exit::ERROR,
+        });
+        println!("{v}");
+    } else {
+        eprintln!("error: {}", text::line(&format!("{e:#}")));
+    }
+    exit::ERROR
+}
+
+/// How a host is named in text output: its name, and the address when
+/// that says more.
+fn label(h: &Host) -> String {
+    let addr = h.listener.to_string();
+    if h.name == addr {
+        addr
+    } else {
+        format!("{} ({addr})", h.name)
+    }
+}
+
+/// Client options for one host.
+fn options(h: &Host, conn: &Connection, ask: bool) -> Result<Options> {
+    Ok(conn.options(
+        h.listener.clone(),
+        &h.user,
+        &h.identity,
+        &h.fingerprints,
+        "known_hosts",
+        ask,
+    )?)
+}
+
+/// `portcullis unlock`: returns the exit code.
+pub async fn unlock(s: &UnlockSettings) -> u8 {
+    let r = match resolve::resolve(&s.targets, &s.lookup) {
+        Ok(r) => r,
+        Err(e) => return setup_error(&s.targets, s.conn.json, &e),
     };
-    if let Some(p) = ssh_config {
-        if !p.exists() {
-            bail!("--ssh-config {}: no such file", p.display());
-        }
-        inv.set_ssh_config(p.to_path_buf());
-    }
-    Ok(inv)
+    let result = match r.hosts.as_slice() {
+        [] => Err(anyhow!("no hosts selected")),
+        [one] => unlock_one(one, s).await,
+        _ => unlock_many(r.hosts, s).await,
+    };
+    result.unwrap_or_else(|e| setup_error(&s.targets, s.conn.json, &e))
 }
 
-/// A single `HOST[:PORT]` that no inventory or alias claims keeps the
-/// single-host behaviour; everything else is a fleet run.
-pub fn route(targets: &[String], args: &FleetArgs) -> Result<Route> {
-    if let [one] = targets {
-        if plain(one) {
-            return Ok(Route::One(one.clone()));
-        }
+/// One host, however named: a prompt may ask about its key, output is one
+/// line (or one JSON record) and the exit code is the outcome's.
+async fn unlock_one(h: &Host, s: &UnlockSettings) -> Result<u8> {
+    let opts = options(h, &s.conn, true)?;
+    let source = s
+        .source
+        .clone()
+        .unwrap_or_else(|| h.passphrase.source.clone());
+    let label = label(h);
+    // Ask first, so `--wait` can run unattended once the passphrase is typed.
+    let pass = passphrase::read(&source, &label)?;
+    let result = client::unlock(&opts, &pass).await;
+    drop(pass);
+    let rep = Report::single(&h.name, &opts.target, result);
+    if s.conn.json {
+        println!("{}", report::json_line(&rep));
+    } else if rep.exit_code == exit::UNLOCKED {
+        println!("{}", text::line(&format!("{label}: {}", rep.detail)));
+    } else if rep.unlock.is_some() {
+        eprintln!("{}", text::line(&format!("{label}: {}", rep.detail)));
+    } else {
+        eprintln!("error: {}", text::line(&format!("{label}: {}", rep.detail)));
     }
-    let inv = load_inventory(args.inventory.as_deref(), args.ssh_config.as_deref())?;
-    if let [one] = targets {
-        if !inv.knows(one) && !inv.is_alias(one)? {
-            return Ok(Route::One(one.clone()));
-        }
-    }
-    Ok(Route::Many(Box::new(inv)))
+    Ok(rep.exit_code)
 }
 
-fn known_hosts_path(conn_path: Option<&Path>) -> Result<PathBuf> {
-    match conn_path {
-        Some(p) => Ok(p.to_path_buf()),
-        None => client::known_hosts::default_path()
-            .ok_or_else(|| anyhow!("HOME is not set: pass --known-hosts FILE")),
+async fn unlock_many(mut hosts: Vec<Host>, s: &UnlockSettings) -> Result<u8> {
+    if s.conn.fingerprint.is_some() {
+        bail!(
+            "--fingerprint pins one listener; for inventory hosts write \
+             fingerprint = \"SHA256:…\" in their [host.NAME]"
+        );
+    }
+    // Command-line settings win over the inventory's.
+    for h in &mut hosts {
+        if let Some(src) = &s.source {
+            h.passphrase = PassSpec {
+                source: src.clone(),
+                scope: Scope::CommandLine,
+            };
+        }
+    }
+    let plans_opts: Vec<Options> = hosts
+        .iter()
+        .map(|h| options(h, &s.conn, false))
+        .collect::<Result<_>>()?;
+    check_identities(
+        &plans_opts
+            .iter()
+            .map(|o| o.identity.files.clone())
+            .collect::<Vec<_>>(),
+        s.conn.agent,
+    )?;
+    // Every passphrase is read before the first connection, so prompts
+    // never mix with the live display.
+    let specs: Vec<(&str, &PassSpec)> = hosts
+        .iter()
+        .map(|h| (h.name.as_str(), &h.passphrase))
+        .collect();
+    let passes = secrets::gather(&specs)?;
+    let plans: Vec<Plan> = hosts
+        .iter()
+        .zip(passes)
+        .zip(plans_opts)
+        .map(|((h, pass), mut opts)| {
+            // The fleet runner waits for listeners itself, quietly.
+            opts.wait = None;
+            Plan {
+                name: h.name.clone(),
+                opts,
+                system: system_pins(h).map(|p| (h.system.clone(), p)),
+                pass,
+            }
+        })
+        .collect();
+    let settings = run::Settings {
+        parallel: s.parallel,
+        listener_wait: s.conn.wait,
+        up_timeout: s.up_timeout,
+        poll: Duration::from_secs(1),
+    };
+    let mode = report::mode(s.conn.json);
+    let names: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let display = tokio::spawn(report::show(rx, names, mode));
+    let reports = run::run(plans, &settings, Some(tx)).await;
+    let _ = display.await;
+    if !s.conn.json {
+        print!("{}", report::table(&reports));
+    }
+    Ok(if reports.iter().all(|r| r.outcome.success()) {
+        exit::UNLOCKED
+    } else {
+        exit::SOME_HOSTS_FAILED
+    })
+}
+
+/// One host's `status` record; the same schema for one host or several.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StatusRecord {
+    pub host: String,
+    pub target: String,
+    /// `ok`, or the error's kind (`unreachable`, `host-key-changed`, …).
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeInfo>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+async fn status_of(h: Host, opts: Options) -> StatusRecord {
+    let target = opts.target.to_string();
+    match client::status(&opts).await {
+        Ok(st) => StatusRecord {
+            host: h.name,
+            target,
+            outcome: "ok",
+            exit_code: exit::UNLOCKED,
+            volumes: Some(st.volumes),
+            detail: String::new(),
+        },
+        Err(e) => StatusRecord {
+            host: h.name,
+            target,
+            outcome: e.kind(),
+            exit_code: e.exit_code(),
+            volumes: None,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// `portcullis status`: returns the exit code.
+pub async fn status(s: &StatusSettings) -> u8 {
+    status_inner(s)
+        .await
+        .unwrap_or_else(|e| setup_error(&s.targets, s.conn.json, &e))
+}
+
+async fn status_inner(s: &StatusSettings) -> Result<u8> {
+    let hosts = resolve::resolve(&s.targets, &s.lookup)?.hosts;
+    if hosts.is_empty() {
+        bail!("no hosts selected");
+    }
+    let many = hosts.len() > 1;
+    if many && s.conn.fingerprint.is_some() {
+        bail!("--fingerprint names one host's key; give one target with it");
+    }
+    let labels: Vec<String> = hosts.iter().map(label).collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for h in hosts {
+        // Several hosts: no questions on the terminal, like a fleet run.
+        let opts = options(&h, &s.conn, !many)?;
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _turn = sem.acquire().await;
+            status_of(h, opts).await
+        }));
+    }
+    let mut worst = exit::UNLOCKED;
+    for (t, label) in tasks.into_iter().zip(labels) {
+        let rec = t.await.context("internal error: a status task failed")?;
+        if rec.exit_code != exit::UNLOCKED {
+            worst = if many {
+                exit::SOME_HOSTS_FAILED
+            } else {
+                rec.exit_code
+            };
+        }
+        if s.conn.json {
+            // Through a `Value`: keys sorted, as `status --json` always
+            // printed them (scripts grep `"device":…,"name":…,"state":…`).
+            let line = serde_json::to_value(&rec).map_or_else(|_| "{}".into(), |v| v.to_string());
+            println!("{line}");
+            continue;
+        }
+        match &rec.volumes {
+            Some(v) => {
+                if many {
+                    println!("{}:", text::line(&label));
+                }
+                print!("{}", text::block(&protocol::describe_status(v)));
+            }
+            None => eprintln!("error: {}", text::line(&format!("{label}: {}", rec.detail))),
+        }
+    }
+    Ok(worst)
+}
+
+/// `portcullis watch`: runs until SIGINT/SIGTERM; returns the exit code.
+pub async fn watch(args: &WatchSettings) -> u8 {
+    match watch_inner(args).await {
+        Ok(()) => exit::UNLOCKED,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {}", text::line(&format!("{e:#}")));
+            exit::ERROR
+        }
     }
 }
 
@@ -85,35 +330,12 @@ fn system_pins(h: &Host) -> Option<SystemPins> {
     SystemPins::from_known_hosts(&kh, &h.system)
 }
 
-/// Client options for one host.
-fn options(h: &Host, conn: &ConnArgs, known_hosts: &Path, agent: bool) -> Options {
-    Options {
-        target: h.listener.clone(),
-        user: h.user.clone(),
-        host_key: match h.fingerprints.as_slice() {
-            [] => HostKeyPolicy::KnownHosts {
-                path: known_hosts.to_path_buf(),
-                accept_new: conn.accept_new,
-                ask: false,
-            },
-            fps => HostKeyPolicy::Fingerprints(fps.to_vec()),
-        },
-        identity: Identity {
-            agent,
-            files: h.identity.clone(),
-        },
-        connect_timeout: conn.timeout,
-        // The fleet runner waits for listeners itself, quietly.
-        wait: None,
-    }
-}
-
 /// Refuses encrypted key files that nothing can unlock: each host would
 /// ask for the key's passphrase on its own, hundreds of prompts at once.
-fn check_identities(hosts: &[Host], agent: bool) -> Result<()> {
+fn check_identities(identities: &[Vec<PathBuf>], agent: bool) -> Result<()> {
     let agent = agent && std::env::var_os("SSH_AUTH_SOCK").is_some();
     // Hosts without identities use the client's defaults, ~/.ssh/id_*.
-    let defaults: Vec<PathBuf> = if hosts.iter().any(|h| h.identity.is_empty()) {
+    let defaults: Vec<PathBuf> = if identities.iter().any(Vec::is_empty) {
         std::env::var_os("HOME")
             .map(|h| {
                 ["id_ed25519", "id_ecdsa", "id_rsa"]
@@ -127,7 +349,7 @@ fn check_identities(hosts: &[Host], agent: bool) -> Result<()> {
         vec![]
     };
     let mut seen: Vec<&PathBuf> = Vec::new();
-    for p in hosts.iter().flat_map(|h| &h.identity).chain(&defaults) {
+    for p in identities.iter().flatten().chain(&defaults) {
         if seen.contains(&p) {
             continue;
         }
@@ -147,154 +369,36 @@ fn check_identities(hosts: &[Host], agent: bool) -> Result<()> {
     Ok(())
 }
 
-/// `portcullis unlock GROUP|HOST…`: returns the exit code.
-pub async fn unlock(
-    inv: &Inventory,
-    targets: &[String],
-    conn: &ConnArgs,
-    cli_source: &passphrase::Source,
-    args: &FleetArgs,
-) -> u8 {
-    match unlock_inner(inv, targets, conn, cli_source, args).await {
-        Ok(code) => code,
-        Err(e) => setup_error(targets, conn.json, &e),
-    }
-}
-
-/// Prints an error that stopped a run before any host was tried (bad
-/// inventory, unknown name, passphrase source failing); returns exit 1.
-pub fn setup_error(targets: &[String], json: bool, e: &anyhow::Error) -> u8 {
-    if json {
-        let v = serde_json::json!({
-            "target": targets.join(" "),
-            "outcome": "error",
-            "error": format!("{e:#}"),
-            "exit-code": exit::ERROR,
-        });
-        println!("{v}");
-    } else {
-        eprintln!("error: {}", crate::text::line(&format!("{e:#}")));
-    }
-    exit::ERROR
-}
-
-async fn unlock_inner(
-    inv: &Inventory,
-    targets: &[String],
-    conn: &ConnArgs,
-    cli_source: &passphrase::Source,
-    args: &FleetArgs,
-) -> Result<u8> {
-    if conn.fingerprint.is_some() {
-        bail!(
-            "--fingerprint pins one listener; for inventory hosts write \
-             fingerprint = \"SHA256:…\" in their [host.NAME]"
-        );
-    }
-    let mut hosts = inv.resolve(targets)?;
-    if hosts.is_empty() {
-        bail!("no hosts selected");
-    }
-    // Command-line settings win over the inventory's.
-    let cli_pass = match cli_source {
-        passphrase::Source::Prompt => None,
-        passphrase::Source::Stdin => Some(Source::Stdin),
-        passphrase::Source::Command(c) => Some(Source::Command(c.clone())),
-    };
-    for h in &mut hosts {
-        if let Some(u) = &conn.user {
-            h.user = u.clone();
-        }
-        if !conn.identity.is_empty() {
-            h.identity = conn.identity.clone();
-        }
-        if let Some(s) = &cli_pass {
-            h.passphrase = PassSpec {
-                source: s.clone(),
-                scope: Scope::CommandLine,
-            };
-        }
-    }
-    let agent = !conn.no_agent;
-    check_identities(&hosts, agent)?;
-    let known_hosts = known_hosts_path(conn.known_hosts.as_deref())?;
-    // Every passphrase is read before the first connection, so prompts
-    // never mix with the live display.
-    let specs: Vec<(&str, &PassSpec)> = hosts
-        .iter()
-        .map(|h| (h.name.as_str(), &h.passphrase))
-        .collect();
-    let passes = secrets::gather(&specs)?;
-    let plans: Vec<Plan> = hosts
-        .iter()
-        .zip(passes)
-        .map(|(h, pass)| Plan {
-            name: h.name.clone(),
-            opts: options(h, conn, &known_hosts, agent),
-            system: system_pins(h).map(|p| (h.system.clone(), p)),
-            pass,
-        })
-        .collect();
-    let settings = run::Settings {
-        parallel: args.parallel as usize,
-        listener_wait: conn.wait,
-        up_timeout: (!args.no_wait_up).then_some(args.up_timeout),
-        poll: std::time::Duration::from_secs(1),
-    };
-    let mode = if conn.json {
-        Mode::Json
-    } else if std::io::stdout().is_terminal() {
-        Mode::Live
-    } else {
-        Mode::Quiet
-    };
-    let names: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let display = tokio::spawn(report::show(rx, names, mode));
-    let reports = run::run(plans, &settings, Some(tx)).await;
-    let _ = display.await;
-    if !conn.json {
-        print!("{}", report::table(&reports));
-    }
-    Ok(if reports.iter().all(|r| r.outcome.success()) {
-        exit::UNLOCKED
-    } else {
-        exit::SOME_HOSTS_FAILED
-    })
-}
-
-/// `portcullis watch`: runs until SIGINT/SIGTERM; returns the exit code.
-pub async fn watch(args: &WatchArgs) -> u8 {
-    match watch_inner(args).await {
-        Ok(()) => exit::UNLOCKED,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {}", crate::text::line(&format!("{e:#}")));
-            exit::ERROR
-        }
-    }
-}
-
-async fn watch_inner(args: &WatchArgs) -> Result<()> {
+async fn watch_inner(args: &WatchSettings) -> Result<()> {
     let path = match &args.inventory {
         Some(p) => p.clone(),
         None => inventory::default_path()
             .filter(|p| p.exists())
             .ok_or_else(|| anyhow!("watch needs an inventory: pass --inventory FILE"))?,
     };
-    let inv = Inventory::load(&path)?;
     let targets = if args.targets.is_empty() {
         vec![inventory::ALL.to_string()]
     } else {
         args.targets.clone()
     };
-    let hosts = inv.resolve(&targets)?;
+    let lookup = Lookup {
+        inventory: Some(path.clone()),
+        ssh_config: None,
+        default_inventory: false,
+    };
+    let resolve::Resolution {
+        inventory: inv,
+        hosts,
+    } = resolve::resolve(&targets, &lookup)?;
     if hosts.is_empty() {
         bail!("{}: no hosts to watch", path.display());
     }
     inv.check_unattended(&hosts)?;
-    let agent = !args.no_agent;
-    check_identities(&hosts, agent)?;
+    let agent = args.agent;
+    check_identities(
+        &hosts.iter().map(|h| h.identity.clone()).collect::<Vec<_>>(),
+        agent,
+    )?;
     let watched: Vec<watch::Watched> = hosts
         .iter()
         .map(|h| {
@@ -333,8 +437,8 @@ async fn watch_inner(args: &WatchArgs) -> Result<()> {
         backoff_max: std::time::Duration::from_secs(3600),
         approve_command: inv.approve_command.clone(),
         approve_timeout: args.approve_timeout,
-        up_timeout: (!args.no_wait_up).then_some(args.up_timeout),
-        parallel: args.parallel as usize,
+        up_timeout: args.up_timeout,
+        parallel: args.parallel,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -677,6 +677,21 @@ impl Inventory {
         name == ALL || self.groups.contains_key(name) || self.hosts.contains_key(name)
     }
 
+    /// The ssh_config used for names outside the inventory, if any.
+    pub fn ssh_config_path(&self) -> Option<&Path> {
+        self.ssh_config_path.as_deref()
+    }
+
+    /// The listener port for hosts outside the inventory.
+    pub fn default_port(&self) -> u16 {
+        self.defaults.port
+    }
+
+    /// The inventory's file for messages, or "the inventory (none loaded)".
+    pub fn describe_source(&self) -> String {
+        self.describe()
+    }
+
     fn describe(&self) -> String {
         if self.path.as_os_str().is_empty() {
             "the inventory (none loaded)".into()
@@ -753,7 +768,7 @@ impl Inventory {
     }
 
     /// A host outside the inventory, with `[defaults]`.
-    fn ad_hoc(&self, name: &str, listener: Target) -> Host {
+    pub fn ad_hoc(&self, name: &str, listener: Target) -> Host {
         Host {
             name: name.to_string(),
             groups: vec![],

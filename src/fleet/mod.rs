@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod inventory;
 pub mod probe;
 pub mod report;
+pub mod resolve;
 pub mod run;
 pub mod secrets;
 pub mod ssh_config;

@@ -8,29 +8,61 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use tokio::sync::mpsc;
 
-/// How progress is shown.
+/// How a run is shown: records on stdout, progress on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A terminal: live lines and a counter.
+pub struct Mode {
+    /// `--json`: one record per host on stdout as each finishes.
+    pub json: bool,
+    pub progress: Progress,
+}
+
+/// Progress on stderr, so stdout carries only results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A capable terminal: live lines and a counter redrawn in place.
     Live,
-    /// `--json`: one record per host as each finishes.
-    Json,
-    /// Not a terminal: nothing until the table.
+    /// A terminal without escape sequences (`TERM=dumb`, `NO_COLOR`):
+    /// plain lines, no counter.
+    Lines,
+    /// stderr is not a terminal: nothing.
     Quiet,
 }
 
+/// Picks the progress style from the terminal and the environment.
+pub fn progress_for(tty: bool, term: Option<&str>, no_color: bool) -> Progress {
+    if !tty {
+        Progress::Quiet
+    } else if no_color || term.is_none_or(|t| t == "dumb" || t.is_empty()) {
+        Progress::Lines
+    } else {
+        Progress::Live
+    }
+}
+
+/// The mode for this process: stderr's terminal, `TERM`, `NO_COLOR`
+/// (set to anything non-empty, as no-color.org says).
+pub fn mode(json: bool) -> Mode {
+    use std::io::IsTerminal;
+    let term = std::env::var("TERM").ok();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    Mode {
+        json,
+        progress: progress_for(std::io::stderr().is_terminal(), term.as_deref(), no_color),
+    }
+}
+
 /// Live display state.
-pub struct Progress {
+pub struct Display {
     names: Vec<String>,
     phases: Vec<Option<Phase>>,
     width: usize,
     started: std::time::Instant,
 }
 
-impl Progress {
+impl Display {
     pub fn new(names: Vec<String>) -> Self {
         let width = names.iter().map(|n| n.len()).max().unwrap_or(4).min(32);
-        Progress {
+        Display {
             phases: vec![None; names.len()],
             names,
             width,
@@ -200,36 +232,43 @@ pub fn totals(reports: &[Report]) -> String {
     )
 }
 
-/// Consumes events until the run ends, printing as `mode` says.
+/// Consumes events until the run ends: records to stdout with `--json`,
+/// progress to stderr as `mode.progress` says.
 pub async fn show(mut rx: mpsc::UnboundedReceiver<Event>, names: Vec<String>, mode: Mode) {
-    let mut p = Progress::new(names);
-    let mut out = std::io::stdout();
+    let mut p = Display::new(names);
+    let mut err = std::io::stderr();
     while let Some(ev) = rx.recv().await {
-        match mode {
-            Mode::Quiet => {}
-            Mode::Json => {
-                if let Event::Finished { report, .. } = &ev {
-                    let _ = writeln!(out, "{}", json_line(report));
-                    let _ = out.flush();
-                }
+        if mode.json {
+            if let Event::Finished { report, .. } = &ev {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{}", json_line(report));
+                let _ = out.flush();
             }
-            Mode::Live => {
-                let line = p.line(&ev);
-                // Clear the counter line, print the change above it, redraw.
+        }
+        let line = p.line(&ev);
+        let text = match mode.progress {
+            Progress::Quiet => continue,
+            Progress::Lines => match line {
+                Some(l) => format!("{l}\n"),
+                None => continue,
+            },
+            // Clear the counter line, print the change above it, redraw.
+            Progress::Live => {
                 let mut text = String::from("\r\x1b[K");
                 if let Some(l) = line {
                     text.push_str(&l);
                     text.push('\n');
                 }
                 text.push_str(&p.counter());
-                let _ = out.write_all(text.as_bytes());
-                let _ = out.flush();
+                text
             }
-        }
+        };
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
     }
-    if mode == Mode::Live {
-        let _ = out.write_all(b"\r\x1b[K");
-        let _ = out.flush();
+    if mode.progress == Progress::Live {
+        let _ = err.write_all(b"\r\x1b[K");
+        let _ = err.flush();
     }
 }
 
@@ -285,7 +324,7 @@ mod tests {
             t.contains("denied \\x1b]0;owned\\x07\\x1b[2J\\x9b1m"),
             "{t}"
         );
-        let mut p = Progress::new(vec!["web1".into()]);
+        let mut p = Display::new(vec!["web1".into()]);
         let l = p
             .line(&Event::Finished {
                 index: 0,
@@ -301,7 +340,7 @@ mod tests {
 
     #[test]
     fn live_lines() {
-        let mut p = Progress::new(vec!["a".into(), "bb".into()]);
+        let mut p = Display::new(vec!["a".into(), "bb".into()]);
         let l = p
             .line(&Event::Phase {
                 index: 1,
@@ -332,5 +371,14 @@ mod tests {
         assert_eq!(v["exit-code"], 0);
         assert_eq!(v["time-to-up"], 4.0);
         assert!(v.get("detail").is_none());
+    }
+
+    #[test]
+    fn progress_style_follows_terminal_and_environment() {
+        assert_eq!(progress_for(false, Some("xterm"), false), Progress::Quiet);
+        assert_eq!(progress_for(true, Some("xterm"), false), Progress::Live);
+        assert_eq!(progress_for(true, Some("dumb"), false), Progress::Lines);
+        assert_eq!(progress_for(true, None, false), Progress::Lines);
+        assert_eq!(progress_for(true, Some("xterm"), true), Progress::Lines);
     }
 }

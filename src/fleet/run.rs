@@ -92,6 +92,8 @@ pub enum HostOutcome {
     SystemKeyChanged,
     /// Unlocked, but the system did not answer in time.
     UpTimeout,
+    /// The passphrase was sent but no answer came back.
+    ReplyLost,
 }
 
 impl HostOutcome {
@@ -120,6 +122,7 @@ impl HostOutcome {
             HostOutcome::HostKeyChanged | HostOutcome::SystemKeyChanged => exit::HOST_KEY_CHANGED,
             HostOutcome::AuthRefused => exit::AUTH_REFUSED,
             HostOutcome::Unreachable | HostOutcome::UpTimeout => exit::UNREACHABLE,
+            HostOutcome::ReplyLost => exit::REPLY_LOST,
             HostOutcome::Error => exit::ERROR,
         }
     }
@@ -141,6 +144,7 @@ impl HostOutcome {
             HostOutcome::Error => "error",
             HostOutcome::SystemKeyChanged => "system-key-changed",
             HostOutcome::UpTimeout => "up-timeout",
+            HostOutcome::ReplyLost => "reply-lost",
         }
     }
 
@@ -163,6 +167,7 @@ impl HostOutcome {
             }
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
             ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
+            ClientError::ReplyLost(_) => HostOutcome::ReplyLost,
             ClientError::Other(_) => HostOutcome::Error,
         }
     }
@@ -189,6 +194,37 @@ pub struct Report {
     /// What went wrong, or a note on success; empty when nothing to say.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+}
+
+impl Report {
+    /// The record of a single-host unlock: the same schema as a fleet
+    /// host's, with the single-host exit code (7 for nothing to unlock).
+    pub fn single(name: &str, target: &Target, result: Result<UnlockReply, ClientError>) -> Report {
+        let (outcome, exit_code, detail, unlock) = match result {
+            Ok(reply) => (
+                HostOutcome::from_unlock(reply.outcome),
+                reply.outcome.exit_code(),
+                crate::protocol::describe_unlock(&reply),
+                Some(reply),
+            ),
+            Err(e) => (
+                HostOutcome::from_error(&e),
+                e.exit_code(),
+                e.to_string(),
+                None,
+            ),
+        };
+        Report {
+            host: name.to_string(),
+            target: target.to_string(),
+            outcome,
+            exit_code,
+            unlock,
+            unlocked_after: None,
+            time_to_up: None,
+            detail,
+        }
+    }
 }
 
 /// A change the display shows: host `index` entered `phase`.
@@ -353,12 +389,13 @@ async fn one(
         }
     };
     let mut r = report(plan, HostOutcome::from_unlock(reply.outcome), String::new());
-    r.unlocked_after = Some(unlocked_at.duration_since(start).as_secs_f64());
     r.detail = crate::protocol::describe_unlock(&reply);
     r.unlock = Some(reply);
     if !r.outcome.success() {
+        // Nothing was unlocked: no `unlocked-after` on a failed record.
         return r;
     }
+    r.unlocked_after = Some(unlocked_at.duration_since(start).as_secs_f64());
 
     // 3. Wait for the system.
     let Some(up_timeout) = s.up_timeout else {

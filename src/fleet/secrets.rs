@@ -17,48 +17,11 @@
     clippy::panic
 )]
 
-use crate::client::passphrase;
-use crate::secret::{Passphrase, MAX_LEN};
-use crate::text::clip;
-use anyhow::{anyhow, bail, Context, Result};
+pub use crate::client::passphrase::{from_file, read, Source};
+use crate::secret::Passphrase;
+use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zeroize::Zeroizing;
-
-/// Where a host's passphrase comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// Ask on the terminal, without echo.
-    Prompt,
-    /// Read standard input to EOF (one trailing newline dropped).
-    Stdin,
-    /// Run through `sh -c`; the first line of its output.
-    Command(String),
-    /// A file only its owner can read (one trailing newline dropped).
-    File(PathBuf),
-}
-
-impl Source {
-    /// Whether it can be used without a human at a terminal (`watch`).
-    /// Standard input counts as interactive: a service has none to give.
-    pub fn unattended(&self) -> bool {
-        matches!(self, Source::Command(_) | Source::File(_))
-    }
-
-    /// How the inventory spells it, for messages. Never a secret: a command
-    /// or a path, not what they produce.
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Prompt => "\"prompt\"".into(),
-            Source::Stdin => "\"stdin\"".into(),
-            Source::Command(c) => format!("{{ command = {} }}", clip(c)),
-            Source::File(p) => format!("{{ file = {} }}", clip(&p.display().to_string())),
-        }
-    }
-}
 
 /// Where a source was written; a prompt is asked once per scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,38 +64,6 @@ impl PassSpec {
             s => ReadKey::Other(s.clone()),
         }
     }
-}
-
-/// Reads one passphrase. `what` names the hosts in a prompt.
-pub fn read(source: &Source, what: &str) -> Result<Passphrase> {
-    match source {
-        Source::Prompt => passphrase::read(&passphrase::Source::Prompt, what),
-        Source::Stdin => passphrase::read(&passphrase::Source::Stdin, what),
-        Source::Command(c) => passphrase::from_command(c),
-        Source::File(p) => from_file(p),
-    }
-}
-
-/// Reads a passphrase file, refusing one that others may read: a secret in
-/// a world-readable file is already leaked, and we should not bless it.
-pub fn from_file(path: &Path) -> Result<Passphrase> {
-    let f = std::fs::File::open(path)
-        .with_context(|| format!("opening passphrase file {}", path.display()))?;
-    let meta = f
-        .metadata()
-        .with_context(|| format!("reading passphrase file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "passphrase file {} is readable by group or others; chmod 600 it",
-            path.display()
-        );
-    }
-    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_LEN + 2));
-    f.take(MAX_LEN as u64 + 2)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading passphrase file {}", path.display()))?;
-    // The first line is all the rule looks at; the rest need not be read.
-    Passphrase::from_human(&buf).map_err(|e| anyhow!("passphrase file {}: {e}", path.display()))
 }
 
 /// Reads every distinct source once, in the order hosts first use them, and
@@ -202,6 +133,7 @@ pub fn short_list(names: &[&str], max: usize) -> String {
 )]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn shared_once_per_source() {

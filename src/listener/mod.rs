@@ -593,21 +593,24 @@ impl Conn {
             .map(|v| format!("{} ({})", v.name, v.device))
             .collect();
         if pending.is_empty() {
-            let text = if vols.iter().all(|v| v.state == VolumeState::Open) && !vols.is_empty() {
-                "Nothing to unlock: every volume is open.\r\n".to_string()
+            let all_open = !vols.is_empty() && vols.iter().all(|v| v.state == VolumeState::Open);
+            // Same codes as exec `unlock` gets for the same state, decided
+            // from the state, not from the text.
+            let (text, code) = if all_open {
+                (
+                    "Nothing to unlock: every volume is open.\r\n".to_string(),
+                    exit::NOTHING_TO_UNLOCK,
+                )
             } else {
-                format!(
+                let text = format!(
                     "Nothing can be unlocked now:\r\n{}",
                     protocol::describe_status(&vols).replace('\n', "\r\n")
-                )
-            };
-            // Same codes as exec `unlock` gets for the same state.
-            let code = if text.starts_with("Nothing to") {
-                exit::NOTHING_TO_UNLOCK
-            } else if vols.iter().any(|v| v.state == VolumeState::Exhausted) {
-                exit::NO_TRIES_LEFT
-            } else {
-                exit::UNLOCK_FAILED
+                );
+                if vols.iter().any(|v| v.state == VolumeState::Exhausted) {
+                    (text, exit::NO_TRIES_LEFT)
+                } else {
+                    (text, exit::UNLOCK_FAILED)
+                }
             };
             return self.finish(ch, s, text.as_bytes(), b"", code);
         }

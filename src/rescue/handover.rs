@@ -29,7 +29,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Flavour {
     /// Debian/Ubuntu initramfs-tools with cryptsetup-initramfs.

@@ -127,7 +127,7 @@ pub fn exists_command(paths: &[String]) -> String {
     )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoadMethod {
     /// kexec_file_load under lockdown or Secure Boot, else kexec_load.
