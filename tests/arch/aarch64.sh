@@ -48,8 +48,14 @@ trap cleanup EXIT
 as_user=()
 ns=(unshare --user --map-root-user --mount --)
 uid=0
+# Copies of the binaries: nobody may not be able to reach the checkout
+# (e.g. under /root).
+mkdir "$t/x86_64" "$t/aarch64"
+cp "$x86/portcullisd" "$x86/portcullis" "$t/x86_64/"
+cp "$arm/portcullisd" "$arm/portcullis" "$t/aarch64/"
+x86=$t/x86_64 arm=$t/aarch64
 if [ "$(id -u)" -eq 0 ]; then
-    chown 65534:65534 "$t"
+    chown -R 65534:65534 "$t"
     as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups --)
     ns=(unshare --mount --propagation private --)
     uid=65534
