@@ -36,7 +36,7 @@ for b in portcullisd portcullis; do
     say "size $b: x86_64 $(stat -c %s "$x86/$b") B, aarch64 $(stat -c %s "$arm/$b") B"
 done
 
-t=$(mktemp -d /tmp/portcullis-aarch64.XXXXXX)
+t=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-aarch64.XXXXXX")
 listener=
 cleanup() {
     [ -z "$listener" ] || kill "$listener" 2>/dev/null || true
@@ -44,16 +44,17 @@ cleanup() {
 }
 trap cleanup EXIT
 [ -d /dev/mapper ] || die "no /dev/mapper here (no device-mapper): the listener's private /dev/mapper is mounted over it"
-# As root, everything runs as nobody (no /dev/kmsg, no root-only paths).
-as_user=()
-ns=(unshare --user --map-root-user --mount --)
-uid=0
 # Copies of the binaries: nobody may not be able to reach the checkout
 # (e.g. under /root).
 mkdir "$t/x86_64" "$t/aarch64"
 cp "$x86/portcullisd" "$x86/portcullis" "$t/x86_64/"
 cp "$arm/portcullisd" "$arm/portcullis" "$t/aarch64/"
 x86=$t/x86_64 arm=$t/aarch64
+# Unprivileged: the listener's namespace is a user namespace. As root,
+# everything runs as nobody (no /dev/kmsg, no root-only paths).
+as_user=()
+ns=(unshare --user --map-root-user --mount --)
+uid=0
 if [ "$(id -u)" -eq 0 ]; then
     chown -R 65534:65534 "$t"
     as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups --)
