@@ -1,26 +1,82 @@
 #!/usr/bin/env bash
-# Release build of both binaries, statically linked: the listener goes into
-# initramfs images that carry no libc of ours, and a static client runs on
-# any x86_64 Linux. Results are copied to target/dist/; prints that folder.
+# Release build of both binaries, statically linked with musl: the listener
+# goes into initramfs images that carry no libc of ours, and a static client
+# runs on any Linux of its architecture. Prints the folder it filled.
 #
-# musl gives the smallest listener (2.5 MB vs 3.3 MB with static glibc); its
-# target and musl-gcc (for ring's C parts) may not be installable on every
-# machine, so static glibc is the fallback, and a dynamic build the last one.
+#   tests/build-release.sh                      this machine's architecture, into target/dist/
+#   tests/build-release.sh aarch64-unknown-linux-musl
+#                                               cross-built on x86_64, into target/dist/aarch64-unknown-linux-musl/
+#
+# It installs nothing and changes no toolchain (no apt-get, no rustup, no
+# sudo): it checks what the build needs and, when something is missing,
+# names each piece with the command that gets it and exits 1.
+#
+# PORTCULLIS_NO_MUSL=1: static glibc instead (native only; the listener is
+# 3.3 MB instead of 2.5). PORTCULLIS_SMALL=1: the opt-in small listener,
+# below (native only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-dist=target/dist
-mkdir -p "$dist"
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
-musl_ready() {
-    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
-        timeout 300 rustup target add x86_64-unknown-linux-musl >&2 || return 1
-    command -v musl-gcc >/dev/null ||
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2 || return 1
+die() { printf 'build-release.sh: %s\n' "$*" >&2; exit 1; }
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+host_arch=${host%%-*}
+triple=${1:-$host_arch-unknown-linux-musl}
+[ $# -le 1 ] || die "one argument at most (a target triple); got $*"
+arch=${triple%%-*}
+case $triple in
+    "$host_arch"-unknown-linux-musl) cross=false dist=target/dist ;;
+    aarch64-unknown-linux-musl) [ "$host_arch" = x86_64 ] ||
+        die "cross-building for $triple is set up from x86_64 only; on $host_arch build natively"
+        cross=true dist=target/dist/$triple ;;
+    *) die "unsupported target $triple: use $host_arch-unknown-linux-musl (the default) or, from x86_64, aarch64-unknown-linux-musl" ;;
+esac
+
+# The C compiler for ring (its C and assembly parts; no other dependency
+# compiles C) and the linker. Natively musl-gcc; across, Debian's
+# aarch64 gcc with its glibc headers (ring includes only string.h, stdlib.h
+# and the compiler's own headers; the libc it links is musl's, from Rust's
+# self-contained target files). The caller's own CC_*/linker settings win.
+if $cross; then
+    u=${triple//-/_}
+    cc_var=CC_$u ar_var=AR_$u linker_var=CARGO_TARGET_${u^^}_LINKER
+    export "$cc_var=${!cc_var:-$arch-linux-gnu-gcc}" "$ar_var=${!ar_var:-$arch-linux-gnu-ar}"
+    export "$linker_var=${!linker_var:-$arch-linux-gnu-gcc}"
+    cc=${!cc_var}
+else
+    cc=musl-gcc
+fi
+
+# Everything the build needs that is missing, as "what: command" lines.
+missing=()
+std_missing() { [ ! -d "$(rustc --print sysroot)/lib/rustlib/$1/lib" ]; }
+if std_missing "$triple"; then
+    missing+=("Rust's standard library for $triple: rustup target add $triple")
+fi
+if ! command -v "$cc" >/dev/null; then
+    if $cross; then
+        missing+=("a C compiler for $triple ($cc): apt-get install gcc-$arch-linux-gnu libc6-dev-arm64-cross")
+    else
+        missing+=("musl-gcc, for ring's C parts: apt-get install musl-tools")
+    fi
+elif ! printf '#include <string.h>\n#include <stdlib.h>\n' | "$cc" -E -x c - >/dev/null 2>&1; then
+    missing+=("C library headers for $cc: apt-get install libc6-dev-arm64-cross")
+fi
+report_missing() { # what-this-build-is [hint]
+    [ ${#missing[@]} -eq 0 ] && return 0
+    {
+        echo "build-release.sh: cannot build $1; missing:"
+        printf '  - %s\n' "${missing[@]}"
+        [ -z "${2:-}" ] || echo "$2"
+        echo "(tests/build-release.sh installs nothing itself; .ci/run installs all of these on Debian 12)"
+    } >&2
+    return 1
 }
 
 build() { # triple [rustflags]
-    RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" --bins >&2 &&
+    # Chained: set -e does not apply inside a function called from `if !`.
+    mkdir -p "$dist" &&
+        RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" --bins >&2 &&
         cp "target/$1/release/portcullisd" "target/$1/release/portcullis" "$dist/" &&
         echo "$1${2:+ ($2)}" >"$dist/BUILD"
 }
@@ -35,33 +91,37 @@ build() { # triple [rustflags]
 # client's hook puts the terminal's echo back (src/client/tty.rs), so the
 # client comes from the stable build.
 small() {
-    musl_ready && rustup component list --toolchain nightly --installed 2>/dev/null |
-        grep -q '^rust-src' || {
-        echo "build-release.sh: the small build needs: rustup toolchain install nightly" \
-            "--component rust-src --target x86_64-unknown-linux-musl" >&2
-        return 1
-    }
+    if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+        missing+=("nightly Rust with its source: rustup toolchain install nightly --component rust-src --target $triple")
+    fi
+    report_missing "the small listener for $triple" || exit 1
     # Relative relocations packed (RELR, musl >= 1.2.4): a static-pie that
     # keeps its ASLR with a fraction of the .rela.dyn table.
     RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none" \
         CARGO_TARGET_DIR=target/small cargo +nightly rustc -Zbuild-std=std,panic_abort \
         -Zbuild-std-features=optimize_for_size \
-        --release --locked --target x86_64-unknown-linux-musl --bin portcullisd \
-        -- -Clink-arg=-Wl,-z,pack-relative-relocs >&2 &&
-        build x86_64-unknown-linux-musl &&
-        cp target/small/x86_64-unknown-linux-musl/release/portcullisd "$dist/" &&
-        echo "x86_64-unknown-linux-musl (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)" \
-            >"$dist/BUILD"
+        --release --locked --target "$triple" --bin portcullisd \
+        -- -Clink-arg=-Wl,-z,pack-relative-relocs >&2
+    build "$triple"
+    cp "target/small/$triple/release/portcullisd" "$dist/"
+    echo "$triple (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)" \
+        >"$dist/BUILD"
 }
 
 if [ "${PORTCULLIS_SMALL:-}" = 1 ]; then
-    small || exit 1
-elif [ "${PORTCULLIS_NO_MUSL:-}" != 1 ] && musl_ready && build x86_64-unknown-linux-musl; then
-    :
-elif build x86_64-unknown-linux-gnu "-C target-feature=+crt-static"; then
-    echo "build-release.sh: musl unavailable; built static glibc binaries" >&2
+    ! $cross || die "PORTCULLIS_SMALL=1 is for native builds only (it has not been tried across)"
+    small
+elif [ "${PORTCULLIS_NO_MUSL:-}" = 1 ]; then
+    ! $cross || die "PORTCULLIS_NO_MUSL=1 is for native builds only; $triple is built with musl"
+    gnu=$host_arch-unknown-linux-gnu
+    if ! build "$gnu" "-C target-feature=+crt-static"; then
+        echo "build-release.sh: the static glibc build failed; falling back to dynamic binaries" >&2
+        build "$gnu"
+    fi
 else
-    echo "build-release.sh: static builds failed; falling back to dynamic binaries" >&2
-    build x86_64-unknown-linux-gnu
+    hint=
+    $cross || hint="Or, without musl: PORTCULLIS_NO_MUSL=1 tests/build-release.sh (static glibc; the listener is 3.3 MB)."
+    report_missing "$triple" "$hint" || exit 1
+    build "$triple"
 fi
 echo "$dist"

@@ -22,6 +22,8 @@ mapfile -t scripts < <(git ls-files | while read -r f; do
     esac
 done | sort -u)
 shellcheck -S warning -x "${scripts[@]}"
+step "aarch64: cross-built static binaries under qemu-aarch64 user emulation"
+tests/arch/aarch64.sh
 step "QEMU end-to-end: minimal image, portcullis and stock OpenSSH"
 tests/vm/e2e.sh
 if [ -x tests/distro/run.sh ]; then
