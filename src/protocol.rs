@@ -61,7 +61,7 @@ pub mod exit {
         (ERROR, "error (usage, configuration, I/O)"),
         (WRONG_PASSPHRASE, "wrong passphrase"),
         (HOST_KEY_UNKNOWN, "host key unknown"),
-        (HOST_KEY_CHANGED, "host key changed"),
+        (HOST_KEY_CHANGED, "host key changed or revoked"),
         (AUTH_REFUSED, "auth refused"),
         (UNREACHABLE, "unreachable/timeout (nothing was sent)"),
         (NOTHING_TO_UNLOCK, "nothing to unlock"),
@@ -326,11 +326,20 @@ pub fn describe_unlock(reply: &UnlockReply) -> String {
     };
     let base = match reply.outcome {
         Outcome::Unlocked => format!("unlocked: {}; boot continues", names(VolumeState::Open)),
-        Outcome::Partial => format!(
-            "partly unlocked: open {}; still waiting: {}",
-            names(VolumeState::Open),
-            names(VolumeState::Pending)
-        ),
+        Outcome::Partial => {
+            // The listener may report `partial` when a volume opened but did
+            // not show up as open; never print an empty list.
+            let open = names(VolumeState::Open);
+            let open = if open.is_empty() {
+                "none yet".to_string()
+            } else {
+                open
+            };
+            format!(
+                "partly unlocked: open {open}; still waiting: {}",
+                names(VolumeState::Pending)
+            )
+        }
         Outcome::WrongPassphrase => {
             let left = reply
                 .volumes
@@ -487,6 +496,21 @@ mod tests {
         let back: UnlockReply = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, r);
         assert_eq!(describe_unlock(&r), "wrong passphrase (4 tries left)");
+    }
+
+    #[test]
+    fn partial_with_nothing_open_names_no_empty_list() {
+        let mut r: UnlockReply = serde_json::from_str(
+            "{\"version\":1,\"outcome\":\"partial\",\"volumes\":[{\"name\":\"data\",\
+             \"device\":\"/dev/vdb\",\"backend\":\"cryptsetup\",\"state\":\"pending\"}]}",
+        )
+        .unwrap();
+        assert_eq!(
+            describe_unlock(&r),
+            "partly unlocked: open none yet; still waiting: data"
+        );
+        r.volumes[0].state = VolumeState::Open;
+        assert!(describe_unlock(&r).starts_with("partly unlocked: open data;"));
     }
 
     #[test]
