@@ -1037,4 +1037,144 @@ mod tests {
         drop(s);
         assert_eq!(fake.calls.len(), 1, "only the read-only probe ran");
     }
+
+    // --- snapshots: every flow's exit code and JSON report, as printed ---
+
+    /// A rescue system with the main system open as `root` and mounted at
+    /// the target; `extra` rules come before the catch-all (exit 0, no output).
+    fn mounted(extra: &[(&str, u32, &str)]) -> Fake {
+        let mut fake = Fake::default();
+        for (p, c, o) in extra {
+            fake.on(p, *c, o);
+        }
+        fake.on(
+            "~lsblk -J",
+            0,
+            &probe_output_with("@@B", "root\n", MOUNTINFO, &lsblk(Some("root"))),
+        );
+        fake.on(
+            "~/etc/crypttab",
+            0,
+            &format!(
+                "@@B fstab\n{}\n@@B crypttab\nroot UUID={LUKS_UUID} none luks,discard\n",
+                include_str!("fixtures/fstab")
+            ),
+        );
+        fake.on(
+            "~loader/entries",
+            0,
+            "@@B file /boot/extlinux/extlinux.conf\nDEFAULT main\nLABEL main\n LINUX /vmlinuz\n INITRD /initrd.img\n \
+             APPEND root=/dev/mapper/root ro rootflags=subvol=@\n@@B boot\nvmlinuz\ninitrd.img\n\
+             @@B exists\n/usr/share/initramfs-tools/hooks/cryptroot\n",
+        );
+        fake.on(
+            "cryptsetup luksDump",
+            0,
+            include_str!("fixtures/luksdump-luks2.txt"),
+        );
+        fake.on(
+            "for f in",
+            0,
+            "/mnt/portcullis/boot/vmlinuz\n/mnt/portcullis/boot/initrd.img\n",
+        );
+        fake.on("", 0, "");
+        fake
+    }
+
+    /// Compares with `fixtures/flows/NAME.json`; `PORTCULLIS_BLESS=1`
+    /// writes it instead (review the diff before committing).
+    fn snapshot(name: &str, code: u8, details: Value) {
+        let got = json!({"exit-code": code, "details": details});
+        let path = format!(
+            "{}/src/rescue/fixtures/flows/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if std::env::var_os("PORTCULLIS_BLESS").is_some() {
+            std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("{:#}\n", got)).unwrap();
+            return;
+        }
+        let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(got, want, "{name}: got {got:#}");
+    }
+
+    fn kexec_options() -> KexecOptions {
+        KexecOptions {
+            entry: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            append: Some("quiet".into()),
+            flavour: None,
+            no_handover: false,
+            load_method: LoadMethod::Auto,
+            load_only: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_keep_their_shape() {
+        let mut fake = mounted(&[]);
+        let (c, v) = inspect(&mut Session::new(&mut fake, settings()))
+            .await
+            .unwrap();
+        snapshot("inspect", c, v);
+
+        let mut fake = mounted(&[]);
+        let (c, v) = unlock(&mut Session::new(&mut fake, settings()), &[], &pass)
+            .await
+            .unwrap();
+        snapshot("unlock-already-open", c, v);
+
+        let mut fake = mounted(&[]);
+        let (c, v) = mount(&mut Session::new(&mut fake, settings()), false, None, None)
+            .await
+            .unwrap();
+        snapshot("mount", c, v);
+
+        let mut fake = mounted(&[]);
+        let (c, v) = check(&mut Session::new(&mut fake, settings()), false, None, None)
+            .await
+            .unwrap();
+        snapshot("check", c, v);
+
+        let mut dry = settings();
+        dry.dry_run = true;
+        let mut fake = mounted(&[]);
+        let (c, v) = check(&mut Session::new(&mut fake, dry.clone()), false, None, None)
+            .await
+            .unwrap();
+        snapshot("check-dry-run", c, v);
+
+        let mut fake = mounted(&[("~ls -l", 3, "total 0\n")]);
+        let argv = ["ls".to_string(), "-l".to_string()];
+        let (c, v) = chroot(&mut Session::new(&mut fake, settings()), &argv)
+            .await
+            .unwrap();
+        snapshot("chroot-fails", c, v);
+
+        let mut fake = mounted(&[]);
+        let (c, v) = close(&mut Session::new(&mut fake, settings()), true)
+            .await
+            .unwrap();
+        snapshot("close-still-mounted", c, v);
+
+        let mut fake = mounted(&[]);
+        let (c, v) = kexec_flow(
+            &mut Session::new(&mut fake, settings()),
+            &kexec_options(),
+            &pass,
+        )
+        .await
+        .unwrap();
+        snapshot("kexec", c, v);
+
+        let mut o = kexec_options();
+        o.no_handover = true;
+        let mut fake = mounted(&[]);
+        let (c, v) = kexec_flow(&mut Session::new(&mut fake, settings()), &o, &pass)
+            .await
+            .unwrap();
+        snapshot("kexec-no-handover", c, v);
+    }
 }
