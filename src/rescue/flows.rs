@@ -800,6 +800,7 @@ mod tests {
     use super::*;
     use crate::rescue::cpio;
     use crate::rescue::remote::fake::Fake;
+    use crate::rescue::remote::Remote;
     use crate::rescue::run::Settings;
     use crate::rescue::state::tests::{probe_output_with, MOUNTINFO};
 
@@ -1081,10 +1082,11 @@ mod tests {
         fake
     }
 
-    /// Compares with `fixtures/flows/NAME.json`; `PORTCULLIS_BLESS=1`
+    /// Compares the report, plans and notes with `fixtures/flows/NAME.json`; `PORTCULLIS_BLESS=1`
     /// writes it instead (review the diff before committing).
-    fn snapshot(name: &str, code: u8, details: Value) {
-        let got = json!({"exit-code": code, "details": details});
+    fn snapshot<R: Remote>(name: &str, code: u8, details: Value, s: &Session<'_, R>) {
+        let got =
+            json!({"exit-code": code, "details": details, "plans": s.plans, "notes": s.notes});
         let path = format!(
             "{}/src/rescue/fixtures/flows/{name}.json",
             env!("CARGO_MANIFEST_DIR")
@@ -1115,66 +1117,58 @@ mod tests {
     #[tokio::test]
     async fn reports_keep_their_shape() {
         let mut fake = mounted(&[]);
-        let (c, v) = inspect(&mut Session::new(&mut fake, settings()))
-            .await
-            .unwrap();
-        snapshot("inspect", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = inspect(&mut s).await.unwrap();
+        snapshot("inspect", c, v, &s);
 
         let mut fake = mounted(&[]);
-        let (c, v) = unlock(&mut Session::new(&mut fake, settings()), &[], &pass)
-            .await
-            .unwrap();
-        snapshot("unlock-already-open", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = unlock(&mut s, &[], &pass).await.unwrap();
+        snapshot("unlock-already-open", c, v, &s);
 
         let mut fake = mounted(&[]);
-        let (c, v) = mount(&mut Session::new(&mut fake, settings()), false, None, None)
-            .await
-            .unwrap();
-        snapshot("mount", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = mount(&mut s, false, None, None).await.unwrap();
+        snapshot("mount", c, v, &s);
 
         let mut fake = mounted(&[]);
-        let (c, v) = check(&mut Session::new(&mut fake, settings()), false, None, None)
-            .await
-            .unwrap();
-        snapshot("check", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = check(&mut s, false, None, None).await.unwrap();
+        snapshot("check", c, v, &s);
 
         let mut dry = settings();
         dry.dry_run = true;
         let mut fake = mounted(&[]);
-        let (c, v) = check(&mut Session::new(&mut fake, dry.clone()), false, None, None)
-            .await
-            .unwrap();
-        snapshot("check-dry-run", c, v);
+        let mut s = Session::new(&mut fake, dry.clone());
+        let (c, v) = check(&mut s, false, None, None).await.unwrap();
+        snapshot("check-dry-run", c, v, &s);
 
         let mut fake = mounted(&[("~ls -l", 3, "total 0\n")]);
         let argv = ["ls".to_string(), "-l".to_string()];
-        let (c, v) = chroot(&mut Session::new(&mut fake, settings()), &argv)
-            .await
-            .unwrap();
-        snapshot("chroot-fails", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = chroot(&mut s, &argv).await.unwrap();
+        snapshot("chroot-fails", c, v, &s);
 
         let mut fake = mounted(&[]);
-        let (c, v) = close(&mut Session::new(&mut fake, settings()), true)
-            .await
-            .unwrap();
-        snapshot("close-still-mounted", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = close(&mut s, true).await.unwrap();
+        snapshot("close-still-mounted", c, v, &s);
 
         let mut fake = mounted(&[]);
-        let (c, v) = kexec_flow(
-            &mut Session::new(&mut fake, settings()),
-            &kexec_options(),
-            &pass,
-        )
-        .await
-        .unwrap();
-        snapshot("kexec", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = kexec_flow(&mut s, &kexec_options(), &pass).await.unwrap();
+        snapshot("kexec", c, v, &s);
 
         let mut o = kexec_options();
         o.no_handover = true;
         let mut fake = mounted(&[]);
-        let (c, v) = kexec_flow(&mut Session::new(&mut fake, settings()), &o, &pass)
-            .await
-            .unwrap();
-        snapshot("kexec-no-handover", c, v);
+        let mut s = Session::new(&mut fake, settings());
+        let (c, v) = kexec_flow(&mut s, &o, &pass).await.unwrap();
+        snapshot("kexec-no-handover", c, v, &s);
+
+        let mut fake = mounted(&[]);
+        let mut s = Session::new(&mut fake, dry);
+        let (c, v) = kexec_flow(&mut s, &kexec_options(), &pass).await.unwrap();
+        snapshot("kexec-dry-run", c, v, &s);
     }
 }
