@@ -375,6 +375,7 @@ fn boot_section(entries: &[BootEntry]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::rescue::state::{parse_facts, tests::probe_output};

@@ -54,7 +54,7 @@ pub async fn unlock_inner<R: Remote>(
 ) -> Result<Unlocked> {
     let facts = s.facts().await?;
     facts.require(&["cryptsetup", "lsblk"])?;
-    let (to_open, already) = select(&facts.devices, only)?;
+    let Selection { to_open, already } = select(&facts.devices, only)?;
     let mut u = Unlocked::default();
     for (dev, mapping) in already {
         s.say(&format!("{dev} is already open as {mapping}\n"));
@@ -90,10 +90,18 @@ pub async fn unlock_inner<R: Remote>(
     Ok(u)
 }
 
-/// Splits the LUKS devices into those to open and those already open (with
-/// their mapping). `only` (from `--device`) limits the choice; a name in it
-/// that is not a LUKS device here is an error before anything runs.
-fn select(devices: &[Dev], only: &[String]) -> Result<(Vec<Dev>, Vec<(String, String)>)> {
+/// The LUKS devices an unlock works on.
+#[derive(Debug)]
+struct Selection {
+    to_open: Vec<Dev>,
+    /// (device, the mapping it is open as).
+    already: Vec<(String, String)>,
+}
+
+/// Splits the LUKS devices into those to open and those already open.
+/// `only` (from `--device`) limits the choice; a name in it that is not a
+/// LUKS device here is an error before anything runs.
+fn select(devices: &[Dev], only: &[String]) -> Result<Selection> {
     for o in only {
         if devices.resolve(o).is_none_or(|d| !d.is_luks()) {
             bail!("--device {o}: no such LUKS device on the rescue system (see `portcullis rescue inspect`)");
@@ -113,7 +121,7 @@ fn select(devices: &[Dev], only: &[String]) -> Result<(Vec<Dev>, Vec<(String, St
             None => to_open.push(d.clone()),
         }
     }
-    Ok((to_open, already))
+    Ok(Selection { to_open, already })
 }
 
 /// One `cryptsetup open` per device under its provisional name, with the
@@ -368,15 +376,15 @@ mod tests {
     #[test]
     fn select_splits_locked_from_open_and_refuses_unknown_devices() {
         let locked = facts("", None);
-        let (to_open, already) = select(&locked.devices, &[]).unwrap();
+        let Selection { to_open, already } = select(&locked.devices, &[]).unwrap();
         assert_eq!(to_open.len(), 1);
         assert_eq!(to_open[0].path, "/dev/vdb2");
         assert!(already.is_empty());
         // Named by UUID, as `--device UUID=…` allows.
         let only = [format!("UUID={LUKS_UUID}")];
-        assert_eq!(select(&locked.devices, &only).unwrap().0.len(), 1);
+        assert_eq!(select(&locked.devices, &only).unwrap().to_open.len(), 1);
         let open = facts("root\n", Some("root"));
-        let (to_open, already) = select(&open.devices, &[]).unwrap();
+        let Selection { to_open, already } = select(&open.devices, &[]).unwrap();
         assert!(to_open.is_empty());
         assert_eq!(
             already,
