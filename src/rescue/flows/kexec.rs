@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-use super::{boot_config, mount_inner, unlock_inner, Details, Outcome, PassReader};
+use super::{boot_config, mount_inner, unlock_inner, Details, Outcome, Pass, PassReader};
 use crate::protocol::exit;
 use crate::rescue::discover::{self, MainSystem};
 use crate::rescue::handover::{self, Flavour, Handover, Volume};
@@ -22,7 +22,6 @@ use crate::rescue::remote::Remote;
 use crate::rescue::report::KexecReport;
 use crate::rescue::run::{Secrets, Session};
 use crate::rescue::state::Facts;
-use crate::secret::Passphrase;
 use anyhow::{anyhow, bail, Result};
 use zeroize::Zeroizing;
 
@@ -46,8 +45,8 @@ pub async fn kexec_flow<R: Remote>(
 ) -> Result<Outcome> {
     let facts = s.facts().await?;
     facts.require(&["kexec", "mount", "umount"])?;
-    let mut pass: Option<Passphrase> = None;
-    if !ensure_mounted(s, &facts, &mut pass, read_pass).await? {
+    let mut pass = Pass::new(read_pass);
+    if !ensure_mounted(s, &facts, &mut pass).await? {
         return Ok((exit::UNLOCKED, Details::dry_run()));
     }
     let facts = s.facts().await?;
@@ -57,22 +56,9 @@ pub async fn kexec_flow<R: Remote>(
     let choice = choose(s, &cfg, &main, o).await?;
     let flag = boot::load_flag(o.load_method, &facts);
     let mut notes = vec![format!("booting {}", choice.entry), load_note(flag, &facts)];
-    let handover = match handover::decide(
-        o.no_handover,
-        choice.initrd.is_some(),
-        o.flavour,
-        &cfg.existing,
-        cfg.mkinitcpio_conf.as_deref(),
-    ) {
-        Err(why) => Handover::Impossible(why),
-        Ok(f) => {
-            facts.require(&["cryptsetup", "truncate"])?;
-            let volumes = volumes_to_hand_over(s, &facts, &main, &mut pass, read_pass).await?;
-            Handover::with(f, volumes)
-        }
-    };
+    let handover = hand_over(s, &facts, &main, &cfg, &choice, o, &mut pass).await?;
     notes.push(handover.note());
-    let archive = match (&handover, &pass) {
+    let archive = match (&handover, pass.if_read()) {
         (Handover::To { flavour, volumes }, Some(p)) => {
             Some(handover::archive(*flavour, volumes, p)?)
         }
@@ -107,8 +93,7 @@ pub async fn kexec_flow<R: Remote>(
 async fn ensure_mounted<R: Remote>(
     s: &mut Session<'_, R>,
     facts: &Facts,
-    pass: &mut Option<Passphrase>,
-    read_pass: PassReader<'_>,
+    pass: &mut Pass<'_>,
 ) -> Result<bool> {
     let target = s.s.target.clone();
     let mounted = facts.mount_at(&target).is_some();
@@ -117,7 +102,7 @@ async fn ensure_mounted<R: Remote>(
         .iter()
         .any(|d| d.is_luks() && facts.devices.mapping_of(&d.path).is_none());
     if locked && !mounted {
-        unlock_inner(s, &[], pass, read_pass).await?;
+        unlock_inner(s, &[], pass).await?;
         if s.s.dry_run {
             s.say("dry run: mounting and the kexec steps follow once the volumes are open; `unlock` and `mount` first show the whole plan\n");
             return Ok(false);
@@ -288,6 +273,36 @@ fn load_note(flag: &str, facts: &Facts) -> String {
     }
 }
 
+/// Whether the passphrase goes to the main initramfs, and for which
+/// volumes: [`handover::decide`] rules on the flavour, then the passphrase
+/// is tried on the crypttab volumes.
+async fn hand_over<R: Remote>(
+    s: &mut Session<'_, R>,
+    facts: &Facts,
+    main: &MainSystem,
+    cfg: &BootConfig,
+    choice: &Choice,
+    o: &KexecOptions,
+    pass: &mut Pass<'_>,
+) -> Result<Handover> {
+    let decided = handover::decide(
+        o.no_handover,
+        choice.initrd.is_some(),
+        o.flavour,
+        &cfg.existing,
+        cfg.mkinitcpio_conf.as_deref(),
+    );
+    match decided {
+        Err(why) => Ok(Handover::Impossible(why)),
+        Ok(f) => {
+            // Building the combined initrd needs both, on the rescue side.
+            facts.require(&["cryptsetup", "truncate"])?;
+            let volumes = volumes_to_hand_over(s, facts, main, pass).await?;
+            Ok(Handover::with(f, volumes))
+        }
+    }
+}
+
 /// The main system's crypttab volumes that this passphrase opens (tested
 /// with `cryptsetup open --test-passphrase`, which opens nothing). One it
 /// does not open is left to ask after boot. A dry run assumes all.
@@ -295,8 +310,7 @@ async fn volumes_to_hand_over<R: Remote>(
     s: &mut Session<'_, R>,
     facts: &Facts,
     main: &MainSystem,
-    pass: &mut Option<Passphrase>,
-    read_pass: PassReader<'_>,
+    pass: &mut Pass<'_>,
 ) -> Result<Vec<Volume>> {
     let cands: Vec<(Volume, &Dev)> = main
         .crypttab
@@ -310,15 +324,12 @@ async fn volumes_to_hand_over<R: Remote>(
     if cands.is_empty() {
         return Ok(vec![]);
     }
-    if pass.is_none() {
-        *pass = Some(read_pass()?);
-    }
     let steps: Vec<Step> = cands
         .iter()
         .map(|(_, d)| plan::test_passphrase_step(d))
         .collect::<Result<_>>()?;
     let secrets = Secrets {
-        passphrase: pass.as_ref(),
+        passphrase: Some(pass.get()?),
         archive: None,
     };
     let outs = s

@@ -31,6 +31,34 @@ pub use unlock::{unlock, unlock_inner, Unlocked};
 /// Reads the passphrase when it is first needed (a dry run never asks).
 pub type PassReader<'a> = &'a dyn Fn() -> Result<Passphrase>;
 
+/// The passphrase, asked for on first use and then kept for the rest of
+/// the flow, so `kexec` unlocks and hands over with one entry. Dropping it
+/// wipes the passphrase.
+pub struct Pass<'a> {
+    read: PassReader<'a>,
+    got: Option<Passphrase>,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(read: PassReader<'a>) -> Self {
+        Pass { read, got: None }
+    }
+
+    /// The passphrase, asking for it now if it was not yet.
+    pub fn get(&mut self) -> Result<&Passphrase> {
+        let p = match self.got.take() {
+            Some(p) => p,
+            None => (self.read)()?,
+        };
+        Ok(self.got.insert(p))
+    }
+
+    /// The passphrase if it was asked for (a dry run never asks).
+    pub fn if_read(&self) -> Option<&Passphrase> {
+        self.got.as_ref()
+    }
+}
+
 /// What every flow returns: the exit code and the report.
 pub type Outcome = (u8, Details);
 
@@ -54,6 +82,27 @@ pub(crate) mod testkit;
 mod tests {
     use super::testkit::{kexec_options, mounted, pass, settings, snapshot};
     use super::*;
+
+    #[test]
+    fn the_passphrase_is_asked_once_and_only_when_needed() {
+        let asked = std::cell::Cell::new(0);
+        let read = || {
+            asked.set(asked.get() + 1);
+            pass()
+        };
+        let mut p = Pass::new(&read);
+        assert!(p.if_read().is_none());
+        assert_eq!(asked.get(), 0);
+        assert_eq!(p.get().unwrap().expose(), super::testkit::PASS);
+        p.get().unwrap();
+        assert_eq!(asked.get(), 1);
+        assert!(p.if_read().is_some());
+        // A failed read is not remembered: the next use asks again.
+        let fail = || Err(anyhow::anyhow!("no terminal"));
+        let mut p = Pass::new(&fail);
+        assert!(p.get().is_err());
+        assert!(p.if_read().is_none());
+    }
 
     /// Every flow's exit code and `--json` report (with the plans and
     /// notes it records) as the single-file flows printed them: the split

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-use super::{Details, Outcome, PassReader};
+use super::{Details, Outcome, Pass, PassReader};
 use crate::protocol::exit;
 use crate::rescue::discover::{self, MainSystem};
 use crate::rescue::lsblk::{Dev, Devices};
@@ -20,7 +20,6 @@ use crate::rescue::remote::{Output, Remote};
 pub use crate::rescue::report::Unlocked;
 use crate::rescue::run::{Secrets, Session};
 use crate::rescue::state::Facts;
-use crate::secret::Passphrase;
 use anyhow::{bail, Result};
 
 pub async fn unlock<R: Remote>(
@@ -28,8 +27,8 @@ pub async fn unlock<R: Remote>(
     only: &[String],
     read_pass: PassReader<'_>,
 ) -> Result<Outcome> {
-    let mut pass = None;
-    let u = unlock_inner(s, only, &mut pass, read_pass).await?;
+    let mut pass = Pass::new(read_pass);
+    let u = unlock_inner(s, only, &mut pass).await?;
     drop(pass);
     if !s.s.dry_run {
         let f = s.facts().await?;
@@ -44,13 +43,12 @@ pub async fn unlock<R: Remote>(
 
 /// Opens locked LUKS devices (all, or those named), then renames them to the
 /// main system's crypttab names once its crypttab can be read. The
-/// passphrase is read into `pass` when first needed, so a caller that goes
-/// on (kexec) can hand it over without asking twice.
+/// passphrase stays in `pass`, so a caller that goes on (kexec) can hand
+/// it over without asking twice.
 pub async fn unlock_inner<R: Remote>(
     s: &mut Session<'_, R>,
     only: &[String],
-    pass: &mut Option<Passphrase>,
-    read_pass: PassReader<'_>,
+    pass: &mut Pass<'_>,
 ) -> Result<Unlocked> {
     let facts = s.facts().await?;
     facts.require(&["cryptsetup", "lsblk"])?;
@@ -72,11 +70,8 @@ pub async fn unlock_inner<R: Remote>(
             .await?;
         return Ok(u);
     }
-    if pass.is_none() {
-        *pass = Some(read_pass()?);
-    }
     let secrets = Secrets {
-        passphrase: pass.as_ref(),
+        passphrase: Some(pass.get()?),
         archive: None,
     };
     let outs = s
