@@ -48,8 +48,9 @@ pub async fn close<R: Remote>(s: &mut Session<'_, R>, keep_open: bool) -> Result
     }
 }
 
-/// What is still mounted under the target, and which of the mappings we
-/// opened (listed in the rescue system's record) still exist.
+/// What is still mounted under the target, and which of the mappings
+/// `unlock` opened (its record in /run/portcullis-rescue/opened) still
+/// exist: mappings the admin opened by hand are not ours to report.
 fn leftovers(after: &Facts, target: &str) -> CloseReport {
     CloseReport {
         mounted: after

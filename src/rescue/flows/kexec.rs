@@ -631,6 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_command_line_is_built_from_the_fstab_root() {
+        let mut main = MainSystem {
+            device: "/dev/mapper/root".into(),
+            fstype: "btrfs".into(),
+            subvol: Some("@".into()),
+            fstab: crate::rescue::fstab::parse(include_str!("../fixtures/fstab")),
+            crypttab: vec![],
+        };
+        assert_eq!(
+            cmdline_from_fstab(&main).unwrap(),
+            "root=/dev/mapper/root ro rootflags=subvol=@"
+        );
+        main.fstab.retain(|e| e.mountpoint != "/");
+        let e = cmdline_from_fstab(&main).unwrap_err().to_string();
+        assert!(e.ends_with("no / in fstab: pass --cmdline"), "{e}");
+    }
+
+    #[test]
     fn load_note_warns_when_lockdown_will_refuse() {
         let b = "@@portcullis-t";
         let plain = crate::rescue::state::parse_facts(

@@ -4,6 +4,13 @@
 //! the pure modules, and everything that touches the rescue system goes
 //! through the [`Session`] driver and its [`Remote`] seam.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::kexec::{parse_probe, probe_command, BootConfig};
 use super::remote::Remote;
 use super::run::Session;
