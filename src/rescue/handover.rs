@@ -107,6 +107,95 @@ pub fn detect(existing: &[String], mkinitcpio_conf: Option<&str>) -> Result<Flav
     Err("no initramfs-tools, dracut or mkinitcpio found in the main system".into())
 }
 
+/// Whether a handover is possible at all, before looking at volumes: not
+/// when asked not to, not without an initrd to extend, and not for an
+/// initramfs that cannot take a key file. `forced` is `--initrd-flavour`;
+/// without it the flavour is detected. `Err` says why not, for the plan.
+pub fn decide(
+    no_handover: bool,
+    has_initrd: bool,
+    forced: Option<Flavour>,
+    existing: &[String],
+    mkinitcpio_conf: Option<&str>,
+) -> Result<Flavour, String> {
+    if no_handover {
+        return Err("--no-handover".into());
+    }
+    if !has_initrd {
+        return Err("the entry has no initrd to extend".into());
+    }
+    match forced.map_or_else(|| detect(existing, mkinitcpio_conf), Ok)? {
+        Flavour::None => Err("--initrd-flavour none".into()),
+        f => Ok(f),
+    }
+}
+
+/// What the handover became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// The main initramfs gets these volumes' keys in RAM.
+    To {
+        flavour: Flavour,
+        volumes: Vec<Volume>,
+    },
+    /// Why not: the main system will ask for the passphrase itself.
+    Impossible(String),
+}
+
+impl Handover {
+    /// A handover needs at least one volume the passphrase opens.
+    pub fn with(flavour: Flavour, volumes: Vec<Volume>) -> Self {
+        if volumes.is_empty() {
+            Handover::Impossible(
+                "no volume of the main system's crypttab opens with this passphrase".into(),
+            )
+        } else {
+            Handover::To { flavour, volumes }
+        }
+    }
+
+    pub fn flavour(&self) -> Option<Flavour> {
+        match self {
+            Handover::To { flavour, .. } => Some(*flavour),
+            Handover::Impossible(_) => None,
+        }
+    }
+
+    pub fn volumes(&self) -> &[Volume] {
+        match self {
+            Handover::To { volumes, .. } => volumes,
+            Handover::Impossible(_) => &[],
+        }
+    }
+
+    pub fn why_not(&self) -> Option<&str> {
+        match self {
+            Handover::To { .. } => None,
+            Handover::Impossible(why) => Some(why),
+        }
+    }
+
+    /// The plan's note: what goes where, or, loudly, that the main system
+    /// will ask again and where to answer it.
+    pub fn note(&self) -> String {
+        match self {
+            Handover::To { flavour, volumes } => format!(
+                "handover: the main initramfs ({}) gets {} in RAM and will not ask for {}",
+                flavour.name(),
+                files(*flavour, volumes).join(", "),
+                volumes
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Handover::Impossible(why) => format!(
+                "handover impossible: {why}. The main system's initramfs WILL ASK for the passphrase again: on its console, or through its portcullisd listener (`portcullis unlock HOST`)"
+            ),
+        }
+    }
+}
+
 /// One volume whose key goes to the main initramfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Volume {
@@ -117,6 +206,18 @@ pub struct Volume {
     /// crypttab's options field.
     pub options: String,
     pub luks_uuid: Option<String>,
+}
+
+impl Volume {
+    /// A crypttab entry and the LUKS device it names.
+    pub fn new(e: &crate::unlock::crypttab::Entry, dev: &super::lsblk::Dev) -> Self {
+        Volume {
+            name: e.name.clone(),
+            source: e.source.clone(),
+            options: e.options.clone(),
+            luks_uuid: dev.uuid.clone(),
+        }
+    }
 }
 
 /// The files the archive will hold (names only): printed in the plan.
@@ -334,5 +435,56 @@ mod tests {
         let mut bad = vols();
         bad[0].source = "UUID=x\nevil".into();
         assert!(archive(Flavour::Systemd, &bad, &p).is_err());
+    }
+
+    #[test]
+    fn decide_says_why_not_in_the_order_an_admin_can_act_on() {
+        let debian = ["/usr/share/initramfs-tools/hooks/cryptroot".to_string()];
+        assert_eq!(
+            decide(false, true, None, &debian, None),
+            Ok(Flavour::InitramfsTools)
+        );
+        assert_eq!(
+            decide(true, true, None, &debian, None),
+            Err("--no-handover".into())
+        );
+        assert_eq!(
+            decide(false, false, None, &debian, None),
+            Err("the entry has no initrd to extend".into())
+        );
+        // --initrd-flavour overrides detection, also to say no.
+        assert_eq!(
+            decide(false, true, Some(Flavour::Systemd), &debian, None),
+            Ok(Flavour::Systemd)
+        );
+        assert_eq!(
+            decide(false, true, Some(Flavour::None), &debian, None),
+            Err("--initrd-flavour none".into())
+        );
+        let e = decide(false, true, None, &[], None).unwrap_err();
+        assert!(
+            e.starts_with("no initramfs-tools, dracut or mkinitcpio"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_handover_without_volumes_is_impossible_and_says_the_system_will_ask() {
+        let h = Handover::with(Flavour::Systemd, vec![]);
+        assert_eq!(h.flavour(), None);
+        assert!(h.volumes().is_empty());
+        assert_eq!(
+            h.why_not(),
+            Some("no volume of the main system's crypttab opens with this passphrase")
+        );
+        assert!(h.note().contains("WILL ASK for the passphrase again"));
+        let h = Handover::with(Flavour::InitramfsTools, vols());
+        assert_eq!(h.flavour(), Some(Flavour::InitramfsTools));
+        assert_eq!(h.why_not(), None);
+        assert_eq!(
+            h.note(),
+            "handover: the main initramfs (initramfs-tools) gets /cryptroot/crypttab, \
+             /cryptroot/keyfiles/root.key in RAM and will not ask for root"
+        );
     }
 }

@@ -37,6 +37,14 @@ pub struct Executed {
     pub ok: bool,
 }
 
+/// A plan as shown, kept for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub plan: String,
+    pub steps: Vec<Step>,
+    pub notes: Vec<String>,
+}
+
 /// Secret inputs for steps, by kind.
 #[derive(Default)]
 pub struct Secrets<'a> {
@@ -48,7 +56,7 @@ pub struct Session<'a, R: Remote> {
     pub remote: &'a mut R,
     pub s: Settings,
     pub executed: Vec<Executed>,
-    pub plans: Vec<serde_json::Value>,
+    pub plans: Vec<Plan>,
     pub notes: Vec<String>,
 }
 
@@ -216,8 +224,11 @@ impl<'a, R: Remote> Session<'a, R> {
     /// Prints a plan and records it for JSON.
     pub fn show(&mut self, title: &str, steps: &[Step], notes: &[String]) {
         self.say(&format!("{}: {}", self.s.host, render(title, steps, notes)));
-        self.plans
-            .push(serde_json::json!({ "plan": title, "steps": steps, "notes": notes }));
+        self.plans.push(Plan {
+            plan: title.to_string(),
+            steps: steps.to_vec(),
+            notes: notes.to_vec(),
+        });
     }
 
     /// Asks before steps that write to a filesystem or boot another kernel.
