@@ -89,7 +89,13 @@ chroot_apt() { # LOG APT-ARGS...
     in_chroot "$root" apt-get -y -o Dpkg::Use-Pty=false "$@" >"$log" 2>&1 ||
         fail "apt-get $* failed: $(tail -n 20 "$log")"
 }
-image_listing() { in_chroot "$root" lsinitramfs "/boot/initrd.img-$kver"; }
+# image_listing NAME: the image's file list, in $run_dir/NAME.list (a file,
+# not a pipe: grep -q would end lsinitramfs with SIGPIPE under pipefail).
+image_listing() {
+    in_chroot "$root" lsinitramfs "/boot/initrd.img-$kver" >"$run_dir/$1.list" ||
+        fail "lsinitramfs failed"
+    echo "$run_dir/$1.list"
+}
 # rebuilt_all LOG: update-initramfs generated an image for every kernel.
 rebuilt_all() {
     local k
@@ -126,7 +132,7 @@ in_chroot "$root" update-initramfs -u -k all >"$run_dir/configure.log" 2>&1 ||
     fail "update-initramfs after configuring failed: $(cat "$run_dir/configure.log")"
 grep -qF "host key $HOST_FP;" "$run_dir/configure.log" ||
     fail "the hook did not check the config: $(grep portcullis "$run_dir/configure.log")"
-image_listing | grep -qE '^(usr/)?sbin/portcullisd$' || fail "the image lacks the listener"
+grep -qE '^(usr/)?sbin/portcullisd$' "$(image_listing configured)" || fail "the image lacks the listener"
 ok "configured image holds the listener and passed portcullisd check"
 
 pc() { # SUBCOMMAND ARGS...: the packaged client, pinned to the printed fingerprint
@@ -185,7 +191,7 @@ chroot_apt "$run_dir/purge.log" purge portcullis-initramfs
 rebuilt_all "$run_dir/purge.log"
 [ ! -e "$root/etc/portcullis" ] || fail "purge left $(find "$root/etc/portcullis")"
 ok "purge removed /etc/portcullis (config, host key, authorized keys)"
-if image_listing | grep -E 'portcullis'; then
+if grep -E 'portcullis' "$(image_listing purged)"; then
     fail "the image still holds portcullis files after purge"
 fi
 ok "the image no longer holds the listener"
