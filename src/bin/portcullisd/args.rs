@@ -540,8 +540,8 @@ mod cli_ref;
     clippy::panic
 )]
 mod tests {
-    use super::*;
     use super::cli_ref::{DaemonCli, DaemonCommand};
+    use super::*;
     use clap::{CommandFactory, FromArgMatches};
 
     fn clap_command() -> clap::Command {
