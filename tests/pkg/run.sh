@@ -3,6 +3,7 @@
 # root of tests/distro (initramfs-tools + cryptsetup-initramfs):
 #
 #   1. `make deb` twice (the second build newer: DEB_VERSION), lintian clean;
+#      `make install`/`uninstall` lay out the same files as the packages;
 #   2. apt install ./portcullis-initramfs_*.deb: host key created and its
 #      fingerprint printed, an unconfigured update-initramfs still works;
 #      configure (default config + an authorized key), rebuild, boot, unlock
@@ -57,6 +58,26 @@ ok "packages built: $(cd "$run_dir" && ls deb1/*.deb deb2/*.deb | tr '\n' ' ')"
 lintian --fail-on error,warning --display-info "$server_deb" "$client_deb" >"$run_dir/lintian.log" 2>&1 ||
     fail "lintian: $(cat "$run_dir/lintian.log")"
 ok "lintian: no error or warning (overrides justified in debian/*.lintian-overrides; info tags in $run_dir/lintian.log: $(grep -c '^I:' "$run_dir/lintian.log" || true))"
+
+# `make install` puts the same files in the same places as the packages
+# (Debian's zsh directory aside), and `make uninstall` removes all of them
+# but the admin's /etc/portcullis.
+stage=$run_dir/make-install
+make -C "$distro_repo" --no-print-directory -s install DIST="$bin_dir" DESTDIR="$stage" PREFIX=/usr \
+    ZSHCOMPDIR=/usr/share/zsh/vendor-completions >"$run_dir/make-install.log" 2>&1 ||
+    fail "make install failed: $(tail -n 20 "$run_dir/make-install.log")"
+(cd "$stage" && find . -type f | sed 's|^\.||' | sort) >"$run_dir/make-install.files"
+for d in "$server_deb" "$client_deb"; do dpkg-deb --fsys-tarfile "$d" | tar -t; done |
+    sed -n 's|^\./|/|; /\/$/d; /^\/usr\/share\/doc\//d; /^\/usr\/share\/lintian\//d; s|\.gz$||; p' |
+    sort >"$run_dir/deb.files"
+diff -u "$run_dir/deb.files" "$run_dir/make-install.files" >"$run_dir/layout.diff" ||
+    fail "make install and the packages differ: $(cat "$run_dir/layout.diff")"
+make -C "$distro_repo" --no-print-directory -s uninstall DESTDIR="$stage" PREFIX=/usr \
+    ZSHCOMPDIR=/usr/share/zsh/vendor-completions >>"$run_dir/make-install.log" 2>&1 ||
+    fail "make uninstall failed: $(tail -n 20 "$run_dir/make-install.log")"
+left=$(cd "$stage" && find . -type f)
+[ "$left" = ./etc/portcullis/initramfs.conf ] || fail "make uninstall left: $left"
+ok "make install: the packages' $(wc -l <"$run_dir/deb.files") files in the same places; make uninstall keeps only /etc/portcullis"
 
 # The packaged client does the unlocking.
 dpkg-deb -x "$client_deb" "$run_dir/client"
