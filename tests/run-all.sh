@@ -30,6 +30,8 @@ if [ -x tests/distro/run.sh ]; then
     step "QEMU end-to-end: images built by initramfs-tools, dracut, mkinitcpio"
     tests/distro/run.sh
 fi
+step "QEMU: the Debian packages installed, upgraded and purged with apt, booted and unlocked"
+tests/pkg/run.sh
 step "QEMU: portcullis rescue from a RAM rescue system to the main system by kexec"
 tests/rescue/run.sh
 step "all tests passed"

@@ -526,6 +526,12 @@ fn short(
     Ok(Step::Next)
 }
 
+// The clap reference definition: read by these tests and by
+// examples/gen-docs.rs (the man page), never compiled into the listener.
+#[cfg(test)]
+#[path = "cli_ref.rs"]
+mod cli_ref;
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -534,47 +540,9 @@ fn short(
     clippy::panic
 )]
 mod tests {
+    use super::cli_ref::{DaemonCli, DaemonCommand};
     use super::*;
-    use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-
-    // The listener's command line as a clap definition: the reference the
-    // hand parser is tested against, and what a man-page generator
-    // (clap_mangen) would render. Never compiled into `portcullisd`.
-    #[derive(Debug, Parser)]
-    #[command(name = "portcullisd", version, max_term_width = 80)]
-    /// The initramfs listener.
-    struct DaemonCli {
-        /// Configuration file.
-        #[arg(long, short = 'c', default_value = portcullis::config::DEFAULT_PATH, global = true)]
-        config: PathBuf,
-        /// More log output.
-        #[arg(long, short = 'v', global = true)]
-        verbose: bool,
-        #[command(subcommand)]
-        command: Option<DaemonCommand>,
-    }
-
-    #[derive(Debug, Subcommand)]
-    enum DaemonCommand {
-        /// Listen and unlock (the default).
-        Run,
-        /// Create a new ed25519 host key (mode 0600) and print its fingerprint.
-        Keygen {
-            /// Where to write the key; FILE.pub gets the public half.
-            file: PathBuf,
-            /// Replace an existing key and public file (clients that pinned
-            /// the old key will refuse the new one until re-pinned).
-            #[arg(long)]
-            force: bool,
-        },
-        /// Validate the config and the files it names, then exit. Hooks run this
-        /// when building an image so mistakes fail the build, not the boot.
-        Check {
-            /// Look up the config's paths under this directory (an image tree).
-            #[arg(long, value_name = "DIR", default_value = "/")]
-            root: PathBuf,
-        },
-    }
+    use clap::{CommandFactory, FromArgMatches};
 
     fn clap_command() -> clap::Command {
         DaemonCli::command().term_width(80)
