@@ -15,6 +15,7 @@ use crate::authkeys::AuthorizedKeys;
 use crate::text::{clip, clip_message};
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
 use anyhow::{bail, Context, Result};
+use russh::keys::PrivateKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ const MAX_DEVICE_LEN: usize = 1024;
 struct Raw {
     #[serde(default)]
     listen: Option<Vec<String>>,
-    host_key: Option<PathBuf>,
+    host_key: Option<HostKeyPaths>,
     authorized_keys: Option<PathBuf>,
     #[serde(default)]
     backend: Option<String>,
@@ -41,6 +42,15 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     volume: Vec<RawVolume>,
+}
+
+/// `host-key = "/path"` or, to serve keys of several algorithms (a key-type
+/// migration), `host-key = ["/a", "/b"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a path or a list of paths")]
+enum HostKeyPaths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +110,9 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: Vec<SocketAddr>,
-    pub host_key: PathBuf,
+    /// One or more, at most one per algorithm (checked when loaded:
+    /// [`crate::hostkey::load_all`]); the client picks the one it pinned.
+    pub host_keys: Vec<PathBuf>,
     pub authorized_keys: PathBuf,
     pub backend: BackendKind,
     pub cryptsetup: PathBuf,
@@ -177,7 +189,28 @@ impl Settings {
             }
             Ok(p)
         };
-        let host_key = abs("host-key", raw.host_key, "/etc/portcullis/host_key")?;
+        let host_keys = match raw.host_key {
+            None => vec![abs("host-key", None, "/etc/portcullis/host_key")?],
+            Some(HostKeyPaths::One(p)) => vec![abs("host-key", Some(p), "")?],
+            Some(HostKeyPaths::Many(ps)) => {
+                if ps.is_empty() {
+                    bail!("{file}: host-key = []: give at least one key file");
+                }
+                let mut seen = std::collections::HashSet::with_capacity(ps.len());
+                let mut out = Vec::with_capacity(ps.len());
+                for p in ps {
+                    let p = abs("host-key", Some(p), "")?;
+                    if !seen.insert(p.clone()) {
+                        bail!(
+                            "{file}: host-key lists {} twice; list each key file once",
+                            clip(&p.display().to_string())
+                        );
+                    }
+                    out.push(p);
+                }
+                out
+            }
+        };
         let authorized_keys = abs(
             "authorized-keys",
             raw.authorized_keys,
@@ -239,7 +272,7 @@ impl Settings {
         }
         Ok(Settings {
             listen,
-            host_key,
+            host_keys,
             authorized_keys,
             backend,
             cryptsetup,
@@ -253,7 +286,7 @@ impl Settings {
     /// Loads the files the settings point at, so `portcullisd check` fails on
     /// a missing or unreadable key now, not at boot.
     pub fn check_files(&self, root: &crate::sys::Root) -> Result<CheckReport> {
-        let key = crate::hostkey::load(&root.join(&self.host_key))?;
+        let keys = self.load_host_keys(root)?;
         let ak_path = root.join(&self.authorized_keys);
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
@@ -276,14 +309,41 @@ impl Settings {
             );
         }
         Ok(CheckReport {
-            fingerprint: crate::authkeys::fingerprint(key.public_key()),
+            fingerprint: fingerprints(&keys),
             keys: ak.keys.len(),
             cryptsetup_missing: cryptsetup_missing && self.backend == BackendKind::Auto,
         })
     }
+
+    /// Every host key, read under `root`; two keys of one algorithm are an
+    /// error naming both files.
+    pub fn load_host_keys(&self, root: &crate::sys::Root) -> Result<Vec<PrivateKey>> {
+        let read: Vec<PathBuf> = self.host_keys.iter().map(|p| root.join(p)).collect();
+        crate::hostkey::load_all(&self.host_keys, &read)
+    }
+}
+
+/// One key: its fingerprint, as before. Several: each with its algorithm,
+/// so the admin sees which fingerprint goes with which key type.
+fn fingerprints(keys: &[PrivateKey]) -> String {
+    match keys {
+        [one] => crate::authkeys::fingerprint(one.public_key()),
+        _ => keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} ({})",
+                    crate::authkeys::fingerprint(k.public_key()),
+                    k.algorithm()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 pub struct CheckReport {
+    /// The host key's fingerprint, or each key's with its algorithm.
     pub fingerprint: String,
     pub keys: usize,
     /// `auto` backend without a cryptsetup binary: fine in a systemd or

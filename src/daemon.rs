@@ -67,7 +67,7 @@ pub fn backend(settings: &Settings, root: &Root) -> Result<Arc<dyn Backend>> {
 /// Runs the listener until every volume is open.
 pub fn run(config: &Path, root: &Root) -> Result<()> {
     let settings = Settings::load(config)?;
-    let host_key = crate::hostkey::load(&root.join(&settings.host_key))?;
+    let host_keys = settings.load_host_keys(root)?;
     let ak_path = root.join(&settings.authorized_keys);
     let keys = AuthorizedKeys::parse(
         &std::fs::read_to_string(&ak_path)
@@ -82,8 +82,12 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
         tracing::info!("every volume is already open; nothing to do");
         return Ok(());
     }
-    let fp = fingerprint(host_key.public_key());
-    let config = crate::listener::ssh_config(host_key, &settings.limits);
+    let fp = host_keys
+        .iter()
+        .map(|k| fingerprint(k.public_key()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = crate::listener::ssh_config_with_keys(host_keys, &settings.limits);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

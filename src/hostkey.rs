@@ -1,6 +1,7 @@
-//! The listener's host key: an ed25519 key in OpenSSH format, read from a
-//! file and never generated at boot (a key made at boot would change on every
-//! reboot and teach admins to ignore host-key warnings).
+//! The listener's host keys: OpenSSH-format private keys (ed25519, ECDSA or
+//! RSA, at most one per algorithm), read from files and never generated at
+//! boot (a key made at boot would change on every reboot and teach admins to
+//! ignore host-key warnings).
 
 #![deny(
     clippy::unwrap_used,
@@ -10,15 +11,37 @@
 )]
 
 use anyhow::{bail, Context, Result};
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::{Ed25519Keypair, RsaKeypair};
+use russh::keys::ssh_key::{EcdsaCurve, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// Loads an unencrypted ed25519 host key.
+/// The key types `keygen --type` makes and the listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Ed25519,
+    /// ECDSA on NIST P-256 (`ecdsa-sha2-nistp256`, ssh-keygen's default).
+    Ecdsa,
+    /// 3072-bit RSA, signing with rsa-sha2-512/256.
+    Rsa,
+}
+
+impl KeyType {
+    /// Parses `--type`'s value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ed25519" => Some(KeyType::Ed25519),
+            "ecdsa" => Some(KeyType::Ecdsa),
+            "rsa" => Some(KeyType::Rsa),
+            _ => None,
+        }
+    }
+}
+
+/// Loads an unencrypted ed25519, ECDSA or RSA host key.
 pub fn load(path: &Path) -> Result<PrivateKey> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
@@ -37,14 +60,46 @@ pub fn load(path: &Path) -> Result<PrivateKey> {
             path.display()
         );
     }
-    if key.algorithm() != Algorithm::Ed25519 {
-        bail!(
-            "host key {} is {}; portcullisd uses ed25519 host keys only",
+    match key.algorithm() {
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => Ok(key),
+        other => bail!(
+            "host key {} is {other}; portcullisd serves ed25519, ECDSA or RSA host keys \
+             (make one with `portcullisd keygen --type ed25519 {}`)",
             path.display(),
-            key.algorithm()
-        );
+            path.display()
+        ),
     }
-    Ok(key)
+}
+
+/// Loads every host key (`shown[i]` is the path as the config names it,
+/// `read[i]` where to read it) and refuses two keys of one algorithm: an SSH
+/// server signs each key exchange with the first key of the negotiated
+/// algorithm, so a second one would never be shown (docs/rotation.md).
+pub fn load_all(shown: &[PathBuf], read: &[PathBuf]) -> Result<Vec<PrivateKey>> {
+    let mut keys: Vec<(PrivateKey, &Path)> = Vec::with_capacity(read.len());
+    for (name, path) in shown.iter().zip(read) {
+        let key = load(path)?;
+        if let Some((_, first)) = keys
+            .iter()
+            .find(|(k, _)| same_algorithm(&k.algorithm(), &key.algorithm()))
+        {
+            bail!(
+                "host keys {} and {} are both {}: a listener shows one key per algorithm, \
+                 so the second would never be used; keep one (to rotate, see docs/rotation.md)",
+                first.display(),
+                name.display(),
+                key.algorithm()
+            );
+        }
+        keys.push((key, name));
+    }
+    Ok(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+/// Whether two keys would be offered under the same signature algorithms
+/// (every RSA key serves every rsa-sha2 variant).
+fn same_algorithm(a: &Algorithm, b: &Algorithm) -> bool {
+    a == b || matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. }))
 }
 
 /// Whether other users may read the file (a problem at image build time).
@@ -74,6 +129,35 @@ pub fn generate(path: &Path, comment: &str) -> Result<PrivateKey> {
 /// replaced. Without it nothing is written unless both paths are free, so a
 /// refusal leaves no half-made pair.
 pub fn generate_with(path: &Path, comment: &str, force: bool) -> Result<PrivateKey> {
+    generate_typed(path, comment, force, KeyType::Ed25519)
+}
+
+/// A fresh key of type `ty`.
+fn new_key(ty: KeyType) -> Result<PrivateKey> {
+    match ty {
+        KeyType::Ed25519 => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(seed.as_mut()))
+                .context("reading /dev/urandom")?;
+            Ok(PrivateKey::from(Ed25519Keypair::from_seed(&seed)))
+        }
+        KeyType::Ecdsa => PrivateKey::random(
+            &mut russh::keys::key::safe_rng(),
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .context("making an ECDSA key"),
+        // 3072 bits, ssh-keygen's default size.
+        KeyType::Rsa => RsaKeypair::random(&mut russh::keys::key::safe_rng(), 3072)
+            .map(PrivateKey::from)
+            .context("making an RSA key"),
+    }
+}
+
+/// [`generate_with`] for a key of type `ty`.
+pub fn generate_typed(path: &Path, comment: &str, force: bool, ty: KeyType) -> Result<PrivateKey> {
     if path.extension().is_some_and(|e| e == "pub") {
         bail!(
             "{} ends in .pub, the name of a public key; give the private key's path \
@@ -95,11 +179,7 @@ pub fn generate_with(path: &Path, comment: &str, force: bool) -> Result<PrivateK
             std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(seed.as_mut()))
-        .context("reading /dev/urandom")?;
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let mut key = new_key(ty)?;
     key.set_comment(comment);
     let text = key
         .to_openssh(LineEnding::LF)

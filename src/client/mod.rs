@@ -14,7 +14,7 @@ use crate::authkeys::fingerprint;
 use crate::protocol::{self, exit, StatusReply, UnlockReply};
 use crate::secret::Passphrase;
 use anyhow::{anyhow, Context, Result};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -560,17 +560,52 @@ fn said_busy(first: &[u8]) -> bool {
     first.starts_with(line)
 }
 
+/// russh's host-key algorithms, with those of the keys pinned for `host_id`
+/// in the known-hosts file first (as OpenSSH orders HostKeyAlgorithms by
+/// known_hosts): a listener serving an old and a new key of different types
+/// then shows the one this client pinned. Fingerprints carry no type, so the
+/// other policies keep russh's order; an unreadable file is left to the
+/// host-key check, which reports it.
+fn host_key_preference(policy: &HostKeyPolicy, host_id: &str) -> russh::Preferred {
+    let default = russh::Preferred::default();
+    let HostKeyPolicy::KnownHosts { path, .. } = policy else {
+        return default;
+    };
+    let Ok(text) = known_hosts::read(path) else {
+        return default;
+    };
+    let pinned: Vec<Algorithm> = known_hosts::keys_for(&known_hosts::parse(&text), host_id)
+        .into_iter()
+        .map(|(_, k)| k.algorithm())
+        .collect();
+    // Every RSA key signs with every rsa-sha2 variant.
+    let is_pinned = |a: &Algorithm| {
+        pinned
+            .iter()
+            .any(|p| p == a || matches!((p, a), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })))
+    };
+    let (first, rest): (Vec<Algorithm>, Vec<Algorithm>) =
+        default.key.iter().cloned().partition(|a| is_pinned(a));
+    russh::Preferred {
+        key: first.into_iter().chain(rest).collect::<Vec<_>>().into(),
+        ..default
+    }
+}
+
 async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
     let verdict = Arc::new(Mutex::new(None));
     let asking = Arc::new(Mutex::new(AskClock::default()));
+    let host_id = known_hosts::host_id(&opts.target.host, opts.target.port);
+    let preferred = host_key_preference(&opts.host_key, &host_id);
     let checker = Checker {
         policy: opts.host_key.clone(),
-        host_id: known_hosts::host_id(&opts.target.host, opts.target.port),
+        host_id,
         verdict: verdict.clone(),
         asking: asking.clone(),
     };
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: Some(Duration::from_secs(120)),
+        preferred,
         ..Default::default()
     });
     let addr = (opts.target.host.as_str(), opts.target.port);

@@ -106,14 +106,21 @@ impl Shared {
     }
 }
 
-/// Builds russh's server configuration from our limits.
+/// Builds russh's server configuration from one host key and our limits.
 pub fn ssh_config(host_key: PrivateKey, limits: &Limits) -> russh::server::Config {
+    ssh_config_with_keys(vec![host_key], limits)
+}
+
+/// [`ssh_config`] with several host keys, at most one per algorithm
+/// ([`crate::hostkey::load_all`]): russh offers each key's algorithms and
+/// the client's preference picks which key signs.
+pub fn ssh_config_with_keys(host_keys: Vec<PrivateKey>, limits: &Limits) -> russh::server::Config {
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
     russh::server::Config {
         server_id: SshId::Standard(SERVER_ID.into()),
         methods,
-        keys: vec![host_key],
+        keys: host_keys,
         max_auth_attempts: limits.auth_attempts as usize,
         auth_rejection_time: Duration::from_secs(1),
         // OpenSSH starts with a `none` probe; don't make every login wait.

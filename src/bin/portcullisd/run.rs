@@ -33,12 +33,14 @@ fn check(config: &Path, root: &Path) -> Result<()> {
     let path = root.join(config);
     let settings = portcullis::config::Settings::load(&path)?;
     let report = settings.check_files(&root)?;
-    let key_path = root.join(&settings.host_key);
-    if portcullis::hostkey::world_or_group_readable(&key_path)? {
-        anyhow::bail!(
-            "host key {} is readable by group or others; chmod 600 it",
-            key_path.display()
-        );
+    for key in &settings.host_keys {
+        let key_path = root.join(key);
+        if portcullis::hostkey::world_or_group_readable(&key_path)? {
+            anyhow::bail!(
+                "host key {} is readable by group or others; chmod 600 it",
+                key_path.display()
+            );
+        }
     }
     if report.cryptsetup_missing {
         eprintln!(
