@@ -472,6 +472,37 @@ mod tests {
     }
 
     #[test]
+    fn host_key_is_a_path_or_a_list() {
+        let s = parse("").unwrap();
+        assert_eq!(s.host_keys, vec![PathBuf::from("/etc/portcullis/host_key")]);
+        let s = parse("host-key = \"/k/ed\"\n").unwrap();
+        assert_eq!(s.host_keys, vec![PathBuf::from("/k/ed")]);
+        let s = parse("host-key = [\"/k/ed\", \"/k/ec\"]\n").unwrap();
+        assert_eq!(
+            s.host_keys,
+            vec![PathBuf::from("/k/ed"), PathBuf::from("/k/ec")]
+        );
+        let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        let m = e("host-key = []\n");
+        assert!(
+            m.contains("host-key = []: give at least one key file"),
+            "{m}"
+        );
+        let m = e("host-key = [\"/k/a\", \"/k/a\"]\n");
+        assert!(m.contains("lists \"/k/a\" twice"), "{m}");
+        let m = e("host-key = [\"/k/a\", \"b\"]\n");
+        assert!(
+            m.contains("host-key = \"b\" must be an absolute path"),
+            "{m}"
+        );
+        let m = e("host-key = 3\n");
+        assert!(
+            m.contains("a path or a list of paths") && m.contains("line 1"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn shipped_example_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/portcullisd.toml");
         Settings::load(&p).unwrap();

@@ -288,4 +288,44 @@ mod tests {
         let k2 = generate_with(&q, "c", true).unwrap();
         assert_ne!(k2.public_key(), k.public_key());
     }
+
+    #[test]
+    fn one_key_per_algorithm() {
+        let t = tempfile::tempdir().unwrap();
+        let path = |n: &str| t.path().join(n);
+        generate(&path("ed1"), "a").unwrap();
+        generate(&path("ed2"), "b").unwrap();
+        let ec = generate_typed(&path("ec"), "c", false, KeyType::Ecdsa).unwrap();
+        assert!(std::fs::read_to_string(public_path(&path("ec")))
+            .unwrap()
+            .starts_with("ecdsa-sha2-nistp256 "));
+        let both = [path("ed1"), path("ec")];
+        let keys = load_all(&both, &both).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].public_key(), ec.public_key());
+        // Two ed25519 keys: refused, naming both files as the config does.
+        let shown = [PathBuf::from("/etc/a"), PathBuf::from("/etc/b")];
+        let e = format!(
+            "{:#}",
+            load_all(&shown, &[path("ed1"), path("ed2")]).unwrap_err()
+        );
+        assert!(
+            e.contains("host keys /etc/a and /etc/b are both ssh-ed25519") && !e.contains('\n'),
+            "{e}"
+        );
+        // A missing one is named too.
+        let e = format!(
+            "{:#}",
+            load_all(&both, &[path("ed1"), path("gone")]).unwrap_err()
+        );
+        assert!(e.contains("gone"), "{e}");
+        assert!(same_algorithm(
+            &Algorithm::Rsa { hash: None },
+            &Algorithm::Rsa {
+                hash: Some(russh::keys::HashAlg::Sha512)
+            }
+        ));
+        assert_eq!(KeyType::parse("ecdsa"), Some(KeyType::Ecdsa));
+        assert_eq!(KeyType::parse("dsa"), None);
+    }
 }

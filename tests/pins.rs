@@ -80,8 +80,13 @@ fn code(o: &Output) -> i32 {
 
 /// The stock `ssh` client running `status`, trusting only `known_hosts`.
 fn openssh_status(f: &Fixture, known_hosts: &Path) -> Output {
+    openssh_status_at(f, f.addr.port(), known_hosts)
+}
+
+/// [`openssh_status`] against the listener on `port`.
+fn openssh_status_at(f: &Fixture, port: u16, known_hosts: &Path) -> Output {
     Command::new("ssh")
-        .args(["-p", &f.addr.port().to_string()])
+        .args(["-p", &port.to_string()])
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
         .args([
             "-o",
@@ -417,42 +422,136 @@ async fn two_pins_accept_either_key() {
     assert_eq!(code(&openssh_status(&f, &kh(&f))), 0);
 }
 
-/// Why the overlap lives on the client: an SSH server signs the key
+/// Why a same-type overlap lives on the client: an SSH server signs the key
 /// exchange with one host key per algorithm, so a listener given two
 /// ed25519 keys only ever shows the first (russh picks the first key of the
-/// negotiated algorithm). If this changes, docs/rotation.md can offer a
-/// server-side overlap.
+/// negotiated algorithm), and `check` refuses such a config. If this
+/// changes, docs/rotation.md can offer a server-side overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_shows_one_key_per_algorithm() {
     let dir = tempfile::tempdir().unwrap();
     let k1 = portcullis::hostkey::generate(&dir.path().join("k1"), "k1").unwrap();
     let k2 = portcullis::hostkey::generate(&dir.path().join("k2"), "k2").unwrap();
     let (fp1, fp2) = (fingerprint(k1.public_key()), fingerprint(k2.public_key()));
-    let mut config = portcullis::listener::ssh_config(k1, &Limits::default());
-    config.keys.push(k2);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let t = Target {
-        host: "127.0.0.1".into(),
-        port: l.local_addr().unwrap().port(),
-    };
     let f = start("", Limits::default()).await;
-    let keys = portcullis::authkeys::AuthorizedKeys::parse(
-        &std::fs::read_to_string(f.dir.path().join("admin.pub")).unwrap(),
-    )
-    .unwrap();
-    let backend = std::sync::Arc::new(NoVolumes);
-    tokio::spawn(portcullis::listener::serve(
-        vec![l],
-        config,
-        backend,
-        keys,
-        Limits::default(),
-    ));
+    let t = serve_keys(&f, vec![k1, k2]).await;
     let seen = portcullis::fleet::probe::host_key(&t, std::time::Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(fingerprint(&seen), fp1);
     assert_ne!(fingerprint(&seen), fp2);
+}
+
+/// A listener on 127.0.0.1 serving `keys`, with the fixture's admin key
+/// authorized.
+async fn serve_keys(f: &Fixture, keys: Vec<russh::keys::PrivateKey>) -> Target {
+    let config = portcullis::listener::ssh_config_with_keys(keys, &Limits::default());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = Target {
+        host: "127.0.0.1".into(),
+        port: l.local_addr().unwrap().port(),
+    };
+    let admins = portcullis::authkeys::AuthorizedKeys::parse(
+        &std::fs::read_to_string(f.dir.path().join("admin.pub")).unwrap(),
+    )
+    .unwrap();
+    tokio::spawn(portcullis::listener::serve(
+        vec![l],
+        config,
+        std::sync::Arc::new(NoVolumes),
+        admins,
+        Limits::default(),
+    ));
+    t
+}
+
+/// A key-type migration with overlap (docs/rotation.md): the config lists
+/// an ed25519 and an ECDSA key, the listener serves both, and a client
+/// pinned to either connects without a question: portcullis offers its
+/// pinned key's algorithm first (it used to negotiate ed25519 and report
+/// HOST KEY CHANGED to a client pinned to the ECDSA key), and so does
+/// OpenSSH from its known_hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_serves_an_old_and_a_new_key_type() {
+    use portcullis::hostkey::{generate_typed, KeyType};
+    let f = start("", Limits::default()).await;
+    let d = f.dir.path();
+    generate_typed(&d.join("ed"), "ed", false, KeyType::Ed25519).unwrap();
+    generate_typed(&d.join("ec"), "ec", false, KeyType::Ecdsa).unwrap();
+    let conf = format!(
+        "host-key = [\"{}\", \"{}\"]\n",
+        d.join("ed").display(),
+        d.join("ec").display()
+    );
+    let settings =
+        portcullis::config::Settings::parse(&conf, Path::new("/etc/portcullis/portcullisd.toml"))
+            .unwrap();
+    let keys = settings
+        .load_host_keys(&portcullis::sys::Root::default())
+        .unwrap();
+    let (ed_fp, ec_fp) = (
+        fingerprint(keys[0].public_key()),
+        fingerprint(keys[1].public_key()),
+    );
+    let t = serve_keys(&f, keys).await;
+    let target = format!("127.0.0.1:{}", t.port);
+    let key = f.client_key.display().to_string();
+    for name in ["ec", "ed"] {
+        // portcullis, pinned to this key only.
+        let pins = d.join(format!("pins-{name}"));
+        let pins_s = pins.display().to_string();
+        let pubkey = d.join(format!("{name}.pub")).display().to_string();
+        let o = portcullis(
+            &f,
+            &[
+                "known-hosts",
+                "pin",
+                &target,
+                "--key",
+                &pubkey,
+                "--known-hosts",
+                &pins_s,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let o = portcullis(
+            &f,
+            &[
+                "status",
+                &target,
+                "-i",
+                &key,
+                "--no-agent",
+                "--known-hosts",
+                &pins_s,
+            ],
+        );
+        assert_eq!(code(&o), 0, "pinned to {name}: {}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&pins).unwrap().lines().count(), 1);
+        // OpenSSH, with a known_hosts holding this key only.
+        let kh_line = format!(
+            "[127.0.0.1]:{} {}",
+            t.port,
+            std::fs::read_to_string(d.join(format!("{name}.pub"))).unwrap()
+        );
+        let khf = d.join(format!("openssh-{name}"));
+        std::fs::write(&khf, kh_line).unwrap();
+        let o = openssh_status_at(&f, t.port, &khf);
+        assert_eq!(code(&o), 0, "OpenSSH pinned to {name}: {}", stderr(&o));
+    }
+    // Inventory fingerprints carry no key type: the default order shows the
+    // ed25519 key, so a list holding only the ECDSA fingerprint is a change.
+    let mut opts = f.options();
+    opts.target = t.clone();
+    opts.host_key = HostKeyPolicy::Fingerprints(vec![ed_fp.clone()]);
+    client::status(&opts).await.unwrap();
+    opts.host_key = HostKeyPolicy::Fingerprints(vec![ec_fp.clone(), ed_fp.clone()]);
+    client::status(&opts).await.unwrap();
+    opts.host_key = HostKeyPolicy::Fingerprints(vec![ec_fp.clone()]);
+    match client::status(&opts).await {
+        Err(ClientError::HostKeyChanged { got, .. }) => assert_eq!(got, ed_fp),
+        r => panic!("{r:?}"),
+    }
 }
 
 struct NoVolumes;

@@ -939,6 +939,46 @@ pub(crate) mod tests {
         assert!(out_of_time(s(100), answered, t0, s(1)));
     }
 
+    /// The known-hosts file's pinned key types go first; other hosts'
+    /// pins, fingerprint policies and a missing file keep russh's order.
+    #[test]
+    fn pinned_key_types_are_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kh");
+        let ec = PrivateKey::random(
+            &mut russh::keys::key::safe_rng(),
+            Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP384,
+            },
+        )
+        .unwrap();
+        known_hosts::add(&path, "[web1]:2222", ec.public_key()).unwrap();
+        let policy = HostKeyPolicy::KnownHosts {
+            path: path.clone(),
+            accept_new: false,
+            ask: false,
+        };
+        let default = russh::Preferred::default().key.to_vec();
+        let got = host_key_preference(&policy, "[web1]:2222").key.to_vec();
+        assert_eq!(got.first(), Some(&ec.algorithm()));
+        assert_eq!(got.len(), default.len());
+        assert_eq!(host_key_preference(&policy, "web2").key.to_vec(), default);
+        let fps = HostKeyPolicy::Fingerprints(vec![fingerprint(ec.public_key())]);
+        assert_eq!(
+            host_key_preference(&fps, "[web1]:2222").key.to_vec(),
+            default
+        );
+        let gone = HostKeyPolicy::KnownHosts {
+            path: dir.path().join("gone"),
+            accept_new: false,
+            ask: false,
+        };
+        assert_eq!(
+            host_key_preference(&gone, "[web1]:2222").key.to_vec(),
+            default
+        );
+    }
+
     /// A human who takes longer than `--timeout` to answer the host-key
     /// question still gets connected.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
