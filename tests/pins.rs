@@ -573,3 +573,69 @@ impl portcullis::unlock::Backend for NoVolumes {
         vec![]
     }
 }
+
+/// `portcullisd keygen --type ecdsa` and `check` on an image tree: two key
+/// types are listed with their fingerprints; two ed25519 keys are refused
+/// with both files named.
+#[test]
+fn check_serves_one_key_per_type() {
+    let t = tempfile::tempdir().unwrap();
+    let etc = t.path().join("etc/portcullis");
+    std::fs::create_dir_all(&etc).unwrap();
+    let pd = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_portcullisd"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (code(&o), stdout(&o), stderr(&o))
+    };
+    let path = |n: &str| etc.join(n).display().to_string();
+    let mut fps = vec![];
+    for (name, ty) in [("ed", "ed25519"), ("ec", "ecdsa"), ("ed2", "ed25519")] {
+        let (c, out, err) = pd(&["keygen", "--type", ty, &path(name)]);
+        assert_eq!(c, 0, "{err}");
+        fps.push(out.trim().to_string());
+    }
+    assert!(std::fs::read_to_string(path("ec.pub"))
+        .unwrap()
+        .starts_with("ecdsa-sha2-nistp256 "));
+    let admin = portcullis::hostkey::generate(&t.path().join("admin"), "a").unwrap();
+    std::fs::write(
+        etc.join("authorized_keys"),
+        admin.public_key().to_openssh().unwrap(),
+    )
+    .unwrap();
+    let check = |keys: &str| {
+        std::fs::write(
+            etc.join("portcullisd.toml"),
+            format!("host-key = [{keys}]\n"),
+        )
+        .unwrap();
+        pd(&[
+            "check",
+            "--root",
+            t.path().to_str().unwrap(),
+            "--config",
+            "/etc/portcullis/portcullisd.toml",
+        ])
+    };
+    let (c, out, err) = check(r#""/etc/portcullis/ed", "/etc/portcullis/ec""#);
+    assert_eq!(c, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "host key {} (ssh-ed25519), {} (ecdsa-sha2-nistp256);",
+            fps[0], fps[1]
+        )),
+        "{out}"
+    );
+    let (c, _, err) = check(r#""/etc/portcullis/ed", "/etc/portcullis/ec", "/etc/portcullis/ed2""#);
+    assert_eq!(c, 1);
+    assert!(
+        err.contains("host keys /etc/portcullis/ed and /etc/portcullis/ed2 are both ssh-ed25519"),
+        "{err}"
+    );
+    let (c, _, err) = check(r#""/etc/portcullis/ed", "/etc/portcullis/gone""#);
+    assert_eq!(c, 1);
+    assert!(err.contains("/etc/portcullis/gone"), "{err}");
+}

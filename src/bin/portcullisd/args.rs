@@ -14,6 +14,7 @@
     clippy::panic
 )]
 
+use portcullis::hostkey::KeyType;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
@@ -32,8 +33,13 @@ pub struct Args {
 pub enum Command {
     /// Listen and unlock (also when no subcommand is given).
     Run,
-    /// Create a host key at `file`; `force` replaces existing files.
-    Keygen { file: PathBuf, force: bool },
+    /// Create a host key of `key_type` at `file`; `force` replaces
+    /// existing files.
+    Keygen {
+        file: PathBuf,
+        force: bool,
+        key_type: KeyType,
+    },
     /// Validate the config, looking its paths up under `root`.
     Check { root: PathBuf },
 }
@@ -72,7 +78,7 @@ Usage: portcullisd [OPTIONS] [COMMAND]
 
 Commands:
   run     Listen and unlock (the default)
-  keygen  Create a new ed25519 host key (mode 0600) and print its fingerprint
+  keygen  Create a new host key (mode 0600) and print its fingerprint
   check   Validate the config and the files it names, then exit. Hooks run this
           when building an image so mistakes fail the build, not the boot
   help    Print this message or the help of the given subcommand(s)
@@ -98,7 +104,7 @@ Options:
 ";
 
 const KEYGEN_HELP: &str = "\
-Create a new ed25519 host key (mode 0600) and print its fingerprint
+Create a new host key (mode 0600) and print its fingerprint
 
 Usage: portcullisd keygen [OPTIONS] <FILE>
 
@@ -111,6 +117,9 @@ Options:
       --force            Replace an existing key and public file (clients that
                          pinned the old key will refuse the new one until
                          re-pinned)
+      --type <TYPE>      Key type; a listener can serve one key of each type at
+                         once (docs/rotation.md) [default: ed25519] [possible
+                         values: ed25519, ecdsa, rsa]
   -v, --verbose          More log output
   -h, --help             Print help
 ";
@@ -198,6 +207,7 @@ impl Level {
 enum ValueOpt {
     Config,
     Root,
+    Type,
 }
 
 impl ValueOpt {
@@ -205,6 +215,7 @@ impl ValueOpt {
         match self {
             ValueOpt::Config => "--config <CONFIG>",
             ValueOpt::Root => "--root <DIR>",
+            ValueOpt::Type => "--type <TYPE>",
         }
     }
 }
@@ -216,6 +227,7 @@ struct State {
     root: Option<PathBuf>,
     file: Option<PathBuf>,
     force: bool,
+    key_type: Option<KeyType>,
     /// Which global options were given at the current level: once per
     /// level, and a subcommand's value overrides the top level's.
     config_here: bool,
@@ -235,6 +247,7 @@ impl State {
         let (slot, here) = match opt {
             ValueOpt::Config => (&mut self.config, &mut self.config_here),
             ValueOpt::Root => (&mut self.root, &mut false),
+            ValueOpt::Type => return self.set_type(&value),
         };
         if *here || (matches!(opt, ValueOpt::Root) && slot.is_some()) {
             return Err(err(format!("'{}' given twice; give it once", opt.name())));
@@ -249,6 +262,19 @@ impl State {
             });
         }
         *slot = Some(PathBuf::from(value));
+        Ok(())
+    }
+
+    fn set_type(&mut self, value: &OsStr) -> Result<(), UsageError> {
+        let ty = value.to_str().and_then(KeyType::parse).ok_or_else(|| {
+            err(format!(
+                "'--type' is ed25519, ecdsa or rsa, not '{}'",
+                shown(value)
+            ))
+        })?;
+        if self.key_type.replace(ty).is_some() {
+            return Err(err("'--type <TYPE>' given twice; give it once".into()));
+        }
         Ok(())
     }
 
@@ -309,6 +335,7 @@ where
             Some(file) => Command::Keygen {
                 file,
                 force: st.force,
+                key_type: st.key_type.unwrap_or(KeyType::Ed25519),
             },
             None => {
                 return Err(err("keygen needs the FILE to write the key to, e.g. \
@@ -427,6 +454,7 @@ fn long(
     let opt = match name {
         b"config" => ValueOpt::Config,
         b"root" if level == Level::Check => ValueOpt::Root,
+        b"type" if level == Level::Keygen => ValueOpt::Type,
         b"force" if level == Level::Keygen => {
             if inline.is_some() {
                 return Err(err(format!("'--force' takes no value; {SEE_HELP}")));
@@ -559,7 +587,15 @@ mod tests {
                 let cli = DaemonCli::from_arg_matches(&m).map_err(|_| ())?;
                 let command = match cli.command.unwrap_or(DaemonCommand::Run) {
                     DaemonCommand::Run => Command::Run,
-                    DaemonCommand::Keygen { file, force } => Command::Keygen { file, force },
+                    DaemonCommand::Keygen {
+                        file,
+                        force,
+                        key_type,
+                    } => Command::Keygen {
+                        file,
+                        force,
+                        key_type: KeyType::parse(&key_type).ok_or(())?,
+                    },
                     DaemonCommand::Check { root } => Command::Check { root },
                 };
                 Ok(Parsed::Run(Args {
@@ -684,6 +720,7 @@ mod tests {
                 Command::Keygen {
                     file: "/etc/portcullis/host_key".into(),
                     force: false,
+                    key_type: KeyType::Ed25519,
                 }
             )
         );
@@ -695,6 +732,25 @@ mod tests {
             let want = Command::Keygen {
                 file: "/k".into(),
                 force: true,
+                key_type: KeyType::Ed25519,
+            };
+            match (by_hand(args), by_clap(args)) {
+                (Ok(Parsed::Run(a)), Ok(Parsed::Run(b))) => {
+                    assert_eq!(a.command, want, "{args:?}");
+                    assert_eq!(b.command, want, "{args:?}");
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        for (args, key_type) in [
+            (&["keygen", "--type", "ecdsa", "/k"][..], KeyType::Ecdsa),
+            (&["keygen", "/k", "--type=rsa"], KeyType::Rsa),
+            (&["keygen", "--type", "ed25519", "/k"], KeyType::Ed25519),
+        ] {
+            let want = Command::Keygen {
+                file: "/k".into(),
+                force: false,
+                key_type,
             };
             match (by_hand(args), by_clap(args)) {
                 (Ok(Parsed::Run(a)), Ok(Parsed::Run(b))) => {
@@ -705,7 +761,11 @@ mod tests {
             }
         }
         for args in [
-            &["keygen", "/k", "--force", "--force"][..],
+            &["keygen", "--type", "dsa", "/k"][..],
+            &["keygen", "--type", "ecdsa", "--type", "rsa", "/k"],
+            &["keygen", "/k", "--type"],
+            &["check", "--type", "rsa"],
+            &["keygen", "/k", "--force", "--force"],
             &["keygen", "--force=yes", "/k"],
             &["check", "--force"],
             &["--force", "keygen", "/k"],
@@ -721,6 +781,7 @@ mod tests {
                 Command::Keygen {
                     file: "-k".into(),
                     force: false,
+                    key_type: KeyType::Ed25519,
                 }
             )
         );

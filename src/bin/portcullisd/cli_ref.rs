@@ -25,7 +25,7 @@ pub struct DaemonCli {
 pub enum DaemonCommand {
     /// Listen and unlock (the default).
     Run,
-    /// Create a new ed25519 host key (mode 0600) and print its fingerprint.
+    /// Create a new host key (mode 0600) and print its fingerprint.
     Keygen {
         /// Where to write the key; FILE.pub gets the public half.
         file: PathBuf,
@@ -33,6 +33,11 @@ pub enum DaemonCommand {
         /// the old key will refuse the new one until re-pinned).
         #[arg(long)]
         force: bool,
+        /// Key type; a listener can serve one key of each type at once
+        /// (docs/rotation.md).
+        #[arg(long = "type", value_name = "TYPE", default_value = "ed25519",
+              value_parser = ["ed25519", "ecdsa", "rsa"])]
+        key_type: String,
     },
     /// Validate the config and the files it names, then exit. Hooks run this
     /// when building an image so mistakes fail the build, not the boot.

@@ -8,13 +8,15 @@ use std::path::Path;
 /// Runs the command; returns the process exit code.
 pub fn run(args: Args) -> u8 {
     let result = match args.command {
-        Command::Keygen { file, force } => {
-            portcullis::hostkey::generate_with(&file, "portcullis-initramfs", force)
-                .map(|k| {
-                    println!("{}", portcullis::authkeys::fingerprint(k.public_key()));
-                })
-                .map_err(|e| e.context("keygen"))
-        }
+        Command::Keygen {
+            file,
+            force,
+            key_type,
+        } => portcullis::hostkey::generate_typed(&file, "portcullis-initramfs", force, key_type)
+            .map(|k| {
+                println!("{}", portcullis::authkeys::fingerprint(k.public_key()));
+            })
+            .map_err(|e| e.context("keygen")),
         Command::Check { root } => check(&args.config, &root),
         Command::Run => portcullis::daemon::run(&args.config, &portcullis::sys::Root::default()),
     };
