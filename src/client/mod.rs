@@ -977,7 +977,21 @@ pub(crate) mod tests {
             host_key_preference(&gone, "[web1]:2222").key.to_vec(),
             default
         );
+        // An RSA pin puts every rsa-sha2 variant first, in russh's order.
+        let rsa = PublicKey::from_openssh(RSA_PUB).unwrap();
+        known_hosts::add(&path, "[web3]:2222", &rsa).unwrap();
+        let got = host_key_preference(&policy, "[web3]:2222").key.to_vec();
+        let rsa_first: Vec<Algorithm> = default
+            .iter()
+            .filter(|a| matches!(a, Algorithm::Rsa { .. }))
+            .cloned()
+            .collect();
+        assert_eq!(rsa_first.len(), 3);
+        assert_eq!(got.get(..3), Some(&rsa_first[..]));
     }
+
+    /// A 3072-bit RSA public key (`portcullisd keygen --type rsa`).
+    const RSA_PUB: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC94QSBwE6PxTqqy5otxP4iiLE1MXX8TzXtBkUD+Yj99rr5bG8+FEt6jyVPK0wkwtULtYAv6rhKUBrz2lE+Ia/9c2VVLijrgyedaJxxfdGWY2ypJLiffa8T46QvFgQ/mAbQq9bGY6tOlygcDjFITBxaYH9PGwfVvT4nppZmgj96NA3FK7LpEZLCWwahu1k1jtFQq2guqHXtcJzJ4G07Y2W69q9VXDTtJROKck8DtUzEsMQIVeTecqS9VE8XB56bAyB7D7e1bBFbAy7xXs+6j3aMljhmqWTKu1+/uful+5XMScMIv8UJcThH1nSePOjlTre0+HCW3LShtcdse6ALEo4syf7t6gx4FHDMQIFQDldtnvvQGOkfaTrRMtOrSDj0eUW/c1luW2aUQ0bZNrDBip78ia35+tBpocEh6rFnaGR810gnfZVvH6Fp1vrjdY90Deab3SbBRuKnPTOkgFHYn/PAyNqxTwuXZrhjwqO1rvE47IgnChTpyJY35uuoNnQysVU=";
 
     /// A human who takes longer than `--timeout` to answer the host-key
     /// question still gets connected.
