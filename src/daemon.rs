@@ -91,8 +91,8 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
     let served = rt.block_on(async {
         let mut listeners = Vec::new();
         for addr in &settings.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+            let l = crate::listener::bind::listen(*addr)
+                .and_then(tokio::net::TcpListener::from_std)
                 .with_context(|| format!("listening on {addr}"))?;
             listeners.push(l);
         }
