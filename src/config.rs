@@ -261,8 +261,22 @@ impl Settings {
     /// Loads the files the settings point at, so `portcullisd check` fails on
     /// a missing or unreadable key now, not at boot.
     pub fn check_files(&self, root: &crate::sys::Root) -> Result<CheckReport> {
-        let key = crate::hostkey::load(&root.join(&self.host_key))?;
+        // The two mistakes of a first install, with the way out.
+        if !root.join(&self.host_key).exists() {
+            bail!(
+                "host key {} does not exist; create it once with: portcullisd keygen {}",
+                self.host_key.display(),
+                self.host_key.display()
+            );
+        }
         let ak_path = root.join(&self.authorized_keys);
+        if !ak_path.exists() {
+            bail!(
+                "authorized keys {} does not exist; put the admins' public keys there (one per line)",
+                self.authorized_keys.display()
+            );
+        }
+        let key = crate::hostkey::load(&root.join(&self.host_key))?;
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
         let ak = AuthorizedKeys::parse(&text)

@@ -295,13 +295,15 @@ fn build_errors_name_the_admins_files() {
     std::fs::remove_file(t.path().join("etc/portcullis/authorized_keys")).unwrap();
     let err = text(&check_image(t.path(), &[]).stderr);
     assert!(
-        err.contains("authorized keys /etc/portcullis/authorized_keys") && !err.contains(root),
+        err.contains("authorized keys /etc/portcullis/authorized_keys does not exist; put")
+            && !err.contains(root),
         "{err}"
     );
     std::fs::remove_file(t.path().join("etc/portcullis/custom_key")).unwrap();
     let err = text(&check_image(t.path(), &[]).stderr);
     assert!(
-        err.contains("host key /etc/portcullis/custom_key") && !err.contains(root),
+        err.contains("host key /etc/portcullis/custom_key does not exist; create it once with: portcullisd keygen /etc/portcullis/custom_key")
+            && !err.contains(root),
         "{err}"
     );
     std::fs::remove_file(t.path().join("etc/portcullis/portcullisd.toml")).unwrap();
