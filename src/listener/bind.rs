@@ -1,9 +1,13 @@
 //! Opening the listening sockets. Owns the socket options the boot depends
 //! on; knows nothing of SSH.
 //!
-//! - IPv6 sockets are v6-only: on Linux `[::]:22` otherwise takes IPv4's
+//! - An IPv6 socket is v6-only when the listen list also has an IPv4
+//!   address on its port: on Linux `[::]:22` otherwise takes IPv4's
 //!   `0.0.0.0:22` as well, and `listen = ["0.0.0.0:22", "[::]:22"]` (what an
 //!   admin writes for "both families") died at boot with "Address in use".
+//!   Alone, `[::]:22` stays dual-stack whatever `net.ipv6.bindv6only` says:
+//!   the documented way to listen on both families with one entry, which
+//!   must not lose IPv4 at the next boot.
 //! - Non-local binding (`IP_FREEBIND`): the listener starts before the
 //!   initramfs network is up (dracut's pre-trigger hook, systemd units
 //!   ordered before cryptsetup), so a configured address may not exist yet;
@@ -22,15 +26,21 @@ use std::net::SocketAddr;
 /// Backlog of pending connections, as tokio's `TcpListener::bind` uses.
 const BACKLOG: i32 = 1024;
 
-/// A non-blocking listening socket on `addr`, ready for
-/// `tokio::net::TcpListener::from_std`.
-pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Whether the IPv6 socket for `addr` must leave IPv4 to others: some
+/// IPv4 address in `all` uses the same port.
+pub fn v6_only(addr: SocketAddr, all: &[SocketAddr]) -> bool {
+    addr.is_ipv6() && all.iter().any(|a| a.is_ipv4() && a.port() == addr.port())
+}
+
+/// A non-blocking listening socket on `addr` (for an IPv6 one, v6-only or
+/// dual-stack: see [`v6_only`]), ready for `tokio::net::TcpListener::from_std`.
+pub fn listen(addr: SocketAddr, v6_only: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As tokio and std do: a restarted listener may rebind at once while
     // connections of the previous one linger in TIME_WAIT.
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(v6_only)?;
         socket.set_freebind_v6(true)?;
     } else {
         socket.set_freebind_v4(true)?;
@@ -50,21 +60,50 @@ mod tests {
         std::net::TcpListener::bind("[::1]:0").is_ok()
     }
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn ipv4_and_ipv6_wildcards_on_one_port() {
         if !ipv6_available() {
             eprintln!("skipped: no IPv6 on this machine");
             return;
         }
-        let v4 = listen("0.0.0.0:0".parse().unwrap()).unwrap();
+        let v4 = listen(addr("0.0.0.0:0"), false).unwrap();
         let port = v4.local_addr().unwrap().port();
-        let v6 = listen(SocketAddr::new("::".parse().unwrap(), port));
+        let both = [
+            SocketAddr::new([0u8; 4].into(), port),
+            SocketAddr::new([0u16; 8].into(), port),
+        ];
+        assert!(v6_only(both[1], &both));
+        let v6 = listen(both[1], v6_only(both[1], &both));
         assert!(v6.is_ok(), "[::]:{port} after 0.0.0.0:{port}: {v6:?}");
         // And in the other order.
         drop((v4, v6));
-        let v6 = listen("[::]:0".parse().unwrap()).unwrap();
+        let v6 = listen(addr("[::]:0"), true).unwrap();
         let port = v6.local_addr().unwrap().port();
-        listen(SocketAddr::new("0.0.0.0".parse().unwrap(), port)).unwrap();
+        listen(SocketAddr::new([0u8; 4].into(), port), false).unwrap();
+    }
+
+    /// `listen = ["[::]:P"]` alone takes IPv4 connections too, as it did
+    /// before and as the install guide says.
+    #[test]
+    fn a_lone_ipv6_wildcard_serves_ipv4_too() {
+        if !ipv6_available() {
+            eprintln!("skipped: no IPv6 on this machine");
+            return;
+        }
+        let only = [addr("[::]:0")];
+        assert!(!v6_only(only[0], &only));
+        assert!(!v6_only(
+            addr("[::]:22"),
+            &[addr("[::]:22"), addr("0.0.0.0:2222")]
+        ));
+        let l = listen(only[0], v6_only(only[0], &only)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::net::TcpStream::connect(("::1", port)).unwrap();
     }
 
     /// The control: a plain bind (what the listener did before) of both
@@ -88,14 +127,14 @@ mod tests {
     #[test]
     fn an_address_not_on_this_machine_is_accepted() {
         // TEST-NET-1: on no interface here; the socket waits for it.
-        let l = listen("192.0.2.10:0".parse().unwrap());
+        let l = listen(addr("192.0.2.10:0"), false);
         assert!(l.is_ok(), "{l:?}");
     }
 
     #[test]
     fn a_taken_port_is_still_refused() {
-        let a = listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let e = listen(a.local_addr().unwrap()).unwrap_err();
+        let a = listen(addr("127.0.0.1:0"), false).unwrap();
+        let e = listen(a.local_addr().unwrap(), false).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     }
 }
