@@ -36,7 +36,8 @@ pub fn run(args: Args) -> u8 {
 fn as_image_paths(msg: &str, root: &Path) -> String {
     let prefix = root.to_string_lossy();
     let prefix = prefix.trim_end_matches('/');
-    if prefix.is_empty() {
+    // A relative root ("--root .") would also match inside relative paths.
+    if prefix.is_empty() || !root.is_absolute() {
         return msg.to_string();
     }
     msg.replace(&format!("{prefix}/"), "/")
@@ -97,4 +98,24 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_image_paths;
+    use std::path::Path;
+
+    #[test]
+    fn image_paths_in_messages() {
+        let m = "reading host key /var/tmp/mkinitramfs_Xa1/etc/portcullis/host_key: gone";
+        for root in ["/var/tmp/mkinitramfs_Xa1", "/var/tmp/mkinitramfs_Xa1/"] {
+            assert_eq!(
+                as_image_paths(m, Path::new(root)),
+                "reading host key /etc/portcullis/host_key: gone"
+            );
+        }
+        assert_eq!(as_image_paths(m, Path::new("/")), m);
+        let rel = "reading config ./portcullisd.toml: gone";
+        assert_eq!(as_image_paths(rel, Path::new(".")), rel);
+    }
 }
