@@ -34,8 +34,9 @@ pub enum Command {
     Run,
     /// Create a host key at `file`; `force` replaces existing files.
     Keygen { file: PathBuf, force: bool },
-    /// Validate the config, looking its paths up under `root`.
-    Check { root: PathBuf },
+    /// Validate the config, looking its paths up under `root`;
+    /// `list_files` prints the files an image needs instead of a summary.
+    Check { root: PathBuf, list_files: bool },
 }
 
 /// The outcome of a successful parse.
@@ -126,6 +127,8 @@ Options:
                          /etc/portcullis/portcullisd.toml]
       --root <DIR>       Look up the config's paths under this directory (an
                          image tree) [default: /]
+      --list-files       Print the files an image needs ('KIND PATH' lines)
+                         instead of the summary
   -v, --verbose          More log output
   -h, --help             Print help
 ";
@@ -216,6 +219,7 @@ struct State {
     root: Option<PathBuf>,
     file: Option<PathBuf>,
     force: bool,
+    list_files: bool,
     /// Which global options were given at the current level: once per
     /// level, and a subcommand's value overrides the top level's.
     config_here: bool,
@@ -318,6 +322,7 @@ where
         },
         Level::Check => Command::Check {
             root: st.root.unwrap_or_else(|| PathBuf::from("/")),
+            list_files: st.list_files,
         },
     };
     Ok(Parsed::Run(Args {
@@ -433,6 +438,15 @@ fn long(
             }
             if std::mem::replace(&mut st.force, true) {
                 return Err(err("'--force' given twice; give it once".into()));
+            }
+            return Ok(Step::Next);
+        }
+        b"list-files" if level == Level::Check => {
+            if inline.is_some() {
+                return Err(err(format!("'--list-files' takes no value; {SEE_HELP}")));
+            }
+            if std::mem::replace(&mut st.list_files, true) {
+                return Err(err("'--list-files' given twice; give it once".into()));
             }
             return Ok(Step::Next);
         }
@@ -560,7 +574,9 @@ mod tests {
                 let command = match cli.command.unwrap_or(DaemonCommand::Run) {
                     DaemonCommand::Run => Command::Run,
                     DaemonCommand::Keygen { file, force } => Command::Keygen { file, force },
-                    DaemonCommand::Check { root } => Command::Check { root },
+                    DaemonCommand::Check { root, list_files } => {
+                        Command::Check { root, list_files }
+                    }
                 };
                 Ok(Parsed::Run(Args {
                     config: cli.config,
@@ -672,7 +688,8 @@ mod tests {
                 "/etc/p.toml",
                 false,
                 Command::Check {
-                    root: "/tmp/img".into()
+                    root: "/tmp/img".into(),
+                    list_files: false,
                 }
             )
         );
@@ -826,6 +843,8 @@ mod tests {
             "-cv",
             "--root",
             "--root=r",
+            "--list-files",
+            "--list-files=1",
             "-h",
             "--help",
             "-V",
