@@ -29,6 +29,9 @@ FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 INITRAMFS_TOOLS_DIR ?= /usr/share/initramfs-tools
 DRACUT_MODULES_DIR ?= /usr/lib/dracut/modules.d
 INITCPIO_DIR ?= /usr/lib/initcpio
+# The hooks' shared shell library: every generator's hook sources it from
+# this fixed path and copies it to the same path in the image.
+PORTCULLIS_LIB_DIR ?= /usr/lib/portcullis
 DESTDIR ?=
 
 # Built binaries (tests/build-release.sh writes them here) and generated docs.
@@ -90,6 +93,7 @@ install-server: dist docs
 	# unconfigured install leaves image builds working.
 	$(INSTALL) -d -m 0755 $(D)$(SYSCONFDIR)/portcullis
 	$(INSTALL) -m 0644 initramfs/common/initramfs.conf $(D)$(SYSCONFDIR)/portcullis/initramfs.conf
+	$(INSTALL) -D -m 0644 initramfs/common/portcullis-lib.sh $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
 	# initramfs-tools
 	$(INSTALL) -D -m 0755 initramfs/initramfs-tools/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis
@@ -132,7 +136,8 @@ uninstall-server:
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-bottom/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/conf-hooks.d/portcullis \
 		$(D)$(INITCPIO_DIR)/install/portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis \
-		$(D)$(INITCPIO_DIR)/hooks/portcullis
+		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
+	-rmdir $(D)$(PORTCULLIS_LIB_DIR) 2>/dev/null
 	rm -rf $(D)$(DRACUT_MODULES_DIR)/95portcullis $(D)$(SYSCONFDIR)/initcpio/portcullis
 	-rmdir $(D)$(DATADIR)/portcullis 2>/dev/null
 

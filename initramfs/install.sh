@@ -6,8 +6,9 @@
 #   --destdir DIR      install under DIR (a chroot or image tree), default /
 #   --portcullisd PATH also install this binary as DIR/usr/local/sbin/portcullisd
 #
-# Installs only the hook files (and /etc/portcullis/initramfs.conf when there
-# is none). The listener config, host key and authorized keys are yours to
+# Installs only the hook files, /usr/lib/portcullis/lib.sh (shared by the
+# hooks of every generator) and /etc/portcullis/initramfs.conf when there is
+# none. The listener config, host key and authorized keys are yours to
 # create (see docs/install/GENERATOR.md); the next image build checks them.
 # Rebuild the image afterwards: update-initramfs -u / dracut -f / mkinitcpio -P.
 set -eu
@@ -63,6 +64,9 @@ case $gen in
         exit 2
         ;;
 esac
+# What the hooks of every generator share (build: the files to copy; boot:
+# stopping the listener, flushing the network), copied into each image.
+inst 0644 "$here/common/portcullis-lib.sh" /usr/lib/portcullis/lib.sh
 if [ ! -e "$destdir/etc/portcullis/initramfs.conf" ]; then
     inst 0644 "$here/common/initramfs.conf" /etc/portcullis/initramfs.conf
 fi

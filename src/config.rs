@@ -161,6 +161,7 @@ impl Settings {
         if listen.is_empty() {
             bail!("{file}: listen = []: give at least one address");
         }
+        check_listen(&file, &listen)?;
         let backend = match raw.backend.as_deref().unwrap_or("auto") {
             "auto" => BackendKind::Auto,
             "cryptsetup" => BackendKind::Cryptsetup,
@@ -173,6 +174,13 @@ impl Settings {
         };
         let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
             let p = p.unwrap_or_else(|| PathBuf::from(default));
+            // Hooks read `portcullisd check --list-files` line by line.
+            if p.to_string_lossy().chars().any(char::is_control) {
+                bail!(
+                    "{file}: {key} = {}: a path with control characters (a newline?); rename the file",
+                    clip(&p.display().to_string())
+                );
+            }
             if !p.is_absolute() {
                 bail!(
                     "{file}: {key} = {} must be an absolute path",
@@ -286,8 +294,24 @@ impl Settings {
     /// Loads the files the settings point at, so `portcullisd check` fails on
     /// a missing or unreadable key now, not at boot.
     pub fn check_files(&self, root: &crate::sys::Root) -> Result<CheckReport> {
-        let keys = self.load_host_keys(root)?;
+        // The two mistakes of a first install, with the way out.
+        for key in &self.host_keys {
+            if !root.join(key).exists() {
+                bail!(
+                    "host key {} does not exist; create it once with: portcullisd keygen {}",
+                    key.display(),
+                    key.display()
+                );
+            }
+        }
         let ak_path = root.join(&self.authorized_keys);
+        if !ak_path.exists() {
+            bail!(
+                "authorized keys {} does not exist; put the admins' public keys there (one per line)",
+                self.authorized_keys.display()
+            );
+        }
+        let keys = self.load_host_keys(root)?;
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
         let ak = AuthorizedKeys::parse(&text)
@@ -349,6 +373,53 @@ pub struct CheckReport {
     /// `auto` backend without a cryptsetup binary: fine in a systemd or
     /// Debian image, fatal in a plain busybox one. Said, not failed.
     pub cryptsetup_missing: bool,
+}
+
+/// Refuses listen addresses that the listener could not all bind at boot:
+/// one listed twice, a wildcard and an address of the same family on the
+/// same port (the wildcard already takes it: "Address in use"), and
+/// IPv4-mapped IPv6 addresses (IPv6 sockets are v6-only). `0.0.0.0:22` with
+/// `[::]:22` is fine: see [`crate::listener::bind`]. Port 0 (any free port)
+/// never conflicts.
+fn check_listen(file: &impl std::fmt::Display, listen: &[SocketAddr]) -> Result<()> {
+    use std::collections::{HashMap, HashSet};
+    let mut seen = HashSet::with_capacity(listen.len());
+    // Per (family, port): the wildcard, and the first specific address.
+    let mut wildcard: HashMap<(bool, u16), SocketAddr> = HashMap::new();
+    let mut specific: HashMap<(bool, u16), SocketAddr> = HashMap::new();
+    for &a in listen {
+        if let std::net::IpAddr::V6(ip) = a.ip() {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                bail!(
+                    "{file}: listen = \"{a}\": an IPv4-mapped address; write it as \"{v4}:{}\"",
+                    a.port()
+                );
+            }
+        }
+        if a.port() == 0 {
+            continue;
+        }
+        if !seen.insert(a) {
+            bail!("{file}: listen = \"{a}\" is listed twice; keep one");
+        }
+        let key = (a.is_ipv6(), a.port());
+        let other = if a.ip().is_unspecified() {
+            let other = specific.get(&key).copied();
+            wildcard.insert(key, a);
+            other
+        } else {
+            specific.entry(key).or_insert(a);
+            wildcard.get(&key).copied()
+        };
+        if let Some(o) = other {
+            bail!(
+                "{file}: listen = \"{o}\" and \"{a}\" overlap: the wildcard already listens on every {} address on port {}; keep one",
+                if a.is_ipv6() { "IPv6" } else { "IPv4" },
+                a.port()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The `[[volume]]` list: valid names, each used once, parsable devices.
@@ -498,6 +569,46 @@ mod tests {
         let m = e("host-key = 3\n");
         assert!(
             m.contains("a path or a list of paths") && m.contains("line 1"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_that_cannot_all_be_bound() {
+        let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        // Both families on one port: fine (v6-only sockets).
+        let s = parse("listen = [\"0.0.0.0:22\", \"[::]:22\"]\n").unwrap();
+        assert_eq!(s.listen.len(), 2);
+        parse("listen = [\"10.0.0.1:22\", \"10.0.0.2:22\", \"0.0.0.0:2222\", \"[::1]:22\", \"0.0.0.0:22\"]\n")
+            .unwrap_err();
+        parse("listen = [\"10.0.0.1:22\", \"10.0.0.2:22\", \"[::1]:22\", \"0.0.0.0:2222\"]\n")
+            .unwrap();
+        parse("listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n").unwrap();
+        let m = e("listen = [\"0.0.0.0:22\", \"0.0.0.0:22\"]\n");
+        assert!(m.contains("listen = \"0.0.0.0:22\" is listed twice"), "{m}");
+        let m = e("listen = [\"0.0.0.0:22\", \"10.1.2.3:22\"]\n");
+        assert!(
+            m.contains("\"0.0.0.0:22\" and \"10.1.2.3:22\" overlap")
+                && m.contains("every IPv4 address on port 22"),
+            "{m}"
+        );
+        let m = e("listen = [\"[2001:db8::1]:22\", \"[::]:22\"]\n");
+        assert!(
+            m.contains("\"[2001:db8::1]:22\" and \"[::]:22\" overlap"),
+            "{m}"
+        );
+        let m = e("listen = [\"[::ffff:10.0.0.1]:22\"]\n");
+        assert!(m.contains("write it as \"10.0.0.1:22\""), "{m}");
+    }
+
+    #[test]
+    fn paths_with_control_characters_are_refused() {
+        let m = format!(
+            "{:#}",
+            parse("host-key = \"/etc/portcullis/k\\nauthorized-keys /x\"\n").unwrap_err()
+        );
+        assert!(
+            m.contains("host-key") && m.contains("control characters"),
             "{m}"
         );
     }

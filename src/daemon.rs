@@ -95,8 +95,9 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
     let served = rt.block_on(async {
         let mut listeners = Vec::new();
         for addr in &settings.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+            let v6_only = crate::listener::bind::v6_only(*addr, &settings.listen);
+            let l = crate::listener::bind::listen(*addr, v6_only)
+                .and_then(tokio::net::TcpListener::from_std)
                 .with_context(|| format!("listening on {addr}"))?;
             listeners.push(l);
         }

@@ -357,6 +357,7 @@ fn bad_input_fails_before_the_passphrase() {
         fingerprint: format!("SHA256:{}", "A".repeat(43)),
         system_fingerprint: format!("SHA256:{}", "B".repeat(43)),
         attempts: Default::default(),
+        started: Default::default(),
     }]);
     let marker = w.dir.path().join("asked");
     let ask = format!("touch {}; echo pw", marker.display());
@@ -567,5 +568,86 @@ fn shell_words_split() {
     assert_eq!(
         shell_words(r#"a "b c"  d 'e "f' "#),
         ["a", "b c", "d", "e \"f"].map(String::from)
+    );
+}
+
+/// A loopback TCP proxy to `port` for one connection; `cut` closes both
+/// sides at once, as a dropped network or a dying listener would.
+struct Proxy {
+    port: u16,
+    cut: std::sync::mpsc::Sender<()>,
+}
+
+fn proxy(port: u16) -> Proxy {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((a, _)) = l.accept() else { return };
+        let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let pump = |mut from: TcpStream, mut to: TcpStream| {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Write);
+            })
+        };
+        pump(a.try_clone().unwrap(), b.try_clone().unwrap());
+        pump(b.try_clone().unwrap(), a.try_clone().unwrap());
+        let _ = rx.recv();
+        let _ = a.shutdown(Shutdown::Both);
+        let _ = b.shutdown(Shutdown::Both);
+    });
+    Proxy {
+        port: local,
+        cut: tx,
+    }
+}
+
+/// The connection drops while the passphrase is being tried: the client
+/// must say the reply was lost (exit 13, "run status"), never
+/// "unreachable", since the volume may have opened.
+#[test]
+fn a_reply_lost_after_the_passphrase_is_exit_13_not_unreachable() {
+    let shard = sim::start(vec![Spec {
+        unlock_delay: Duration::from_secs(5),
+        ..Spec::new(0, RIGHT)
+    }]);
+    let w = World::new(&shard.hosts);
+    let started = shard.hosts[0].started.clone();
+    let p = proxy(w.port);
+    let addr = format!("127.0.0.1:{}", p.port);
+    let conn = w.conn();
+    let mut args: Vec<&str> = vec!["unlock", &addr, "--passphrase-stdin"];
+    args.extend(conn.iter().map(String::as_str));
+    let mut child = Command::new(bin())
+        .args(&args)
+        .env("HOME", w.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(RIGHT).unwrap();
+        i.write_all(b"\n").unwrap();
+    }
+    // Cut the wire once "cryptsetup" runs: the passphrase has arrived.
+    let t0 = std::time::Instant::now();
+    while started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no attempt started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.cut.send(()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(13), "stderr: {err}");
+    assert!(!err.contains("unreachable"), "stderr: {err}");
+    assert!(
+        err.contains("status"),
+        "tells the admin what to do next: {err}"
     );
 }

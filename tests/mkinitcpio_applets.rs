@@ -374,7 +374,12 @@ fn runtime_hook_uses_only_arch_applets() {
         env!("CARGO_MANIFEST_DIR"),
         "/initramfs/mkinitcpio/hooks/portcullis"
     );
-    let src = std::fs::read_to_string(path).unwrap();
+    // The hook sources the library every generator shares: it runs there too.
+    let lib = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/initramfs/common/portcullis-lib.sh"
+    );
+    let src = std::fs::read_to_string(path).unwrap() + &std::fs::read_to_string(lib).unwrap();
     if arch_applets().is_none() {
         eprintln!(
             "note: Arch's applet list not found (PORTCULLIS_ARCH_APPLETS or \
@@ -399,10 +404,12 @@ fn runtime_hook_uses_only_arch_applets() {
         "awk",
         "sleep",
         "resolve_device",
+        "rm",
     ] {
         assert!(cmds.contains(c), "{c} not found among {cmds:?}");
     }
     assert!(funcs.contains("run_hook") && funcs.contains("portcullis_prefix"));
+    assert!(funcs.contains("portcullis_stop") && funcs.contains("portcullis_flush"));
     assert!(!cmds.contains("run_hook"), "a definition is not a call");
 }
 

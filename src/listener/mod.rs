@@ -16,6 +16,7 @@
 )]
 
 pub mod admission;
+pub mod bind;
 pub mod terminal;
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};

@@ -42,6 +42,9 @@ pub struct FakeBackend {
     delay: Duration,
     state: Mutex<(VolumeState, u32)>,
     pub attempts: Arc<AtomicU32>,
+    /// Attempts begun (counted before the delay): a test can act while
+    /// "cryptsetup" runs.
+    pub started: Arc<AtomicU32>,
     on_open: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -74,6 +77,7 @@ impl Backend for FakeBackend {
             VolumeState::Exhausted => return vec![(before, Attempt::NoTriesLeft)],
             _ => {}
         }
+        self.started.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let ok = pass.expose() == self.right.as_slice();
@@ -147,6 +151,7 @@ pub struct Info {
     pub fingerprint: String,
     pub system_fingerprint: String,
     pub attempts: Arc<AtomicU32>,
+    pub started: Arc<AtomicU32>,
 }
 
 /// A thread with its own runtime; dropping it stops every host in it.
@@ -226,6 +231,7 @@ pub fn start(specs: Vec<Spec>) -> Shard {
             fingerprint: fingerprint(key(ROLE_INITRAMFS, s.n).public_key()),
             system_fingerprint: fingerprint(key(ROLE_SYSTEM, s.n).public_key()),
             attempts: Arc::new(AtomicU32::new(0)),
+            started: Arc::new(AtomicU32::new(0)),
         })
         .collect();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -294,6 +300,7 @@ async fn host(spec: Spec, info: Info, socks: (Listen, tokio::net::TcpSocket)) {
         delay: spec.unlock_delay,
         state: Mutex::new((VolumeState::Pending, spec.tries)),
         attempts: info.attempts.clone(),
+        started: info.started.clone(),
         on_open: Mutex::new(Some(open_tx)),
     });
     let keys = AuthorizedKeys::parse(&client_key().public_key().to_openssh().unwrap()).unwrap();

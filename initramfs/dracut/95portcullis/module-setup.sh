@@ -27,14 +27,6 @@ portcullis_conf() {
     fi
 }
 
-# A path named in the config, or its default when the key is absent.
-portcullis_config_path() { # KEY DEFAULT
-    local v
-    v=$(sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p" \
-        "$dracutsysrootdir$PORTCULLIS_CONFIG" | tail -n 1)
-    echo "${v:-$2}"
-}
-
 check() {
     portcullis_conf
     if [[ ! -e $dracutsysrootdir$PORTCULLIS_CONFIG ]]; then
@@ -67,14 +59,19 @@ portcullis_fail() {
 install() {
     local host_key authorized_keys out
     portcullis_conf
-    host_key=$(portcullis_config_path host-key /etc/portcullis/host_key)
-    authorized_keys=$(portcullis_config_path authorized-keys /etc/portcullis/authorized_keys)
-    if [[ ! -f $dracutsysrootdir$host_key ]]; then
-        portcullis_fail "host key $host_key does not exist; create it once with: portcullisd keygen $host_key"
+    # The files the config names, as the listener reads them (it parses the
+    # TOML; the shared library asks it). This checks the admin's own files
+    # first, so a mistake names them.
+    if [[ ! -r $dracutsysrootdir/usr/lib/portcullis/lib.sh ]]; then
+        portcullis_fail "/usr/lib/portcullis/lib.sh is missing; reinstall the module (initramfs/install.sh dracut)"
     fi
-    if [[ ! -f $dracutsysrootdir$authorized_keys ]]; then
-        portcullis_fail "authorized keys $authorized_keys does not exist; put the admins' public keys there"
+    # shellcheck disable=SC1091
+    . "$dracutsysrootdir/usr/lib/portcullis/lib.sh"
+    if ! portcullis_config_files "$dracutsysrootdir$PORTCULLISD" "$PORTCULLIS_CONFIG" "${dracutsysrootdir:-/}"; then
+        portcullis_fail "portcullisd check failed: $PORTCULLIS_ERROR"
     fi
+    host_key=$PORTCULLIS_HOST_KEY
+    authorized_keys=$PORTCULLIS_AUTHORIZED_KEYS
 
     inst_binary "$PORTCULLISD" /usr/sbin/portcullisd
     inst_simple "$PORTCULLIS_CONFIG" /etc/portcullis/portcullisd.toml
@@ -88,6 +85,7 @@ install() {
     inst_multiple ip
     # The direct backend (backend = "auto" falls back to it) runs cryptsetup.
     inst_multiple cryptsetup
+    inst_simple /usr/lib/portcullis/lib.sh /usr/lib/portcullis/lib.sh
     inst_script "$moddir/portcullis-flush-network.sh" /usr/lib/portcullis/flush-network
 
     if dracut_module_included "systemd"; then

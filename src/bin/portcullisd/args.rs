@@ -40,8 +40,9 @@ pub enum Command {
         force: bool,
         key_type: KeyType,
     },
-    /// Validate the config, looking its paths up under `root`.
-    Check { root: PathBuf },
+    /// Validate the config, looking its paths up under `root`;
+    /// `list_files` prints the files an image needs instead of a summary.
+    Check { root: PathBuf, list_files: bool },
 }
 
 /// The outcome of a successful parse.
@@ -135,6 +136,8 @@ Options:
                          /etc/portcullis/portcullisd.toml]
       --root <DIR>       Look up the config's paths under this directory (an
                          image tree) [default: /]
+      --list-files       Print the files an image needs ('KIND PATH' lines)
+                         instead of the summary
   -v, --verbose          More log output
   -h, --help             Print help
 ";
@@ -228,6 +231,7 @@ struct State {
     file: Option<PathBuf>,
     force: bool,
     key_type: Option<KeyType>,
+    list_files: bool,
     /// Which global options were given at the current level: once per
     /// level, and a subcommand's value overrides the top level's.
     config_here: bool,
@@ -345,6 +349,7 @@ where
         },
         Level::Check => Command::Check {
             root: st.root.unwrap_or_else(|| PathBuf::from("/")),
+            list_files: st.list_files,
         },
     };
     Ok(Parsed::Run(Args {
@@ -461,6 +466,15 @@ fn long(
             }
             if std::mem::replace(&mut st.force, true) {
                 return Err(err("'--force' given twice; give it once".into()));
+            }
+            return Ok(Step::Next);
+        }
+        b"list-files" if level == Level::Check => {
+            if inline.is_some() {
+                return Err(err(format!("'--list-files' takes no value; {SEE_HELP}")));
+            }
+            if std::mem::replace(&mut st.list_files, true) {
+                return Err(err("'--list-files' given twice; give it once".into()));
             }
             return Ok(Step::Next);
         }
@@ -596,7 +610,9 @@ mod tests {
                         force,
                         key_type: KeyType::parse(&key_type).ok_or(())?,
                     },
-                    DaemonCommand::Check { root } => Command::Check { root },
+                    DaemonCommand::Check { root, list_files } => {
+                        Command::Check { root, list_files }
+                    }
                 };
                 Ok(Parsed::Run(Args {
                     config: cli.config,
@@ -708,7 +724,8 @@ mod tests {
                 "/etc/p.toml",
                 false,
                 Command::Check {
-                    root: "/tmp/img".into()
+                    root: "/tmp/img".into(),
+                    list_files: false,
                 }
             )
         );
@@ -887,6 +904,8 @@ mod tests {
             "-cv",
             "--root",
             "--root=r",
+            "--list-files",
+            "--list-files=1",
             "-h",
             "--help",
             "-V",

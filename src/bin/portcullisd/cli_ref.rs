@@ -45,5 +45,9 @@ pub enum DaemonCommand {
         /// Look up the config's paths under this directory (an image tree).
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
+        /// Print the files an image needs ('KIND PATH' lines) instead of
+        /// the summary.
+        #[arg(long)]
+        list_files: bool,
     },
 }

@@ -11,13 +11,16 @@ fn main() -> ExitCode {
     let parsed = match args::parse(std::env::args_os().skip(1)) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("portcullisd: error: {e}");
+            portcullis::logging::final_error(&e.to_string());
             return ExitCode::from(1);
         }
     };
     let text = match parsed {
         args::Parsed::Run(args) => {
-            portcullis::logging::init(true, args.verbose);
+            // Only the listener logs to the kernel log: keygen and check run
+            // on the admin's machine, whose kernel log is not ours.
+            let kmsg = args.command == args::Command::Run;
+            portcullis::logging::init(kmsg, args.verbose);
             return ExitCode::from(run::run(args));
         }
         args::Parsed::Help(text) => text,
