@@ -81,6 +81,31 @@ fn config_files_come_from_the_listener() {
         "key=[/etc/portcullis/custom key] ak=[/etc/portcullis/admins]\n"
     );
 
+    // Two host keys (a key-type migration): both listed, one a line.
+    portcullis::hostkey::generate_typed(
+        &etc.join("ecdsa key"),
+        "test",
+        false,
+        portcullis::hostkey::KeyType::Ecdsa,
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        "host-key = ['/etc/portcullis/custom key', '/etc/portcullis/ecdsa key']\n\
+         authorized-keys = \"/etc/portcullis/admins\"\n",
+    )
+    .unwrap();
+    let two = format!(
+        "{script}\nwhile IFS= read -r k; do echo \"copy [$k]\"; done <<KEYS\n$PORTCULLIS_HOST_KEYS\nKEYS"
+    );
+    let o = sh(&two, &[pd, root]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "key=[/etc/portcullis/custom key] ak=[/etc/portcullis/admins]\n\
+         copy [/etc/portcullis/custom key]\ncopy [/etc/portcullis/ecdsa key]\n"
+    );
+
     // A broken config: the listener's one-line error, naming the admin's file.
     std::fs::write(
         &cfg,

@@ -106,12 +106,15 @@ portcullis_flush() {
 # portcullis_config_files PORTCULLISD CONFIG [ROOT] (build hooks): checks
 # CONFIG (under ROOT, default /) and the files it names with the listener
 # itself, which parses the TOML as it will at boot, and sets
-# PORTCULLIS_HOST_KEY and PORTCULLIS_AUTHORIZED_KEYS to the paths to copy
-# (the same path in the image). On failure it returns 1 with portcullisd's
+# PORTCULLIS_HOST_KEYS (one path a line: `host-key` may list one key per
+# type), PORTCULLIS_HOST_KEY (the first) and PORTCULLIS_AUTHORIZED_KEYS to
+# the paths to copy (the same path in the image; the config refuses control
+# characters in paths, so a newline separates them safely). On failure it returns 1 with portcullisd's
 # message in PORTCULLIS_ERROR.
 # shellcheck disable=SC2034 # the results are for the hook that sources this
 portcullis_config_files() {
     PORTCULLIS_HOST_KEY=
+    PORTCULLIS_HOST_KEYS=
     PORTCULLIS_AUTHORIZED_KEYS=
     PORTCULLIS_ERROR=
     if ! _pcf_out=$("$1" check --config "$2" --root "${3:-/}" --list-files 2>&1); then
@@ -120,7 +123,11 @@ portcullis_config_files() {
     fi
     while IFS= read -r _pcf_line; do
         case $_pcf_line in
-            "host-key "*) PORTCULLIS_HOST_KEY=${_pcf_line#host-key } ;;
+            "host-key "*)
+                PORTCULLIS_HOST_KEY=${PORTCULLIS_HOST_KEY:-${_pcf_line#host-key }}
+                PORTCULLIS_HOST_KEYS="$PORTCULLIS_HOST_KEYS${PORTCULLIS_HOST_KEYS:+
+}${_pcf_line#host-key }"
+                ;;
             "authorized-keys "*) PORTCULLIS_AUTHORIZED_KEYS=${_pcf_line#authorized-keys } ;;
         esac
     done <<FILES

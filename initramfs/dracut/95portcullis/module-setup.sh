@@ -70,14 +70,16 @@ install() {
     if ! portcullis_config_files "$dracutsysrootdir$PORTCULLISD" "$PORTCULLIS_CONFIG" "${dracutsysrootdir:-/}"; then
         portcullis_fail "portcullisd check failed: $PORTCULLIS_ERROR"
     fi
-    host_key=$PORTCULLIS_HOST_KEY
     authorized_keys=$PORTCULLIS_AUTHORIZED_KEYS
 
     inst_binary "$PORTCULLISD" /usr/sbin/portcullisd
     inst_simple "$PORTCULLIS_CONFIG" /etc/portcullis/portcullisd.toml
-    inst_simple "$host_key" "$host_key"
+    # Every host key: a key-type migration serves two (docs/rotation.md).
+    while IFS= read -r host_key; do
+        inst_simple "$host_key" "$host_key"
+        chmod 0600 "$initdir$host_key"
+    done <<<"$PORTCULLIS_HOST_KEYS"
     inst_simple "$authorized_keys" "$authorized_keys"
-    chmod 0600 "$initdir$host_key"
     chmod 0644 "$initdir$authorized_keys"
     if [[ -r $dracutsysrootdir/etc/portcullis/initramfs.conf ]]; then
         inst_simple /etc/portcullis/initramfs.conf /etc/portcullis/initramfs.conf
