@@ -47,6 +47,15 @@ pub fn load(path: &Path) -> Result<PrivateKey> {
         std::fs::read_to_string(path)
             .with_context(|| format!("reading host key {}", path.display()))?,
     );
+    // ssh-keygen -m PEM, dropbearconvert and old OpenSSH write this format.
+    if text.starts_with("-----BEGIN ") && !text.starts_with("-----BEGIN OPENSSH") {
+        bail!(
+            "host key {} is in PEM format; rewrite it in OpenSSH's format with \
+             `ssh-keygen -p -N '' -P '' -f {}` (same key, same fingerprint)",
+            path.display(),
+            path.display()
+        );
+    }
     let key = PrivateKey::from_openssh(text.as_bytes()).with_context(|| {
         format!(
             "host key {} is not an OpenSSH private key; create one with `portcullisd keygen {}`",
@@ -325,6 +334,28 @@ mod tests {
                 hash: Some(russh::keys::HashAlg::Sha512)
             }
         ));
+        // A PEM key (ssh-keygen -m PEM, dropbearconvert): the way to convert
+        // it is named, and it works.
+        let pem = path("pem");
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-m", "PEM", "-N", "", "-f"])
+            .arg(&pem)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let e = format!("{:#}", load(&pem).unwrap_err());
+        assert!(
+            e.contains("PEM format") && e.contains("ssh-keygen -p"),
+            "{e}"
+        );
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-p", "-N", "", "-P", "", "-f"])
+            .arg(&pem)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert!(load(&pem).unwrap().algorithm().is_ecdsa());
         assert_eq!(KeyType::parse("ecdsa"), Some(KeyType::Ecdsa));
         assert_eq!(KeyType::parse("dsa"), None);
     }
