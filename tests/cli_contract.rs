@@ -465,6 +465,65 @@ fn completions() {
     assert_eq!(w.run(&["completions", "tcsh"], b"").code, 1);
 }
 
+/// The zsh and fish scripts really complete in those shells (bash's is
+/// exercised by the package test): fish completes `portcullis un` to
+/// `unlock`, zsh parses the file and autoloads `_portcullis`. `.ci/run`
+/// installs both shells; without them this says so and checks nothing.
+#[test]
+fn zsh_and_fish_completions_work_in_the_real_shells() {
+    let w = World::new(&[]);
+    let dir = w.dir.path();
+    let have = |s: &str| {
+        Command::new(s)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("fish") {
+        let f = dir.join("portcullis.fish");
+        std::fs::write(&f, w.run(&["completions", "fish"], b"").out).unwrap();
+        let o = Command::new("fish")
+            .args(["--no-config", "-c"])
+            .arg(format!(
+                "source {}; complete -C 'portcullis un'; complete -C 'portcullis known-hosts f'",
+                f.display()
+            ))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let words: Vec<&str> = out.lines().filter_map(|l| l.split('\t').next()).collect();
+        assert_eq!(words, ["unlock", "forget"], "fish: {out}");
+    } else {
+        eprintln!("fish is not installed: fish completion not checked");
+    }
+    if have("zsh") {
+        let f = dir.join("_portcullis");
+        std::fs::write(&f, w.run(&["completions", "zsh"], b"").out).unwrap();
+        let o = Command::new("zsh")
+            .args(["-f", "-c"])
+            .arg(format!(
+                "zsh -n {f} || exit 3; autoload -U compinit; fpath=({d} $fpath); \
+                 compinit -u -d {d}/.zcompdump; whence -v _portcullis",
+                f = f.display(),
+                d = dir.display()
+            ))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "zsh: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("_portcullis is an autoload shell function"),
+            "zsh: {out}"
+        );
+    } else {
+        eprintln!("zsh is not installed: zsh completion not checked");
+    }
+}
+
 /// Every `portcullis …` example in README.md and docs/ parses with the
 /// real clap definition (placeholders such as HOST and FP filled in).
 #[test]
