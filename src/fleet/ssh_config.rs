@@ -228,8 +228,21 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
+/// Why a `%` token could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("%u needs USER to be set")]
+    NoUser,
+    #[error("%d needs HOME to be set")]
+    NoHome,
+    #[error("token %{0} is not supported here")]
+    Unsupported(char),
+    #[error("ends with a lone %")]
+    LonePercent,
+}
+
 /// `%h` (host), `%r` (remote user), `%u` (local user), `%d` (home), `%%`.
-fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<String, String> {
+fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<String, TokenError> {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars();
     while let Some(c) = it.next() {
@@ -245,13 +258,11 @@ fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<Strin
                 &std::env::var("USER")
                     .ok()
                     .filter(|u| !u.is_empty())
-                    .ok_or_else(|| "%u needs USER to be set".to_string())?,
+                    .ok_or(TokenError::NoUser)?,
             ),
-            Some('d') => out.push_str(
-                &std::env::var("HOME").map_err(|_| "%d needs HOME to be set".to_string())?,
-            ),
-            Some(other) => return Err(format!("token %{other} is not supported here")),
-            None => return Err("ends with a lone %".into()),
+            Some('d') => out.push_str(&std::env::var("HOME").map_err(|_| TokenError::NoHome)?),
+            Some(other) => return Err(TokenError::Unsupported(other)),
+            None => return Err(TokenError::LonePercent),
         }
     }
     Ok(out)
@@ -566,5 +577,18 @@ mod tests {
         let e = c.resolve("web1").unwrap_err().to_string();
         assert!(e.contains("empty host name"), "{e}");
         assert!(expand_tokens("%u", "h", None).map_or(true, |u| !u.is_empty()));
+    }
+
+    #[test]
+    fn token_errors_are_typed() {
+        assert_eq!(
+            expand_tokens("%x", "h", None),
+            Err(TokenError::Unsupported('x'))
+        );
+        assert_eq!(expand_tokens("a%", "h", None), Err(TokenError::LonePercent));
+        assert_eq!(
+            TokenError::Unsupported('x').to_string(),
+            "token %x is not supported here"
+        );
     }
 }
