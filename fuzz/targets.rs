@@ -288,7 +288,7 @@ pub fn authkeys(data: &[u8]) {
                 }
             }
         }
-        Err(e) => bounded_error(&e, data.len()),
+        Err(e) => bounded_error(&e.to_string(), data.len()),
     }
 }
 
@@ -675,7 +675,7 @@ pub fn unlock(data: &[u8]) {
         }
         _ => match volume::DeviceSpec::parse(&text) {
             Ok(_) => {}
-            Err(e) => bounded_error(&e, rest.len()),
+            Err(e) => bounded_error(&e.to_string(), rest.len()),
         },
     }
 }

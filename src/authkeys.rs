@@ -23,6 +23,56 @@ use crate::text::{self, clip, clip_message};
 use russh::keys::{HashAlg, PublicKey};
 use std::net::IpAddr;
 
+/// Why an `authorized_keys` file was refused: the line and what is wrong
+/// with it. `Display` is the message shown to the admin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {error}")]
+pub struct AuthKeysError {
+    pub line: usize,
+    pub error: LineError,
+}
+
+/// What is wrong with one line. Fields holding file text are already
+/// clipped and escaped (src/text.rs): the file may come from anyone who can
+/// write it, and the message ends up on a console.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("missing key type")]
+    MissingKeyType,
+    #[error("missing key data after the key type")]
+    MissingKeyData,
+    #[error("cannot parse {kind} key: {reason}")]
+    BadKey { kind: String, reason: String },
+    #[error("no key after the options (or an unclosed quote)")]
+    NoKeyAfterOptions,
+    #[error("unclosed quote in options")]
+    UnclosedQuote,
+    #[error("empty option (two commas in a row?)")]
+    EmptyOption,
+    #[error("internal")]
+    Internal,
+    #[error(
+        "option {0} is not supported by portcullisd (supported: restrict, \
+         from=, pty, no-pty, no-port-forwarding, no-agent-forwarding, \
+         no-x11-forwarding, no-user-rc)"
+    )]
+    UnsupportedOption(String),
+    #[error("value {0} must be in double quotes")]
+    NotQuoted(String),
+    #[error("from={0} has an empty pattern")]
+    EmptyPattern(String),
+    #[error("from= pattern {pattern}: {addr} is not an IP address")]
+    NotAnAddress { pattern: String, addr: String },
+    #[error("from= pattern {0}: bad prefix length")]
+    BadPrefixLength(String),
+    #[error(
+        "from= pattern {0} is a host name; portcullisd matches the client's address \
+         only (no DNS in the initramfs): use an address, a CIDR block (10.0.0.0/8) \
+         or an IP wildcard (192.168.1.*)"
+    )]
+    HostName(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthorizedKey {
     pub key: PublicKey,
@@ -41,14 +91,16 @@ pub struct AuthorizedKeys {
 
 impl AuthorizedKeys {
     /// Parses the whole file; the first bad line fails it, named by number.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, AuthKeysError> {
         let mut keys = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            keys.push(parse_line(line, i + 1).map_err(|e| format!("line {}: {e}", i + 1))?);
+            keys.push(
+                parse_line(line, i + 1).map_err(|error| AuthKeysError { line: i + 1, error })?,
+            );
         }
         Ok(AuthorizedKeys { keys })
     }
@@ -80,24 +132,23 @@ fn is_key_type(s: &str) -> bool {
         || s.starts_with("sk-ecdsa-")
 }
 
-fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
+fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, LineError> {
     let (opts, rest) = if is_key_type(line.split_ascii_whitespace().next().unwrap_or("")) {
         ("", line)
     } else {
         split_options(line)?
     };
     let mut words = rest.split_ascii_whitespace();
-    let kind = words.next().ok_or("missing key type")?;
-    let b64 = words.next().ok_or("missing key data after the key type")?;
+    let kind = words.next().ok_or(LineError::MissingKeyType)?;
+    let b64 = words.next().ok_or(LineError::MissingKeyData)?;
     let comment = words.collect::<Vec<_>>().join(" ");
     let key = PublicKey::from_openssh(&format!("{kind} {b64}")).map_err(|e| {
         // ssh-key quotes what it decoded, control bytes and all.
         let e = e.to_string();
-        format!(
-            "cannot parse {} key: {}",
-            clip(kind),
-            clip_message(&text::line(&e))
-        )
+        LineError::BadKey {
+            kind: clip(kind).to_string(),
+            reason: clip_message(&text::line(&e)),
+        }
     })?;
     let mut entry = AuthorizedKey {
         key,
@@ -122,28 +173,21 @@ fn parse_line(line: &str, n: usize) -> Result<AuthorizedKey, String> {
                 let v = unquote(v)?;
                 let pats: Vec<String> = v.split(',').map(|p| p.trim().to_string()).collect();
                 if pats.iter().any(|p| p.is_empty() || p == "!") {
-                    return Err(format!("from={} has an empty pattern", clip(&v)));
+                    return Err(LineError::EmptyPattern(clip(&v).to_string()));
                 }
                 for p in &pats {
                     check_pattern(p)?;
                 }
                 entry.from = Some(pats);
             }
-            _ => {
-                return Err(format!(
-                    "option {} is not supported by portcullisd (supported: restrict, \
-                     from=, pty, no-pty, no-port-forwarding, no-agent-forwarding, \
-                     no-x11-forwarding, no-user-rc)",
-                    clip(&name)
-                ))
-            }
+            _ => return Err(LineError::UnsupportedOption(clip(&name).to_string())),
         }
     }
     Ok(entry)
 }
 
 /// Splits `opts keytype base64 comment` at the first unquoted whitespace.
-fn split_options(line: &str) -> Result<(&str, &str), String> {
+fn split_options(line: &str) -> Result<(&str, &str), LineError> {
     let mut quoted = false;
     let mut escaped = false;
     for (i, c) in line.char_indices() {
@@ -158,11 +202,11 @@ fn split_options(line: &str) -> Result<(&str, &str), String> {
             _ => {}
         }
     }
-    Err("no key after the options (or an unclosed quote)".into())
+    Err(LineError::NoKeyAfterOptions)
 }
 
 /// Splits the options field at unquoted commas.
-fn parse_options(opts: &str) -> Result<Vec<String>, String> {
+fn parse_options(opts: &str) -> Result<Vec<String>, LineError> {
     if opts.is_empty() {
         return Ok(vec![]);
     }
@@ -170,7 +214,7 @@ fn parse_options(opts: &str) -> Result<Vec<String>, String> {
     let mut quoted = false;
     let mut escaped = false;
     for c in opts.chars() {
-        let cur = out.last_mut().ok_or("internal")?;
+        let cur = out.last_mut().ok_or(LineError::Internal)?;
         match c {
             _ if escaped => {
                 cur.push(c);
@@ -189,46 +233,38 @@ fn parse_options(opts: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("unclosed quote in options".into());
+        return Err(LineError::UnclosedQuote);
     }
     if out.iter().any(String::is_empty) {
-        return Err("empty option (two commas in a row?)".into());
+        return Err(LineError::EmptyOption);
     }
     Ok(out)
 }
 
-fn unquote(v: &str) -> Result<String, String> {
+fn unquote(v: &str) -> Result<String, LineError> {
     let inner = v
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
-        .ok_or_else(|| format!("value {} must be in double quotes", clip(v)))?;
+        .ok_or_else(|| LineError::NotQuoted(clip(v).to_string()))?;
     Ok(inner.replace("\\\"", "\""))
 }
 
-fn check_pattern(p: &str) -> Result<(), String> {
+fn check_pattern(p: &str) -> Result<(), LineError> {
     let body = p.strip_prefix('!').unwrap_or(p);
     if let Some((addr, len)) = body.split_once('/') {
-        let ip: IpAddr = addr.parse().map_err(|_| {
-            format!(
-                "from= pattern {}: {} is not an IP address",
-                clip(p),
-                clip(addr)
-            )
+        let ip: IpAddr = addr.parse().map_err(|_| LineError::NotAnAddress {
+            pattern: clip(p).to_string(),
+            addr: clip(addr).to_string(),
         })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         match len.parse::<u8>() {
             Ok(l) if l <= max => Ok(()),
-            _ => Err(format!("from= pattern {}: bad prefix length", clip(p))),
+            _ => Err(LineError::BadPrefixLength(clip(p).to_string())),
         }
     } else if is_address_pattern(body) {
         Ok(())
     } else {
-        Err(format!(
-            "from= pattern {} is a host name; portcullisd matches the client's address \
-             only (no DNS in the initramfs): use an address, a CIDR block (10.0.0.0/8) \
-             or an IP wildcard (192.168.1.*)",
-            clip(p)
-        ))
+        Err(LineError::HostName(clip(p).to_string()))
     }
 }
 
@@ -349,6 +385,43 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_typed_and_name_the_line() {
+        let parse = |t: &str| AuthorizedKeys::parse(t).unwrap_err();
+        let e = parse(&format!("# c\n\nfrom=\"10.0.0.0/99\" {K1}"));
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            e.error,
+            LineError::BadPrefixLength("\"10.0.0.0/99\"".into())
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 3: from= pattern \"10.0.0.0/99\": bad prefix length"
+        );
+        assert_eq!(parse("ssh-ed25519").error, LineError::MissingKeyData);
+        assert_eq!(parse(&format!("a,,b {K1}")).error, LineError::EmptyOption);
+        assert_eq!(
+            parse(&format!("from=10.0.0.1 {K1}")).error,
+            LineError::NotQuoted("\"10.0.0.1\"".into())
+        );
+        assert!(matches!(
+            parse(&format!("from=\"web\" {K1}")).error,
+            LineError::HostName(_)
+        ));
+        assert!(matches!(
+            parse(&format!("from=\"x/8\" {K1}")).error,
+            LineError::NotAnAddress { .. }
+        ));
+        assert!(matches!(
+            parse(&format!("command=\"sh\" {K1}")).error,
+            LineError::UnsupportedOption(_)
+        ));
+        assert!(matches!(
+            parse("ssh-ed25519 AAAAnotbase64!!").error,
+            LineError::BadKey { .. }
+        ));
+    }
+
+    #[test]
     fn parses_options_and_decides() {
         let text =
             format!("# admins\n\nrestrict,from=\"10.0.0.0/8,!10.6.6.6\" {K1} alice@laptop\n{K2}\n");
@@ -374,18 +447,28 @@ mod tests {
 
     #[test]
     fn refuses_unknown_options_with_line() {
-        let e = AuthorizedKeys::parse(&format!("{K2}\ncommand=\"/bin/sh\" {K1}\n")).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("{K2}\ncommand=\"/bin/sh\" {K1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line 2: option \"command\""), "{e}");
-        let e = AuthorizedKeys::parse("ssh-ed25519 AAAAnotbase64!!\n").unwrap_err();
+        let e = AuthorizedKeys::parse("ssh-ed25519 AAAAnotbase64!!\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("line 1: cannot parse \"ssh-ed25519\" key"),
             "{e}"
         );
-        let e = AuthorizedKeys::parse(&format!("from=\"10.0.0.0/99\" {K1}")).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("from=\"10.0.0.0/99\" {K1}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("prefix length"), "{e}");
-        let e = AuthorizedKeys::parse("from=\"1.2.3.4 ssh-ed25519 AAAA").unwrap_err();
+        let e = AuthorizedKeys::parse("from=\"1.2.3.4 ssh-ed25519 AAAA")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line 1:"), "{e}");
-        let e = AuthorizedKeys::parse("ssh-ed25519").unwrap_err();
+        let e = AuthorizedKeys::parse("ssh-ed25519")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing key data"), "{e}");
     }
 
@@ -416,7 +499,9 @@ mod tests {
             "web?",
             "cafe",
         ] {
-            let e = AuthorizedKeys::parse(&format!("from=\"{p}\" {K1}\n")).unwrap_err();
+            let e = AuthorizedKeys::parse(&format!("from=\"{p}\" {K1}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.starts_with("line 1: from= pattern") && e.contains("is a host name"),
                 "{p}: {e}"
@@ -443,14 +528,22 @@ mod tests {
     #[test]
     fn errors_do_not_echo_unbounded_input() {
         let name = "x".repeat(1 << 20);
-        let e = AuthorizedKeys::parse(&format!("{name} {K1}\n")).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("{name} {K1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 400, "{} bytes", e.len());
         assert!(e.contains("(1048576 bytes)"), "{}", &e[..200]);
-        let e = AuthorizedKeys::parse(&format!("from=\"{name}\" {K1}\n")).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("from=\"{name}\" {K1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 400, "{} bytes", e.len());
-        let e = AuthorizedKeys::parse(&format!("from={name} {K1}\n")).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("from={name} {K1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 400, "{} bytes", e.len());
-        let e = AuthorizedKeys::parse(&format!("{} AAAA\n", "ssh-".repeat(1 << 18))).unwrap_err();
+        let e = AuthorizedKeys::parse(&format!("{} AAAA\n", "ssh-".repeat(1 << 18)))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 400, "{} bytes", e.len());
     }
 }

@@ -7,6 +7,7 @@ pub mod known_hosts;
 pub mod passphrase;
 pub mod pins;
 pub mod probe;
+pub mod report;
 pub mod settings;
 pub mod tty;
 

@@ -86,7 +86,7 @@ pub async fn pin(req: &PinRequest) -> Result<String, ClientError> {
         Some(p) => read_public(p)?,
         None => super::probe::host_key(&req.target, req.timeout)
             .await
-            .map_err(ClientError::Unreachable)?,
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?,
     };
     let got = fingerprint(&key);
     match &req.fingerprint {

@@ -11,6 +11,7 @@ use super::resolve::{self, Lookup};
 use super::run::{self, Plan, Report};
 use super::secrets::{self, PassSpec, Scope, Source};
 use super::watch;
+use crate::client::report::ErrorReport;
 use crate::client::settings::Connection;
 use crate::client::{self, passphrase, HostKeyPolicy, Identity, Options};
 use crate::protocol::{self, exit, VolumeInfo};
@@ -61,20 +62,18 @@ pub struct WatchSettings {
 
 /// Prints an error that stopped a command before any host was tried (bad
 /// target, inventory, passphrase source); returns exit 1. The one error
-/// printer for such errors.
+/// printer for such errors, shared with rescue.
 pub fn setup_error(targets: &[String], json: bool, e: &anyhow::Error) -> u8 {
-    if json {
-        let v = serde_json::json!({
-            "target": targets.join(" "),
-            "outcome": "error",
-            "error": format!("{e:#}"),
-            "exit-code": exit::ERROR,
-        });
-        println!("{v}");
-    } else {
-        eprintln!("error: {}", text::line(&format!("{e:#}")));
+    ErrorReport {
+        target: &targets.join(" "),
+        command: None,
+        outcome: "error",
+        message: format!("{e:#}"),
+        exit_code: exit::ERROR,
+        text_names_target: false,
+        extra: vec![],
     }
-    exit::ERROR
+    .print(json)
 }
 
 /// How a host is named in text output: its name, and the address when

@@ -306,7 +306,7 @@ pub(super) async fn look(sem: &Semaphore, target: &Target, timeout: Duration) ->
     let _turn = sem.acquire().await;
     match probe::host_key(target, timeout).await {
         Ok(k) => Seen::Key(k),
-        Err(e) => Seen::Nothing(e),
+        Err(e) => Seen::Nothing(e.to_string()),
     }
 }
 

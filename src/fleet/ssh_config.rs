@@ -228,8 +228,34 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
+/// Why a line could not be split, or an `Include` not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("unbalanced quotes")]
+    UnbalancedQuotes,
+    #[error("Include with ~ needs HOME to be set")]
+    TildeIncludeNeedsHome,
+    #[error("relative Include needs HOME to be set")]
+    RelativeIncludeNeedsHome,
+    #[error("Include pattern without a directory")]
+    PatternWithoutDirectory,
+}
+
+/// Why a `%` token could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("%u needs USER to be set")]
+    NoUser,
+    #[error("%d needs HOME to be set")]
+    NoHome,
+    #[error("token %{0} is not supported here")]
+    Unsupported(char),
+    #[error("ends with a lone %")]
+    LonePercent,
+}
+
 /// `%h` (host), `%r` (remote user), `%u` (local user), `%d` (home), `%%`.
-fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<String, String> {
+fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<String, TokenError> {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars();
     while let Some(c) = it.next() {
@@ -245,13 +271,11 @@ fn expand_tokens(s: &str, host: &str, remote_user: Option<&str>) -> Result<Strin
                 &std::env::var("USER")
                     .ok()
                     .filter(|u| !u.is_empty())
-                    .ok_or_else(|| "%u needs USER to be set".to_string())?,
+                    .ok_or(TokenError::NoUser)?,
             ),
-            Some('d') => out.push_str(
-                &std::env::var("HOME").map_err(|_| "%d needs HOME to be set".to_string())?,
-            ),
-            Some(other) => return Err(format!("token %{other} is not supported here")),
-            None => return Err("ends with a lone %".into()),
+            Some('d') => out.push_str(&std::env::var("HOME").map_err(|_| TokenError::NoHome)?),
+            Some(other) => return Err(TokenError::Unsupported(other)),
+            None => return Err(TokenError::LonePercent),
         }
     }
     Ok(out)
@@ -270,7 +294,7 @@ pub fn expand_tilde(s: &str) -> Option<PathBuf> {
 
 /// Splits a line into keyword and arguments: `Key value`, `Key=value`,
 /// `Key = value`, double quotes grouping words.
-fn split_line(line: &str) -> Result<Option<(String, Vec<String>)>, String> {
+fn split_line(line: &str) -> Result<Option<(String, Vec<String>)>, LineError> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -308,7 +332,7 @@ fn split_line(line: &str) -> Result<Option<(String, Vec<String>)>, String> {
         }
     }
     if in_quotes {
-        return Err("unbalanced quotes".into());
+        return Err(LineError::UnbalancedQuotes);
     }
     if has {
         args.push(cur);
@@ -384,15 +408,15 @@ fn parse_into(text: &str, path: &Path, depth: usize, out: &mut Vec<Entry>) -> Re
 /// Files named by one `Include` argument: `~` expanded, relative paths taken
 /// from `~/.ssh` (as OpenSSH does for user configs), wildcards allowed in the
 /// last component, matches sorted. No match is not an error.
-fn include_targets(arg: &str, from: &Path) -> Result<Vec<PathBuf>, String> {
-    let p = expand_tilde(arg).ok_or("Include with ~ needs HOME to be set")?;
+fn include_targets(arg: &str, from: &Path) -> Result<Vec<PathBuf>, LineError> {
+    let p = expand_tilde(arg).ok_or(LineError::TildeIncludeNeedsHome)?;
     let p = if p.is_absolute() {
         p
     } else {
         let base = std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".ssh"))
             .or_else(|| from.parent().map(Path::to_path_buf))
-            .ok_or("relative Include needs HOME to be set")?;
+            .ok_or(LineError::RelativeIncludeNeedsHome)?;
         base.join(p)
     };
     let name = p
@@ -402,7 +426,7 @@ fn include_targets(arg: &str, from: &Path) -> Result<Vec<PathBuf>, String> {
     if !name.contains(['*', '?']) {
         return Ok(if p.exists() { vec![p] } else { vec![] });
     }
-    let dir = p.parent().ok_or("Include pattern without a directory")?;
+    let dir = p.parent().ok_or(LineError::PatternWithoutDirectory)?;
     let mut found: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
@@ -566,5 +590,20 @@ mod tests {
         let e = c.resolve("web1").unwrap_err().to_string();
         assert!(e.contains("empty host name"), "{e}");
         assert!(expand_tokens("%u", "h", None).map_or(true, |u| !u.is_empty()));
+    }
+
+    #[test]
+    fn token_errors_are_typed() {
+        assert_eq!(
+            expand_tokens("%x", "h", None),
+            Err(TokenError::Unsupported('x'))
+        );
+        assert_eq!(expand_tokens("a%", "h", None), Err(TokenError::LonePercent));
+        assert_eq!(split_line("Host \"a b"), Err(LineError::UnbalancedQuotes));
+        assert_eq!(LineError::UnbalancedQuotes.to_string(), "unbalanced quotes");
+        assert_eq!(
+            TokenError::Unsupported('x').to_string(),
+            "token %x is not supported here"
+        );
     }
 }

@@ -9,6 +9,7 @@
 use super::flows::{self, KexecOptions};
 use super::remote::Ssh;
 use super::run::{Session, Settings};
+use crate::client::report::ErrorReport;
 use crate::client::settings::Connection;
 use crate::client::{passphrase, ClientError, Options};
 use crate::fleet::resolve::{self, Lookup};
@@ -114,16 +115,16 @@ impl Request {
 }
 
 fn report(host: &str, cmd: &str, json: bool, e: &ClientError) -> u8 {
-    if json {
-        let v = serde_json::json!({
-            "target": host, "command": cmd, "outcome": e.kind(),
-            "error": e.to_string(), "exit-code": e.exit_code(),
-        });
-        println!("{v}");
-    } else {
-        eprintln!("error: {}", crate::text::line(&format!("{host}: {e}")));
+    ErrorReport {
+        target: host,
+        command: Some(cmd),
+        outcome: e.kind(),
+        message: e.to_string(),
+        exit_code: e.exit_code(),
+        text_names_target: true,
+        extra: vec![],
     }
-    e.exit_code()
+    .print(json)
 }
 
 /// Runs `portcullis rescue …`; returns the exit code.
@@ -177,17 +178,20 @@ pub async fn run(req: Request) -> u8 {
     let (code, details) = match result {
         Ok(r) => r,
         Err(e) => {
-            let code = exit::ERROR;
-            if json {
-                let v = serde_json::json!({
-                    "target": host, "command": cmd, "outcome": "error", "error": format!("{e:#}"),
-                    "plans": session.plans, "executed": session.executed, "notes": session.notes,
-                    "exit-code": code,
-                });
-                println!("{v}");
-            } else {
-                eprintln!("error: {}", crate::text::line(&format!("{host}: {e:#}")));
+            let code = ErrorReport {
+                target: &host,
+                command: Some(cmd),
+                outcome: "error",
+                message: format!("{e:#}"),
+                exit_code: exit::ERROR,
+                text_names_target: true,
+                extra: vec![
+                    ("plans", serde_json::json!(session.plans)),
+                    ("executed", serde_json::json!(session.executed)),
+                    ("notes", serde_json::json!(session.notes)),
+                ],
             }
+            .print(json);
             drop(session);
             ssh.close().await;
             return code;

@@ -157,13 +157,29 @@ pub struct MainSystem {
     pub crypttab: Vec<crypttab::Entry>,
 }
 
+/// Why no single main system was picked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChooseError {
+    #[error(
+        "no filesystem with an /etc/fstab found among the unlocked and unmounted ones; \
+         unlock the volumes first, or name the root with --root-device DEV [--subvol NAME]"
+    )]
+    NoneFound,
+    /// The candidates, each `DEVICE` or `DEVICE subvolume NAME`.
+    #[error(
+        "several candidate root filesystems: {}; choose one with --root-device DEV [--subvol NAME]",
+        .0.join(", ")
+    )]
+    Several(Vec<String>),
+}
+
 /// Picks the one main system among the peeks. `want` narrows by device and
 /// subvolume (from --root-device / --subvol).
 pub fn choose(
     peeks: &[Peek],
     want_device: Option<&str>,
     want_subvol: Option<&str>,
-) -> Result<MainSystem, String> {
+) -> Result<MainSystem, ChooseError> {
     let mut found: Vec<MainSystem> = Vec::new();
     for p in peeks {
         if want_device.is_some_and(|d| d != p.device) {
@@ -187,21 +203,15 @@ pub fn choose(
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(
-            "no filesystem with an /etc/fstab found among the unlocked and unmounted ones; \
-             unlock the volumes first, or name the root with --root-device DEV [--subvol NAME]"
-                .into(),
-        ),
-        _ => Err(format!(
-            "several candidate root filesystems: {}; choose one with --root-device DEV [--subvol NAME]",
+        0 => Err(ChooseError::NoneFound),
+        _ => Err(ChooseError::Several(
             found
                 .iter()
                 .map(|m| match &m.subvol {
                     Some(s) => format!("{} subvolume {s}", m.device),
                     None => m.device.clone(),
                 })
-                .collect::<Vec<_>>()
-                .join(", ")
+                .collect::<Vec<_>>(),
         )),
     }
 }
@@ -281,10 +291,25 @@ mod tests {
         );
         assert_eq!(m.fstab.len(), 5);
         assert_eq!(m.crypttab[0].name, "root");
-        assert!(choose(&peeks, Some("/dev/vdb1"), None).is_err());
+        assert_eq!(
+            choose(&peeks, Some("/dev/vdb1"), None).unwrap_err(),
+            ChooseError::NoneFound
+        );
         assert!(choose(&peeks, None, Some("other")).is_err());
         let two = vec![p.clone(), p];
-        assert!(choose(&two, None, None).unwrap_err().contains("several"));
+        let e = choose(&two, None, None).unwrap_err();
+        assert_eq!(
+            e,
+            ChooseError::Several(vec![
+                "/dev/mapper/root subvolume @".into(),
+                "/dev/mapper/root subvolume @".into()
+            ])
+        );
+        assert_eq!(
+            e.to_string(),
+            "several candidate root filesystems: /dev/mapper/root subvolume @, \
+             /dev/mapper/root subvolume @; choose one with --root-device DEV [--subvol NAME]"
+        );
         let failed = parse_peek(boot, "", b, Some(3), "mount: wrong fs type\n");
         assert!(failed.error.unwrap().contains("wrong fs type"));
     }

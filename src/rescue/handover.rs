@@ -63,15 +63,34 @@ pub const PROBE_PATHS: &[&str] = &[
     "/etc/mkinitcpio.conf",
 ];
 
+/// Why no handover is possible; `Display` is the reason the plan shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoHandover {
+    #[error("initramfs-tools is installed without cryptsetup-initramfs: its initramfs cannot unlock LUKS at all")]
+    NoCryptsetupInitramfs,
+    #[error("mkinitcpio.conf has neither the encrypt nor the sd-encrypt hook")]
+    NoEncryptHook,
+    #[error("dracut without systemd: its crypt module takes no key file from the initramfs")]
+    DracutWithoutSystemd,
+    #[error("no initramfs-tools, dracut or mkinitcpio found in the main system")]
+    NoInitramfsGenerator,
+    #[error("--no-handover")]
+    NotWanted,
+    #[error("the entry has no initrd to extend")]
+    NoInitrd,
+    #[error("--initrd-flavour none")]
+    FlavourNone,
+}
+
 /// Decides the flavour from which probe paths exist and the HOOKS line of
 /// mkinitcpio.conf. `Err` carries why no handover is possible.
-pub fn detect(existing: &[String], mkinitcpio_conf: Option<&str>) -> Result<Flavour, String> {
+pub fn detect(existing: &[String], mkinitcpio_conf: Option<&str>) -> Result<Flavour, NoHandover> {
     let has = |p: &str| existing.iter().any(|e| e == p);
     if has("/usr/share/initramfs-tools/hooks/cryptroot") {
         return Ok(Flavour::InitramfsTools);
     }
     if has("/etc/initramfs-tools/initramfs.conf") {
-        return Err("initramfs-tools is installed without cryptsetup-initramfs: its initramfs cannot unlock LUKS at all".into());
+        return Err(NoHandover::NoCryptsetupInitramfs);
     }
     if let Some(conf) = mkinitcpio_conf {
         let hooks = conf
@@ -90,7 +109,7 @@ pub fn detect(existing: &[String], mkinitcpio_conf: Option<&str>) -> Result<Flav
         if words.contains(&"encrypt") {
             return Ok(Flavour::MkinitcpioEncrypt);
         }
-        return Err("mkinitcpio.conf has neither the encrypt nor the sd-encrypt hook".into());
+        return Err(NoHandover::NoEncryptHook);
     }
     let systemd =
         has("/usr/lib/systemd/systemd-cryptsetup") || has("/lib/systemd/systemd-cryptsetup");
@@ -98,13 +117,10 @@ pub fn detect(existing: &[String], mkinitcpio_conf: Option<&str>) -> Result<Flav
         return if systemd {
             Ok(Flavour::Systemd)
         } else {
-            Err(
-                "dracut without systemd: its crypt module takes no key file from the initramfs"
-                    .into(),
-            )
+            Err(NoHandover::DracutWithoutSystemd)
         };
     }
-    Err("no initramfs-tools, dracut or mkinitcpio found in the main system".into())
+    Err(NoHandover::NoInitramfsGenerator)
 }
 
 /// Whether a handover is possible at all, before looking at volumes: not
@@ -117,15 +133,15 @@ pub fn decide(
     forced: Option<Flavour>,
     existing: &[String],
     mkinitcpio_conf: Option<&str>,
-) -> Result<Flavour, String> {
+) -> Result<Flavour, NoHandover> {
     if no_handover {
-        return Err("--no-handover".into());
+        return Err(NoHandover::NotWanted);
     }
     if !has_initrd {
-        return Err("the entry has no initrd to extend".into());
+        return Err(NoHandover::NoInitrd);
     }
     match forced.map_or_else(|| detect(existing, mkinitcpio_conf), Ok)? {
-        Flavour::None => Err("--initrd-flavour none".into()),
+        Flavour::None => Err(NoHandover::FlavourNone),
         f => Ok(f),
     }
 }
@@ -363,8 +379,13 @@ mod tests {
             ),
             Ok(Flavour::InitramfsTools)
         );
+        assert_eq!(
+            detect(&s(&["/etc/initramfs-tools/initramfs.conf"]), None),
+            Err(NoHandover::NoCryptsetupInitramfs)
+        );
         assert!(detect(&s(&["/etc/initramfs-tools/initramfs.conf"]), None)
             .unwrap_err()
+            .to_string()
             .contains("cryptsetup-initramfs"));
         assert_eq!(
             detect(
@@ -376,15 +397,21 @@ mod tests {
             ),
             Ok(Flavour::Systemd)
         );
-        assert!(detect(&s(&["/usr/lib/dracut/dracut-init.sh"]), None).is_err());
+        assert_eq!(
+            detect(&s(&["/usr/lib/dracut/dracut-init.sh"]), None),
+            Err(NoHandover::DracutWithoutSystemd)
+        );
         let conf = "# HOOKS=(base encrypt)\nHOOKS=(base systemd autodetect block sd-encrypt filesystems)\n";
         assert_eq!(detect(&[], Some(conf)), Ok(Flavour::Systemd));
         assert_eq!(
             detect(&[], Some("HOOKS=\"base udev block encrypt filesystems\"")),
             Ok(Flavour::MkinitcpioEncrypt)
         );
-        assert!(detect(&[], Some("HOOKS=(base udev)")).is_err());
-        assert!(detect(&[], None).is_err());
+        assert_eq!(
+            detect(&[], Some("HOOKS=(base udev)")),
+            Err(NoHandover::NoEncryptHook)
+        );
+        assert_eq!(detect(&[], None), Err(NoHandover::NoInitramfsGenerator));
     }
 
     #[test]
@@ -446,11 +473,11 @@ mod tests {
         );
         assert_eq!(
             decide(true, true, None, &debian, None),
-            Err("--no-handover".into())
+            Err(NoHandover::NotWanted)
         );
         assert_eq!(
             decide(false, false, None, &debian, None),
-            Err("the entry has no initrd to extend".into())
+            Err(NoHandover::NoInitrd)
         );
         // --initrd-flavour overrides detection, also to say no.
         assert_eq!(
@@ -459,9 +486,17 @@ mod tests {
         );
         assert_eq!(
             decide(false, true, Some(Flavour::None), &debian, None),
-            Err("--initrd-flavour none".into())
+            Err(NoHandover::FlavourNone)
         );
-        let e = decide(false, true, None, &[], None).unwrap_err();
+        assert_eq!(NoHandover::NotWanted.to_string(), "--no-handover");
+        assert_eq!(
+            NoHandover::NoInitrd.to_string(),
+            "the entry has no initrd to extend"
+        );
+        assert_eq!(NoHandover::FlavourNone.to_string(), "--initrd-flavour none");
+        let e = decide(false, true, None, &[], None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("no initramfs-tools, dracut or mkinitcpio"),
             "{e}"

@@ -21,21 +21,40 @@ pub enum DeviceSpec {
     PartLabel(String),
 }
 
-fn hex_id(s: &str, tag: &str) -> Result<String, String> {
+/// Why a device spec was refused. Fields hold the input already clipped
+/// (src/text.rs): it may come from a kernel command line or a file of any
+/// length.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// `UUID=`/`PARTUUID=` with something other than hex digits and dashes.
+    #[error("{spec} is not a valid {what}")]
+    BadHexId { spec: String, what: String },
+    #[error("{0}: a LUKS2 label has 1 to 47 bytes")]
+    BadLabel(String),
+    #[error("{0}: a GPT partition name has 1 to 36 characters")]
+    BadPartLabel(String),
+    #[error(
+        "{0} is not a device: use an absolute path (/dev/vda2, /dev/disk/by-…/…), \
+         UUID=…, LABEL=…, PARTUUID=… or PARTLABEL=…"
+    )]
+    NotADevice(String),
+}
+
+fn hex_id(s: &str, tag: &str) -> Result<String, SpecError> {
     let u = s.trim_matches('"').to_ascii_lowercase();
     if u.is_empty() || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         let what = tag.trim_end_matches('=');
-        return Err(format!(
-            "{} is not a valid {what}",
-            clip(&format!("{tag}{s}"))
-        ));
+        return Err(SpecError::BadHexId {
+            spec: clip(&format!("{tag}{s}")).to_string(),
+            what: what.to_string(),
+        });
     }
     Ok(u)
 }
 
 impl DeviceSpec {
     /// Parses `/dev/…`, `UUID=…`, `LABEL=…`, `PARTUUID=…` or `PARTLABEL=…`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
         if let Some(u) = s.strip_prefix("UUID=") {
             Ok(DeviceSpec::Uuid(hex_id(u, "UUID=")?))
         } else if let Some(u) = s.strip_prefix("PARTUUID=") {
@@ -43,17 +62,14 @@ impl DeviceSpec {
         } else if let Some(l) = s.strip_prefix("LABEL=") {
             let l = l.trim_matches('"');
             if l.is_empty() || l.len() > 47 {
-                return Err(format!("{}: a LUKS2 label has 1 to 47 bytes", clip(s)));
+                return Err(SpecError::BadLabel(clip(s).to_string()));
             }
             Ok(DeviceSpec::Label(l.to_string()))
         } else if let Some(l) = s.strip_prefix("PARTLABEL=") {
             let l = l.trim_matches('"');
             // A GPT name is 36 UTF-16 code units.
             if l.is_empty() || l.encode_utf16().count() > 36 {
-                return Err(format!(
-                    "{}: a GPT partition name has 1 to 36 characters",
-                    clip(s)
-                ));
+                return Err(SpecError::BadPartLabel(clip(s).to_string()));
             }
             Ok(DeviceSpec::PartLabel(l.to_string()))
         } else if s.starts_with('/') {
@@ -61,11 +77,7 @@ impl DeviceSpec {
         } else {
             // Input is quoted clipped: it may come from a kernel command
             // line or a file of any length.
-            Err(format!(
-                "{} is not a device: use an absolute path (/dev/vda2, /dev/disk/by-…/…), \
-                 UUID=…, LABEL=…, PARTUUID=… or PARTLABEL=…",
-                clip(s)
-            ))
+            Err(SpecError::NotADevice(clip(s).to_string()))
         }
     }
 
@@ -212,17 +224,22 @@ pub fn from_cmdline(cmdline: &str) -> (Vec<Volume>, Vec<String>) {
                      (supported: allow-discards, sector-size=N, no-read-workqueue, no-write-workqueue)"
                 ));
             }
-            DeviceSpec::parse(dev).map(|d| (d, name.to_string()))
+            DeviceSpec::parse(dev)
+                .map(|d| (d, name.to_string()))
+                .map_err(|e| e.to_string())
         } else if let Some(v) = word.strip_prefix("rd.luks.name=") {
             // systemd: rd.luks.name=UUID=name
             match v.split_once('=') {
                 Some((uuid, name)) => DeviceSpec::parse(&format!("UUID={}", strip_luks(uuid)))
-                    .map(|d| (d, name.to_string())),
+                    .map(|d| (d, name.to_string()))
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("{word:?}: expected rd.luks.name=UUID=NAME")),
             }
         } else if let Some(v) = word.strip_prefix("rd.luks.uuid=") {
             let uuid = strip_luks(v);
-            DeviceSpec::parse(&format!("UUID={uuid}")).map(|d| (d, format!("luks-{uuid}")))
+            DeviceSpec::parse(&format!("UUID={uuid}"))
+                .map(|d| (d, format!("luks-{uuid}")))
+                .map_err(|e| e.to_string())
         } else {
             continue;
         };
@@ -362,7 +379,7 @@ mod tests {
             format!("LABEL={}", "l".repeat(100_000)),
             format!("PARTLABEL={}", "p".repeat(100_000)),
         ] {
-            let e = DeviceSpec::parse(&bad).unwrap_err();
+            let e = DeviceSpec::parse(&bad).unwrap_err().to_string();
             assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
         }
     }
@@ -386,8 +403,13 @@ mod tests {
             DeviceSpec::parse("LABEL=root").unwrap(),
             DeviceSpec::Label("root".into())
         );
+        assert!(matches!(
+            DeviceSpec::parse("vda2"),
+            Err(SpecError::NotADevice(_))
+        ));
         assert!(DeviceSpec::parse("vda2")
             .unwrap_err()
+            .to_string()
             .contains("absolute path"));
         assert!(DeviceSpec::parse("UUID=zz").is_err());
         assert_eq!(
@@ -399,9 +421,24 @@ mod tests {
             DeviceSpec::PartLabel("cryptroot".into())
         );
         assert_eq!(
-            DeviceSpec::parse("PARTUUID=xyz").unwrap_err(),
+            DeviceSpec::parse("PARTUUID=xyz").unwrap_err().to_string(),
             "\"PARTUUID=xyz\" is not a valid PARTUUID"
         );
+        assert_eq!(
+            DeviceSpec::parse("PARTUUID=xyz"),
+            Err(SpecError::BadHexId {
+                spec: "\"PARTUUID=xyz\"".into(),
+                what: "PARTUUID".into()
+            })
+        );
+        assert!(matches!(
+            DeviceSpec::parse("LABEL="),
+            Err(SpecError::BadLabel(_))
+        ));
+        assert!(matches!(
+            DeviceSpec::parse("PARTLABEL="),
+            Err(SpecError::BadPartLabel(_))
+        ));
         assert!(DeviceSpec::parse("PARTLABEL=").is_err());
         assert!(DeviceSpec::parse(&format!("PARTLABEL={}", "a".repeat(37))).is_err());
         // Round trip through Display, as status shows it.

@@ -293,7 +293,7 @@ async fn hand_over<R: Remote>(
         cfg.mkinitcpio_conf.as_deref(),
     );
     match decided {
-        Err(why) => Ok(Handover::Impossible(why)),
+        Err(why) => Ok(Handover::Impossible(why.to_string())),
         Ok(f) => {
             // Building the combined initrd needs both, on the rescue side.
             facts.require(&["cryptsetup", "truncate"])?;
