@@ -109,8 +109,8 @@ portcullis_flush() {
 # PORTCULLIS_HOST_KEYS (one path a line: `host-key` may list one key per
 # type), PORTCULLIS_HOST_KEY (the first) and PORTCULLIS_AUTHORIZED_KEYS to
 # the paths to copy (the same path in the image; the config refuses control
-# characters in paths, so a newline separates them safely). On failure it returns 1 with portcullisd's
-# message in PORTCULLIS_ERROR.
+# characters in paths, so a newline separates them safely). On failure it
+# returns 1 with portcullisd's message in PORTCULLIS_ERROR.
 # shellcheck disable=SC2034 # the results are for the hook that sources this
 portcullis_config_files() {
     PORTCULLIS_HOST_KEY=
@@ -124,9 +124,10 @@ portcullis_config_files() {
     while IFS= read -r _pcf_line; do
         case $_pcf_line in
             "host-key "*)
-                PORTCULLIS_HOST_KEY=${PORTCULLIS_HOST_KEY:-${_pcf_line#host-key }}
+                _pcf_key=${_pcf_line#host-key }
+                PORTCULLIS_HOST_KEY=${PORTCULLIS_HOST_KEY:-$_pcf_key}
                 PORTCULLIS_HOST_KEYS="$PORTCULLIS_HOST_KEYS${PORTCULLIS_HOST_KEYS:+
-}${_pcf_line#host-key }"
+}$_pcf_key"
                 ;;
             "authorized-keys "*) PORTCULLIS_AUTHORIZED_KEYS=${_pcf_line#authorized-keys } ;;
         esac
