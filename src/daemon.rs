@@ -93,20 +93,38 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let served = rt.block_on(async {
+        // Every address that can be bound is served: one that fails at
+        // boot (IPv6 disabled with ipv6.disable=1, an address not there)
+        // must not take the others, and with them remote unlock, down.
+        // Only when nothing can be bound is it an error.
         let mut listeners = Vec::new();
+        let mut failed = Vec::new();
         for addr in &settings.listen {
             let v6_only = crate::listener::bind::v6_only(*addr, &settings.listen);
-            let l = crate::listener::bind::listen(*addr, v6_only)
+            match crate::listener::bind::listen(*addr, v6_only)
                 .and_then(tokio::net::TcpListener::from_std)
-                .with_context(|| format!("listening on {addr}"))?;
-            listeners.push(l);
+            {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    tracing::warn!("cannot listen on {addr}: {e}; serving the other addresses");
+                    failed.push(format!("{addr}: {e}"));
+                }
+            }
+        }
+        if listeners.is_empty() {
+            anyhow::bail!("cannot listen on any address ({})", failed.join("; "));
         }
         for v in backend.status() {
             tracing::info!(volume = %v.name, device = %v.device, state = ?v.state, "waiting for a passphrase");
         }
         tracing::info!(
             "listening on {}; host key {fp}",
-            settings.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         crate::listener::serve(listeners, config, backend, keys, settings.limits.clone()).await
     });

@@ -116,6 +116,72 @@ fn both_wildcards_on_one_port_start_and_answer() {
     );
 }
 
+/// An address that cannot be bound at boot (here: its port is taken; on a
+/// server, `ipv6.disable=1` under `[::]:22`) must not take the others down:
+/// the listener serves what it could bind and says what it could not. It
+/// used to exit, leaving the server with no remote unlock at all.
+#[test]
+fn one_unbindable_address_leaves_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Held for the whole test: the listener cannot have it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let cfg = config(
+        dir.path(),
+        &[
+            format!("127.0.0.1:{taken_port}"),
+            format!("127.0.0.1:{free}"),
+        ],
+    );
+    let mut child = portcullisd()
+        .args(["--config", s(&cfg)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("listener exited with {status}: {err}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", free)).is_ok() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(answered, "no answer on the bindable address: {err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
+        "the failed address is named: {err}"
+    );
+    drop(taken);
+}
+
+/// Port 0 (any free port) passes the parser (tests use it) but `check`,
+/// which the hooks run, refuses it: at boot no client would find it.
+#[test]
+fn check_refuses_port_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &["0.0.0.0:0".to_string()]);
+    let o = run(&["check", "--config", s(&cfg)]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("port 0") && err.lines().count() == 1, "{err}");
+}
+
 /// What the listener could not bind at boot is refused by `check`.
 #[test]
 fn check_refuses_listen_addresses_that_cannot_all_be_bound() {

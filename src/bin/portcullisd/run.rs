@@ -57,6 +57,14 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading config {}", path.display()))?;
     let settings = portcullis::config::Settings::parse(&text, config)?;
+    // Port 0 (any free port) is for tests; in an image it would listen
+    // where no client looks.
+    if let Some(a) = settings.listen.iter().find(|a| a.port() == 0) {
+        anyhow::bail!(
+            "{}: listen = \"{a}\": port 0 picks a random port at boot; give a port (22)",
+            config.display()
+        );
+    }
     let report = settings.check_files(&root)?;
     for key in &settings.host_keys {
         let key_path = root.join(key);
