@@ -122,7 +122,26 @@ pub fn clip_message(msg: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    clip_plain_to(&line(&one.join("; ")), MAX_MESSAGE_CHARS)
+    clip_message_to(&line(&one.join("; ")), MAX_MESSAGE_CHARS, MAX_MESSAGE_BYTES)
+}
+
+/// Longest library error message in bytes: a cap in characters alone lets
+/// 512 replacement characters (lossy input, 3 bytes each) through as 1.5 KB
+/// (found by the config and inventory fuzz targets).
+const MAX_MESSAGE_BYTES: usize = 768;
+
+/// `s` cut at `max_chars` characters or `max_bytes` bytes, whichever comes
+/// first, on a character boundary, marked with the full length.
+fn clip_message_to(s: &str, max_chars: usize, max_bytes: usize) -> String {
+    let cut = s
+        .char_indices()
+        .enumerate()
+        .find(|&(n, (i, c))| n == max_chars || i + c.len_utf8() > max_bytes)
+        .map(|(_, (i, _))| i);
+    match cut {
+        None => s.to_string(),
+        Some(cut) => format!("{}…({} bytes)", s.get(..cut).unwrap_or_default(), s.len()),
+    }
 }
 
 fn clip_plain_to(s: &str, max: usize) -> String {
@@ -222,6 +241,22 @@ impl StreamFilter {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_bounded_in_bytes_too() {
+        // A key of lossy input: 600 replacement characters, 3 bytes each,
+        // after a backtick that ends toml's quoted span early.
+        let msg = format!(
+            "unknown field ``{}`, expected one of `listen`",
+            "\u{fffd}".repeat(600)
+        );
+        let out = clip_message(&msg);
+        assert!(out.len() <= MAX_MESSAGE_BYTES + 32, "{} bytes", out.len());
+        assert!(out.ends_with(&format!("…({} bytes)", msg.len())), "{out}");
+        // Plain ASCII keeps the character cap.
+        let ascii = format!("x{}", "a".repeat(2000));
+        assert_eq!(clip_message(&ascii).chars().count() < 600, true);
+    }
 
     #[test]
     fn clip_bounds_long_input() {
