@@ -575,7 +575,10 @@ fn host_key_preference(policy: &HostKeyPolicy, host_id: &str) -> russh::Preferre
     let Ok(text) = known_hosts::read(path) else {
         return default;
     };
-    let pinned: Vec<Algorithm> = known_hosts::keys_for(&known_hosts::parse(&text), host_id)
+    let Ok(lines) = known_hosts::parse(&text) else {
+        return default;
+    };
+    let pinned: Vec<Algorithm> = known_hosts::keys_for(&lines, host_id)
         .into_iter()
         .map(|(_, k)| k.algorithm())
         .collect();
