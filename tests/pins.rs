@@ -392,6 +392,99 @@ async fn inventory_pins_obey_revocations() {
     );
 }
 
+/// `known-hosts pin|forget` name hosts as `status` does: an inventory host
+/// or an ssh_config alias is pinned under its listener's id, so the client
+/// finds the pin; `NAME:PORT` with an inventory NAME is refused; a host a
+/// pattern line pins is not claimed forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_and_forget_use_the_shared_resolver() {
+    let f = start("", Limits::default()).await;
+    let port = f.addr.port();
+    let inv = f.dir.path().join("inventory.toml");
+    let cfg = f.dir.path().join("ssh_config");
+    std::fs::write(
+        &inv,
+        format!(
+            "[defaults]\nidentity = \"{}\"\n[host.box]\naddress = \"127.0.0.1\"\nport = {port}\n",
+            f.client_key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("Host alias1\n  HostName 127.0.0.1\n  Port {port}\n"),
+    )
+    .unwrap();
+    let (inv, cfg) = (inv.display().to_string(), cfg.display().to_string());
+    let khs = kh(&f).display().to_string();
+    let key = f.dir.path().join("host_key.pub").display().to_string();
+    let look = ["--inventory", inv.as_str(), "--ssh-config", cfg.as_str()];
+    let kh_args = ["--known-hosts", khs.as_str()];
+    let run = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend_from_slice(&look);
+        a.extend_from_slice(&kh_args);
+        portcullis(&f, &a)
+    };
+    let id = format!("[127.0.0.1]:{port}");
+    let o = run(&["known-hosts", "pin", "box", "--key", &key]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("for {id} in")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(std::fs::read_to_string(kh(&f))
+        .unwrap()
+        .starts_with(&format!("{id} ")));
+    // The client finds that pin for the inventory host and for the alias.
+    for name in ["box", "alias1"] {
+        let o = run(&[
+            "status",
+            name,
+            "--no-agent",
+            "-i",
+            &f.client_key.display().to_string(),
+        ]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+    }
+    let o = run(&["known-hosts", "forget", "alias1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("forgot 1 pin(s) for {id} in {khs}")
+    );
+    // NAME:PORT with an inventory NAME: refused, not a DNS name.
+    for t in ["box:2200", "alias1:2200"] {
+        let o = run(&["status", t]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("is named in") && e.contains("ADDRESS:2200"),
+            "{e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        let o = run(&["known-hosts", "forget", t]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+    }
+    // A pattern line pins the host: forget and pin refuse, file untouched.
+    let pub_line = std::fs::read_to_string(&key).unwrap();
+    let text = format!("[127.0.0.1]:* {pub_line}");
+    std::fs::write(kh(&f), &text).unwrap();
+    for args in [
+        &["known-hosts", "forget", "box"][..],
+        &["known-hosts", "pin", "box", "--key", &key][..],
+    ] {
+        let o = run(args);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim(),
+            format!("error: {khs} line 1 pins {id} through pattern [127.0.0.1]:*; edit it by hand")
+        );
+        assert_eq!(std::fs::read_to_string(kh(&f)).unwrap(), text);
+    }
+}
+
 /// Hashes a known_hosts file in place with the real ssh-keygen.
 fn hash(path: &Path) {
     let o = Command::new("ssh-keygen")
