@@ -166,18 +166,9 @@ fn completions(shell: cli::Shell) -> u8 {
 }
 
 /// The listener `known-hosts pin|forget` files a pin under, named as for
-/// `status` (inventory host, ssh_config alias, HOST:PORT…): exactly one, so
-/// the pin lands under the host id the client will look up.
+/// `status` (inventory host, ssh_config alias, HOST:PORT…).
 fn pin_target(target: &str, l: &LookupArgs) -> anyhow::Result<Target> {
-    let r = portcullis::fleet::resolve::resolve(&[target.to_string()], &lookup(l))?;
-    match r.hosts.as_slice() {
-        [h] => Ok(h.listener.clone()),
-        hs => anyhow::bail!(
-            "{} names {} hosts; pin or forget one host at a time",
-            portcullis::text::clip(target),
-            hs.len()
-        ),
-    }
+    portcullis::fleet::resolve::resolve_listener(target, &lookup(l))
 }
 
 /// `known-hosts list|pin|forget`: the bodies are in [`pins`].

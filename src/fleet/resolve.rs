@@ -75,6 +75,36 @@ pub fn resolve(targets: &[String], lookup: &Lookup) -> Result<Resolution> {
     Ok(Resolution { inventory, hosts })
 }
 
+/// The one listener `known-hosts pin|forget` names, resolved as by
+/// [`resolve`] (so a pin lands under the host id the client looks up),
+/// except that a bare name outside the inventory and ssh_config needs no
+/// DNS entry: a pin may be written from a `.pub` file before the host
+/// exists, and a stale name forgotten after it is gone.
+pub fn resolve_listener(target: &str, lookup: &Lookup) -> Result<Target> {
+    let inv = load(lookup)?;
+    let (_, rest) = split_user(target)?;
+    let hosts = if is_address(rest) || inv.knows(rest) || inv.is_alias(rest)? {
+        resolve_in(&inv, &[target.to_string()], lookup.ssh_config.as_deref())?
+    } else {
+        let t = Target::parse(rest)?;
+        vec![inv.ad_hoc(
+            rest,
+            Target {
+                host: t.host,
+                port: inv.default_port(),
+            },
+        )]
+    };
+    match hosts.as_slice() {
+        [h] => Ok(h.listener.clone()),
+        hs => bail!(
+            "{} names {} hosts; pin or forget one host at a time",
+            clip(target),
+            hs.len()
+        ),
+    }
+}
+
 /// Splits `ssh://USER@REST` / `USER@REST` into the user and the rest.
 fn split_user(t: &str) -> Result<(Option<&str>, &str)> {
     let (url, rest) = match t.strip_prefix("ssh://") {
