@@ -408,7 +408,11 @@ pub fn known_hosts(data: &[u8]) {
     let port = if c % 2 == 0 { 22 } else { 2200 + u16::from(c) };
     let id = known_hosts::host_id("web1.example.net", port);
     let b64 = KEY_LINE.split(' ').nth(1).unwrap_or_default();
-    let v = known_hosts::check(&text, &id, &key);
+    let Ok(v) = known_hosts::check(&text, &id, &key) else {
+        // Only a broken `@revoked` line is an error, and it stays one.
+        assert!(text.contains("@revoked"));
+        return;
+    };
     if v == Verdict::Match {
         // A match needs the key itself in the file, under the host's name,
         // a pattern or a hashed name.
@@ -429,20 +433,22 @@ pub fn known_hosts(data: &[u8]) {
         pinned.push('\n');
     }
     pinned.push_str(&format!("{id} ssh-ed25519 {b64}\n"));
-    let again = known_hosts::check(&pinned, &id, &key);
+    let again = known_hosts::check(&pinned, &id, &key).ok();
     match v {
-        Verdict::Revoked { .. } => assert!(matches!(again, Verdict::Revoked { .. })),
-        _ => assert_eq!(again, Verdict::Match),
+        Verdict::Revoked { .. } => assert!(matches!(again, Some(Verdict::Revoked { .. }))),
+        _ => assert_eq!(again, Some(Verdict::Match)),
     }
     // `forget` removes that pin, and a revocation appended after anything
     // refuses the key.
-    let (rest, n) = known_hosts::without(&pinned, &id);
-    assert!(n >= 1);
-    assert!(!format!("\n{rest}").contains(&format!("\n{id} ssh-ed25519 {b64}\n")));
+    // (unless a pattern line still pins the host: then it refuses).
+    if let Ok((rest, n)) = known_hosts::without(&pinned, &id) {
+        assert!(n >= 1);
+        assert!(!format!("\n{rest}").contains(&format!("\n{id} ssh-ed25519 {b64}\n")));
+    }
     pinned.push_str(&format!("@revoked * ssh-ed25519 {b64}\n"));
     assert!(matches!(
         known_hosts::check(&pinned, &id, &key),
-        Verdict::Revoked { .. }
+        Ok(Verdict::Revoked { .. })
     ));
 }
 

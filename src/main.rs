@@ -165,6 +165,12 @@ fn completions(shell: cli::Shell) -> u8 {
     exit::UNLOCKED
 }
 
+/// The listener `known-hosts pin|forget` files a pin under, named as for
+/// `status` (inventory host, ssh_config alias, HOST:PORT…).
+fn pin_target(target: &str, l: &LookupArgs) -> anyhow::Result<Target> {
+    portcullis::fleet::resolve::resolve_listener(target, &lookup(l))
+}
+
 /// `known-hosts list|pin|forget`: the bodies are in [`pins`].
 async fn known_hosts(c: KnownHostsCommand) -> u8 {
     let file = match &c {
@@ -180,8 +186,7 @@ async fn known_hosts(c: KnownHostsCommand) -> u8 {
         KnownHostsCommand::List { json, .. } => pins::list(&path, json)
             .map(|t| t.trim_end().to_string())
             .map_err(ClientError::Other),
-        KnownHostsCommand::Forget { target, .. } => Target::parse(&target)
-            .map_err(anyhow::Error::from)
+        KnownHostsCommand::Forget { target, lookup, .. } => pin_target(&target, &lookup)
             .and_then(|t| pins::forget(&path, &t))
             .map_err(ClientError::Other),
         KnownHostsCommand::Pin {
@@ -190,9 +195,10 @@ async fn known_hosts(c: KnownHostsCommand) -> u8 {
             key,
             add,
             timeout,
+            lookup,
             ..
-        } => match Target::parse(&target) {
-            Err(e) => Err(ClientError::Other(e.into())),
+        } => match pin_target(&target, &lookup) {
+            Err(e) => Err(ClientError::Other(e)),
             Ok(t) => {
                 pins::pin(&pins::PinRequest {
                     target: t,

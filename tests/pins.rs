@@ -40,6 +40,14 @@ fn portcullis(f: &Fixture, args: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// An inventory-style pin list with no known-hosts file.
+fn fps(fingerprints: Vec<String>) -> HostKeyPolicy {
+    HostKeyPolicy::Fingerprints {
+        fingerprints,
+        revoked_in: None,
+    }
+}
+
 fn target(f: &Fixture) -> String {
     format!("127.0.0.1:{}", f.addr.port())
 }
@@ -313,6 +321,170 @@ async fn revoked_key_is_refused() {
     assert_ne!(code(&o), 0);
 }
 
+/// Inventory pins obey `@revoked` in portcullis's default known-hosts
+/// file, as docs/rotation.md promises: a listed key revoked there is
+/// refused (exit 4, host-key-revoked) by unlock and by watch's policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_pins_obey_revocations() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = start("", Limits::default()).await;
+    let pubkey = std::fs::read_to_string(f.dir.path().join("host_key.pub")).unwrap();
+    let pass = f.dir.path().join("pass");
+    std::fs::write(&pass, "x").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let inv = f.dir.path().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[host.box]\naddress = \"127.0.0.1\"\nport = {}\nfingerprint = [\"{OTHER}\", \"{}\"]\n\
+             identity = \"{}\"\npassphrase = {{ file = \"{}\" }}\n",
+            f.addr.port(),
+            f.host_fp,
+            f.client_key.display(),
+            pass.display()
+        ),
+    )
+    .unwrap();
+    let inv = inv.display().to_string();
+    // Not revoked: the listed key is accepted.
+    let o = portcullis(&f, &["status", "--inventory", &inv, "box", "--no-agent"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Revoked (tab-separated, as OpenSSH allows) in the default file.
+    let default = f.dir.path().join(".config/portcullis/known_hosts");
+    std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+    std::fs::write(&default, format!("# rotated\n@revoked\t*\t{pubkey}")).unwrap();
+    let o = portcullis(&f, &["unlock", "--inventory", &inv, "box", "--no-agent"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("HOST KEY REVOKED") && e.contains("line 2"),
+        "{e}"
+    );
+    let o = portcullis(
+        &f,
+        &["unlock", "--inventory", &inv, "box", "--no-agent", "--json"],
+    );
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    // The fleet record files a revocation under host-key-changed (exit 4).
+    let out = stdout(&o);
+    assert!(
+        out.contains("\"exit-code\":4") && out.contains("HOST KEY REVOKED"),
+        "{out}"
+    );
+    // watch's policy: the same list, the same file.
+    let mut opts = f.options();
+    opts.host_key = HostKeyPolicy::Fingerprints {
+        fingerprints: vec![OTHER.into(), f.host_fp.clone()],
+        revoked_in: Some(default.clone()),
+    };
+    match client::status(&opts).await {
+        Err(ClientError::HostKeyRevoked { line, .. }) => assert_eq!(line, 2),
+        r => panic!("{r:?}"),
+    }
+    // A revocation that does not parse refuses too, naming file and line.
+    std::fs::write(&default, "@revoked * ssh-ed25519 AAAA!!\n").unwrap();
+    let o = portcullis(&f, &["status", "--inventory", &inv, "box", "--no-agent"]);
+    assert_ne!(code(&o), 0);
+    let e = stderr(&o);
+    assert!(
+        e.contains("line 1") && e.contains(&default.display().to_string()),
+        "{e}"
+    );
+}
+
+/// `known-hosts pin|forget` name hosts as `status` does: an inventory host
+/// or an ssh_config alias is pinned under its listener's id, so the client
+/// finds the pin; `NAME:PORT` with an inventory NAME is refused; a host a
+/// pattern line pins is not claimed forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_and_forget_use_the_shared_resolver() {
+    let f = start("", Limits::default()).await;
+    let port = f.addr.port();
+    let inv = f.dir.path().join("inventory.toml");
+    let cfg = f.dir.path().join("ssh_config");
+    std::fs::write(
+        &inv,
+        format!(
+            "[defaults]\nidentity = \"{}\"\n[host.box]\naddress = \"127.0.0.1\"\nport = {port}\n",
+            f.client_key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("Host alias1\n  HostName 127.0.0.1\n  Port {port}\n"),
+    )
+    .unwrap();
+    let (inv, cfg) = (inv.display().to_string(), cfg.display().to_string());
+    let khs = kh(&f).display().to_string();
+    let key = f.dir.path().join("host_key.pub").display().to_string();
+    let look = ["--inventory", inv.as_str(), "--ssh-config", cfg.as_str()];
+    let kh_args = ["--known-hosts", khs.as_str()];
+    let run = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend_from_slice(&look);
+        a.extend_from_slice(&kh_args);
+        portcullis(&f, &a)
+    };
+    let id = format!("[127.0.0.1]:{port}");
+    let o = run(&["known-hosts", "pin", "box", "--key", &key]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("for {id} in")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(std::fs::read_to_string(kh(&f))
+        .unwrap()
+        .starts_with(&format!("{id} ")));
+    // The client finds that pin for the inventory host and for the alias.
+    for name in ["box", "alias1"] {
+        let o = run(&[
+            "status",
+            name,
+            "--no-agent",
+            "-i",
+            &f.client_key.display().to_string(),
+        ]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+    }
+    let o = run(&["known-hosts", "forget", "alias1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("forgot 1 pin(s) for {id} in {khs}")
+    );
+    // NAME:PORT with an inventory NAME: refused, not a DNS name.
+    for t in ["box:2200", "alias1:2200"] {
+        let o = run(&["status", t]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("is named in") && e.contains("ADDRESS:2200"),
+            "{e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        let o = run(&["known-hosts", "forget", t]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+    }
+    // A pattern line pins the host: forget and pin refuse, file untouched.
+    let pub_line = std::fs::read_to_string(&key).unwrap();
+    let text = format!("[127.0.0.1]:* {pub_line}");
+    std::fs::write(kh(&f), &text).unwrap();
+    for args in [
+        &["known-hosts", "forget", "box"][..],
+        &["known-hosts", "pin", "box", "--key", &key][..],
+    ] {
+        let o = run(args);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim(),
+            format!("error: {khs} line 1 pins {id} through pattern [127.0.0.1]:*; edit it by hand")
+        );
+        assert_eq!(std::fs::read_to_string(kh(&f)).unwrap(), text);
+    }
+}
+
 /// Hashes a known_hosts file in place with the real ssh-keygen.
 fn hash(path: &Path) {
     let o = Command::new("ssh-keygen")
@@ -378,9 +550,9 @@ async fn hashed_known_hosts() {
 async fn two_pins_accept_either_key() {
     let f = start("", Limits::default()).await;
     let mut opts = f.options();
-    opts.host_key = HostKeyPolicy::Fingerprints(vec![OTHER.into(), f.host_fp.clone()]);
+    opts.host_key = fps(vec![OTHER.into(), f.host_fp.clone()]);
     client::status(&opts).await.unwrap();
-    opts.host_key = HostKeyPolicy::Fingerprints(vec![OTHER.into()]);
+    opts.host_key = fps(vec![OTHER.into()]);
     match client::status(&opts).await {
         Err(ClientError::HostKeyChanged { expected, .. }) => assert_eq!(expected, OTHER),
         r => panic!("{r:?}"),
@@ -545,11 +717,11 @@ async fn a_listener_serves_an_old_and_a_new_key_type() {
     // ed25519 key, so a list holding only the ECDSA fingerprint is a change.
     let mut opts = f.options();
     opts.target = t.clone();
-    opts.host_key = HostKeyPolicy::Fingerprints(vec![ed_fp.clone()]);
+    opts.host_key = fps(vec![ed_fp.clone()]);
     client::status(&opts).await.unwrap();
-    opts.host_key = HostKeyPolicy::Fingerprints(vec![ec_fp.clone(), ed_fp.clone()]);
+    opts.host_key = fps(vec![ec_fp.clone(), ed_fp.clone()]);
     client::status(&opts).await.unwrap();
-    opts.host_key = HostKeyPolicy::Fingerprints(vec![ec_fp.clone()]);
+    opts.host_key = fps(vec![ec_fp.clone()]);
     match client::status(&opts).await {
         Err(ClientError::HostKeyChanged { got, .. }) => assert_eq!(got, ed_fp),
         r => panic!("{r:?}"),

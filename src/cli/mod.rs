@@ -98,8 +98,11 @@ pub enum KnownHostsCommand {
     /// Pin the key a listener offers (after you confirm it, or when it has
     /// --fingerprint), or the key in a .pub file, for HOST[:PORT].
     Pin {
-        /// HOST, HOST:PORT or [IPV6]:PORT of the initramfs listener.
+        /// The initramfs listener: an inventory host, an ssh_config alias,
+        /// HOST, HOST:PORT or [IPV6]:PORT.
         target: String,
+        #[command(flatten)]
+        lookup: LookupArgs,
         /// Expected fingerprint (SHA256:...); pins without asking on a match.
         #[arg(long, value_name = "SHA256:...", value_parser = fingerprint)]
         fingerprint: Option<String>,
@@ -119,8 +122,11 @@ pub enum KnownHostsCommand {
     },
     /// Remove every pin for HOST[:PORT].
     Forget {
-        /// HOST, HOST:PORT or [IPV6]:PORT.
+        /// An inventory host, an ssh_config alias, HOST, HOST:PORT or
+        /// [IPV6]:PORT.
         target: String,
+        #[command(flatten)]
+        lookup: LookupArgs,
         #[command(flatten)]
         file: KnownHostsFile,
     },

@@ -86,20 +86,34 @@ fn candidates(host_id: &str) -> Vec<String> {
     c
 }
 
+/// A line as OpenSSH reads it: runs of spaces and tabs separate fields,
+/// while ssh-key's parser splits on single spaces only.
+fn normalise(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Every line that parses, with its number; comments, blank lines and lines
-/// ssh-key refuses are skipped (they pin nothing).
-pub fn parse(text: &str) -> Vec<Line> {
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') {
-                return None;
-            }
-            let entry: Entry = l.parse().ok()?;
-            Some(Line { line: i + 1, entry })
-        })
-        .collect()
+/// ssh-key refuses are skipped (they pin nothing). An `@revoked` line that
+/// does not parse is an error naming its line: skipping it would let the
+/// revoked key in.
+pub fn parse(text: &str) -> Result<Vec<Line>> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = normalise(raw);
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        match l.parse::<Entry>() {
+            Ok(entry) => out.push(Line { line: i + 1, entry }),
+            Err(_) if l.starts_with("@revoked") => anyhow::bail!(
+                "line {} is an @revoked line that does not parse; fix it \
+                 (`@revoked PATTERNS KEYTYPE BASE64`) or delete it",
+                i + 1
+            ),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the line's host names cover `name`, as OpenSSH decides: a hashed
@@ -188,22 +202,22 @@ pub fn revoked(lines: &[Line], key: &PublicKey) -> Option<usize> {
 /// Looks `host_id` up in `text`: a revoked key is refused first, then any
 /// line pinning this very key matches, else any other pin for the host is a
 /// change.
-pub fn check(text: &str, host_id: &str, key: &PublicKey) -> Verdict {
-    let lines = parse(text);
+pub fn check(text: &str, host_id: &str, key: &PublicKey) -> Result<Verdict> {
+    let lines = parse(text)?;
     if let Some(line) = revoked(&lines, key) {
-        return Verdict::Revoked { line };
+        return Ok(Verdict::Revoked { line });
     }
     let pins = keys_for(&lines, host_id);
     if pins.iter().any(|(_, k)| k.key_data() == key.key_data()) {
-        return Verdict::Match;
+        return Ok(Verdict::Match);
     }
-    match pins.last() {
+    Ok(match pins.last() {
         Some((line, k)) => Verdict::Changed {
             pinned: crate::authkeys::fingerprint(k),
             line: *line,
         },
         None => Verdict::Unknown,
-    }
+    })
 }
 
 /// The file's text, or empty when it does not exist yet.
@@ -215,8 +229,15 @@ pub fn read(path: &Path) -> Result<String> {
     }
 }
 
+/// The file's lines; a line that must not be skipped but does not parse
+/// is an error naming the file and the line.
+pub fn parse_file(path: &Path) -> Result<Vec<Line>> {
+    parse(&read(path)?).map_err(|e| anyhow::anyhow!("known hosts {}: {e}", path.display()))
+}
+
 pub fn check_file(path: &Path, host_id: &str, key: &PublicKey) -> Result<Verdict> {
-    Ok(check(&read(path)?, host_id, key))
+    check(&read(path)?, host_id, key)
+        .map_err(|e| anyhow::anyhow!("known hosts {}: {e}", path.display()))
 }
 
 /// The pin line for `key` under `host_id`.
@@ -246,17 +267,39 @@ pub fn add(path: &Path, host_id: &str, key: &PublicKey) -> Result<()> {
         .with_context(|| format!("writing known hosts {}", path.display()))
 }
 
-/// Removes every pin for `host_id` (hashed names and the old `[host]:22`
-/// form included; other names sharing a line stay). Returns the text
-/// without them and how many pins went.
-pub fn without(text: &str, host_id: &str) -> (String, usize) {
+/// A pin `without` cannot remove: a pattern line still covers the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillPinned {
+    pub line: usize,
+    pub pattern: String,
+}
+
+impl StillPinned {
+    /// The one-line refusal, naming the file to edit.
+    pub fn message(&self, path: &Path, host_id: &str) -> String {
+        format!(
+            "{} line {} pins {host_id} through pattern {}; edit it by hand",
+            path.display(),
+            self.line,
+            self.pattern
+        )
+    }
+}
+
+/// Removes every pin for `host_id` (names compared case-insensitively,
+/// hashed names and the old `[host]:22` form included; other names sharing
+/// a line stay). Returns the text without them and how many pins went, or
+/// the first line whose patterns would still pin the host afterwards
+/// (`*.example`, `web?`): claiming it gone would be false.
+pub fn without(text: &str, host_id: &str) -> Result<(String, usize), StillPinned> {
     let names = candidates(host_id);
+    let is_name = |p: &str| names.iter().any(|n| n.eq_ignore_ascii_case(p));
     let mut out = String::with_capacity(text.len());
     let mut removed = 0;
-    for raw in text.lines() {
-        let trimmed = raw.trim();
-        let entry = (!trimmed.starts_with('#'))
-            .then(|| trimmed.parse::<Entry>().ok())
+    for (i, raw) in text.lines().enumerate() {
+        let line = normalise(raw);
+        let entry = (!line.starts_with('#'))
+            .then(|| line.parse::<Entry>().ok())
             .flatten()
             .filter(|e| e.marker().is_none());
         // What stays of the line's names; `None` keeps the line untouched.
@@ -267,9 +310,16 @@ pub fn without(text: &str, host_id: &str) -> (String, usize) {
             Some(HostPatterns::Patterns(ps)) => {
                 let kept: Vec<&str> = ps
                     .iter()
-                    .filter(|p| !names.contains(p))
                     .map(String::as_str)
+                    .filter(|p| !is_name(p))
                     .collect();
+                let left = HostPatterns::Patterns(kept.iter().map(|p| p.to_string()).collect());
+                if names.iter().any(|n| names_match(&left, n)) {
+                    return Err(StillPinned {
+                        line: i + 1,
+                        pattern: kept.join(","),
+                    });
+                }
                 (kept.len() != ps.len()).then_some(kept)
             }
             None => None,
@@ -282,13 +332,13 @@ pub fn without(text: &str, host_id: &str) -> (String, usize) {
             Some(kept) => {
                 removed += 1;
                 if !kept.is_empty() {
-                    let rest = trimmed.split_once(' ').map_or("", |(_, r)| r);
+                    let rest = line.split_once(' ').map_or("", |(_, r)| r);
                     out.push_str(&format!("{} {rest}\n", kept.join(",")));
                 }
             }
         }
     }
-    (out, removed)
+    Ok((out, removed))
 }
 
 /// Replaces the file with `text`, atomically (a temporary file renamed over
@@ -316,7 +366,8 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 /// Pins `key` for `host_id` as the only key for it: older pins for the
 /// host go (the admin confirmed this key), other hosts stay.
 pub fn replace(path: &Path, host_id: &str, key: &PublicKey) -> Result<usize> {
-    let (mut text, removed) = without(&read(path)?, host_id);
+    let (mut text, removed) =
+        without(&read(path)?, host_id).map_err(|e| anyhow::anyhow!(e.message(path, host_id)))?;
     text.push_str(&pin_line(host_id, key)?);
     text.push('\n');
     write(path, &text)?;
@@ -357,10 +408,10 @@ mod tests {
     fn verdicts() {
         let (k1, k2) = (k(K1), k(K2));
         let text = format!("# pins\ngarbage\nweb1 {K1}\n[db1]:2222,[db1b]:2222 {K2}\n");
-        assert_eq!(check(&text, "web1", &k1), Verdict::Match);
-        assert_eq!(check(&text, "[db1b]:2222", &k2), Verdict::Match);
-        assert_eq!(check(&text, "[web1]:2222", &k1), Verdict::Unknown);
-        match check(&text, "web1", &k2) {
+        assert_eq!(check(&text, "web1", &k1).unwrap(), Verdict::Match);
+        assert_eq!(check(&text, "[db1b]:2222", &k2).unwrap(), Verdict::Match);
+        assert_eq!(check(&text, "[web1]:2222", &k1).unwrap(), Verdict::Unknown);
+        match check(&text, "web1", &k2).unwrap() {
             Verdict::Changed { pinned, line } => {
                 assert_eq!(line, 3);
                 assert_eq!(pinned, crate::authkeys::fingerprint(&k1));
@@ -377,9 +428,9 @@ mod tests {
         assert_eq!(host_id("[::1]", 2222), "[::1]:2222");
         // Pins portcullis wrote before still count.
         let text = format!("[web1]:22 {K1}\n");
-        assert_eq!(check(&text, "web1", &k(K1)), Verdict::Match);
+        assert_eq!(check(&text, "web1", &k(K1)).unwrap(), Verdict::Match);
         assert!(matches!(
-            check(&text, "web1", &k(K2)),
+            check(&text, "web1", &k(K2)).unwrap(),
             Verdict::Changed { .. }
         ));
     }
@@ -387,12 +438,15 @@ mod tests {
     #[test]
     fn revoked_and_ca_lines() {
         let text = format!("@revoked * {K2}\n@cert-authority *.example {K1}\nweb1 {K2}\n");
-        assert_eq!(check(&text, "web1", &k(K2)), Verdict::Revoked { line: 1 });
+        assert_eq!(
+            check(&text, "web1", &k(K2)).unwrap(),
+            Verdict::Revoked { line: 1 }
+        );
         // A CA line pins nothing: k1 is unknown for x.example, and changed
         // for web1 (which has K2).
-        assert_eq!(check(&text, "x.example", &k(K1)), Verdict::Unknown);
+        assert_eq!(check(&text, "x.example", &k(K1)).unwrap(), Verdict::Unknown);
         assert!(matches!(
-            check(&text, "web1", &k(K1)),
+            check(&text, "web1", &k(K1)).unwrap(),
             Verdict::Changed { line: 3, .. }
         ));
     }
@@ -415,10 +469,10 @@ mod tests {
     #[test]
     fn forget_keeps_other_names() {
         let text = format!("# c\nweb1,web1b {K1}\n[web1]:22 {K2}\ndb {K2}\nbad line\n");
-        let (out, n) = without(&text, "web1");
+        let (out, n) = without(&text, "web1").unwrap();
         assert_eq!(n, 2);
         assert_eq!(out, format!("# c\nweb1b {K1}\ndb {K2}\nbad line\n"));
-        let (same, n) = without(&text, "nope");
+        let (same, n) = without(&text, "nope").unwrap();
         assert_eq!((same, n), (text, 0));
     }
 
@@ -450,5 +504,79 @@ mod tests {
         std::fs::write(&p, format!("x {K1}")).unwrap();
         add(&p, "y", &k2).unwrap();
         assert_eq!(check_file(&p, "y", &k2).unwrap(), Verdict::Match);
+    }
+
+    /// OpenSSH separates fields by runs of spaces and tabs; ssh-key by one
+    /// space. A revocation or pin written with tabs must still count.
+    #[test]
+    fn tabs_and_space_runs_separate_fields() {
+        let tabbed = |k: &str| k.replace(' ', "\t");
+        let text = format!("@revoked\t*\t{}\nweb1   {K1}\n", tabbed(K2));
+        assert_eq!(
+            check(&text, "web1", &k(K2)).unwrap(),
+            Verdict::Revoked { line: 1 }
+        );
+        assert_eq!(check(&text, "web1", &k(K1)).unwrap(), Verdict::Match);
+        let (out, n) = without(&format!("web1\t\t{K1}\n"), "web1").unwrap();
+        assert_eq!((out.as_str(), n), ("", 1));
+        let (out, n) = without(&format!("web1,web2\t{}\n", tabbed(K1)), "web1").unwrap();
+        assert_eq!((out, n), (format!("web2 {K1}\n"), 1));
+    }
+
+    /// An `@revoked` line that does not parse is an error naming the line,
+    /// never skipped (that would let the revoked key in).
+    #[test]
+    fn a_broken_revocation_fails_closed() {
+        let text = format!("web1 {K1}\n@revoked * ssh-ed25519 AAAAnotbase64!\n");
+        let e = check(&text, "web1", &k(K1)).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("@revoked"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("kh");
+        std::fs::write(&p, &text).unwrap();
+        let e = check_file(&p, "web1", &k(K1)).unwrap_err().to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("line 2"),
+            "{e}"
+        );
+        // Other lines that do not parse still pin nothing.
+        assert_eq!(
+            check("garbage here\n", "web1", &k(K1)).unwrap(),
+            Verdict::Unknown
+        );
+    }
+
+    /// Forgetting compares names as `check` does: case-insensitively; a
+    /// host a pattern line still pins is refused, not claimed gone.
+    #[test]
+    fn forget_matches_like_check_and_refuses_patterns() {
+        let (out, n) = without(&format!("WEB1 {K1}\n[Db]:2222 {K2}\n"), "web1").unwrap();
+        assert_eq!((out, n), (format!("[Db]:2222 {K2}\n"), 1));
+        let (_, n) = without(&format!("[Db]:2222 {K2}\n"), "[db]:2222").unwrap();
+        assert_eq!(n, 1);
+        let text = format!("# c\nweb1 {K1}\n*.example,!db.example {K2}\n");
+        assert_eq!(
+            without(&text, "web.example"),
+            Err(StillPinned {
+                line: 3,
+                pattern: "*.example,!db.example".into()
+            })
+        );
+        assert!(without(&text, "db.example").is_ok());
+        // A literal name beside a pattern that also covers the host.
+        let e = without(&format!("web1,web? {K1}\n"), "web1").unwrap_err();
+        assert_eq!((e.line, e.pattern.as_str()), (1, "web?"));
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("kh");
+        std::fs::write(&p, &text).unwrap();
+        let msg = replace(&p, "web.example", &k(K1)).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{} line 3 pins web.example through pattern *.example,!db.example; edit it by hand",
+                p.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
     }
 }

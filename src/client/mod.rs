@@ -102,11 +102,17 @@ impl std::fmt::Display for Target {
 /// How the initramfs host key is verified. There is no "accept anything".
 #[derive(Debug, Clone)]
 pub enum HostKeyPolicy {
-    /// Exactly this `SHA256:…` fingerprint.
+    /// Exactly this `SHA256:…` fingerprint (`--fingerprint` where there is
+    /// no known-hosts file at all, so nothing can revoke it).
     Fingerprint(String),
     /// Any of these fingerprints: an inventory lists the old and the new
-    /// key while a host key is rotated.
-    Fingerprints(Vec<String>),
+    /// key while a host key is rotated. A key `@revoked` in `revoked_in`
+    /// (portcullis's known-hosts file, when there is one) is refused even
+    /// when listed.
+    Fingerprints {
+        fingerprints: Vec<String>,
+        revoked_in: Option<PathBuf>,
+    },
     /// Exactly this fingerprint, given by the admin (`--fingerprint`); a
     /// match is pinned in `known_hosts` (replacing older pins for the
     /// host), so the next run needs no flag. A key revoked there is refused.
@@ -299,9 +305,30 @@ fn ask_human(_host_id: &str, _fp: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// The file whose `@revoked` lines the policy obeys: every policy with a
+/// known-hosts file, so a revoked key is refused whatever pinned it.
+fn revocations(policy: &HostKeyPolicy) -> Option<&std::path::Path> {
+    match policy {
+        HostKeyPolicy::Fingerprint(_) => None,
+        HostKeyPolicy::Fingerprints { revoked_in, .. } => revoked_in.as_deref(),
+        HostKeyPolicy::Confirm { known_hosts, .. } => Some(known_hosts),
+        HostKeyPolicy::KnownHosts { path, .. } => Some(path),
+    }
+}
+
 impl Checker {
     fn decide(&self, key: &PublicKey) -> Result<(), ClientError> {
         let got = fingerprint(key);
+        // Revocation first, whichever policy would accept the key.
+        if let Some(path) = revocations(&self.policy) {
+            if let Some(line) = known_hosts::revoked(&known_hosts::parse_file(path)?, key) {
+                return Err(ClientError::HostKeyRevoked {
+                    fingerprint: got,
+                    file: path.display().to_string(),
+                    line,
+                });
+            }
+        }
         let changed = |expected: String, hint: &str| ClientError::HostKeyChanged {
             expected,
             got: got.clone(),
@@ -312,8 +339,12 @@ impl Checker {
             HostKeyPolicy::Fingerprint(want) => {
                 Err(changed(want.clone(), "pass the new --fingerprint"))
             }
-            HostKeyPolicy::Fingerprints(want) if want.contains(&got) => Ok(()),
-            HostKeyPolicy::Fingerprints(want) => Err(changed(
+            HostKeyPolicy::Fingerprints {
+                fingerprints: want, ..
+            } if want.contains(&got) => Ok(()),
+            HostKeyPolicy::Fingerprints {
+                fingerprints: want, ..
+            } => Err(changed(
                 want.join(" or "),
                 "add the new fingerprint to the host's `fingerprint` list in the inventory",
             )),
@@ -575,7 +606,10 @@ fn host_key_preference(policy: &HostKeyPolicy, host_id: &str) -> russh::Preferre
     let Ok(text) = known_hosts::read(path) else {
         return default;
     };
-    let pinned: Vec<Algorithm> = known_hosts::keys_for(&known_hosts::parse(&text), host_id)
+    let Ok(lines) = known_hosts::parse(&text) else {
+        return default;
+    };
+    let pinned: Vec<Algorithm> = known_hosts::keys_for(&lines, host_id)
         .into_iter()
         .map(|(_, k)| k.algorithm())
         .collect();
@@ -964,7 +998,10 @@ pub(crate) mod tests {
         assert_eq!(got.first(), Some(&ec.algorithm()));
         assert_eq!(got.len(), default.len());
         assert_eq!(host_key_preference(&policy, "web2").key.to_vec(), default);
-        let fps = HostKeyPolicy::Fingerprints(vec![fingerprint(ec.public_key())]);
+        let fps = HostKeyPolicy::Fingerprints {
+            fingerprints: vec![fingerprint(ec.public_key())],
+            revoked_in: Some(path.clone()),
+        };
         assert_eq!(
             host_key_preference(&fps, "[web1]:2222").key.to_vec(),
             default

@@ -47,7 +47,9 @@ pub struct PinRequest {
 pub fn list(path: &Path, json: bool) -> anyhow::Result<String> {
     let text = known_hosts::read(path)?;
     let mut out = String::new();
-    for l in known_hosts::parse(&text) {
+    for l in
+        known_hosts::parse(&text).map_err(|e| anyhow!("known hosts {}: {e}", path.display()))?
+    {
         let fp = fingerprint(l.entry.public_key());
         let names = l.names();
         let marker = l.entry.marker().map(Marker::as_str);
@@ -104,7 +106,8 @@ pub async fn pin(req: &PinRequest) -> Result<String, ClientError> {
         None => confirm(&id, &got)?,
     }
     let text = known_hosts::read(&req.known_hosts)?;
-    if let Some(line) = known_hosts::revoked(&known_hosts::parse(&text), &key) {
+    let in_file = |e: anyhow::Error| anyhow!("known hosts {}: {e}", req.known_hosts.display());
+    if let Some(line) = known_hosts::revoked(&known_hosts::parse(&text).map_err(in_file)?, &key) {
         return Err(ClientError::HostKeyRevoked {
             fingerprint: got,
             file: req.known_hosts.display().to_string(),
@@ -112,7 +115,7 @@ pub async fn pin(req: &PinRequest) -> Result<String, ClientError> {
         });
     }
     let path = req.known_hosts.display();
-    match known_hosts::check(&text, &id, &key) {
+    match known_hosts::check(&text, &id, &key).map_err(in_file)? {
         known_hosts::Verdict::Match if req.keep == Keep::Add => {
             Ok(format!("{id}: {got} is already pinned in {path}"))
         }
@@ -175,7 +178,8 @@ fn read_public(path: &Path) -> anyhow::Result<PublicKey> {
 /// Removes every pin for `target`; an error when there was none.
 pub fn forget(path: &Path, target: &Target) -> anyhow::Result<String> {
     let id = known_hosts::host_id(&target.host, target.port);
-    let (text, n) = known_hosts::without(&known_hosts::read(path)?, &id);
+    let (text, n) = known_hosts::without(&known_hosts::read(path)?, &id)
+        .map_err(|e| anyhow!(e.message(path, &id)))?;
     if n == 0 {
         anyhow::bail!(
             "no pin for {id} in {}; `portcullis known-hosts list` shows what is pinned",

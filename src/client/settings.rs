@@ -77,7 +77,11 @@ impl Connection {
                 accept_new: self.accept_new,
                 ask,
             },
-            (None, fps) => HostKeyPolicy::Fingerprints(fps.to_vec()),
+            // The file is read only for its `@revoked` lines.
+            (None, fps) => HostKeyPolicy::Fingerprints {
+                fingerprints: fps.to_vec(),
+                revoked_in: self.known_hosts_path(known_hosts_name).ok(),
+            },
         };
         Ok(Options {
             target,

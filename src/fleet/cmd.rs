@@ -87,6 +87,15 @@ fn label(h: &Host) -> String {
     }
 }
 
+/// watch's host-key policy: the inventory's pins, and the `@revoked` lines
+/// of portcullis's known-hosts file (watch takes no --known-hosts).
+fn watch_policy(fingerprints: &[String]) -> HostKeyPolicy {
+    HostKeyPolicy::Fingerprints {
+        fingerprints: fingerprints.to_vec(),
+        revoked_in: crate::client::known_hosts::default_path(),
+    }
+}
+
 /// Client options for one host.
 fn options(h: &Host, conn: &Connection, ask: bool) -> Result<Options> {
     Ok(conn.options(
@@ -407,7 +416,7 @@ async fn watch_inner(args: &WatchSettings) -> Result<()> {
                 opts: Options {
                     target: h.listener.clone(),
                     user: h.user.clone(),
-                    host_key: HostKeyPolicy::Fingerprints(fingerprints.clone()),
+                    host_key: watch_policy(&fingerprints),
                     identity: Identity {
                         agent,
                         files: h.identity.clone(),
@@ -449,4 +458,28 @@ async fn watch_inner(args: &WatchSettings) -> Result<()> {
     };
     watch::run(watched, settings, stop).await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// watch has no --known-hosts: its inventory pins obey the `@revoked`
+    /// lines of portcullis's default known-hosts file.
+    #[test]
+    fn watch_obeys_the_default_revocations() {
+        let fp = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string();
+        match watch_policy(std::slice::from_ref(&fp)) {
+            HostKeyPolicy::Fingerprints {
+                fingerprints,
+                revoked_in,
+            } => {
+                assert_eq!(fingerprints, vec![fp]);
+                assert!(revoked_in.is_some());
+                assert_eq!(revoked_in, crate::client::known_hosts::default_path());
+            }
+            p => panic!("{p:?}"),
+        }
+    }
 }

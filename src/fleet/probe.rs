@@ -31,7 +31,7 @@ impl SystemPins {
     /// own file.
     pub fn from_known_hosts(path: &std::path::Path, target: &Target) -> Option<Self> {
         let text = known_hosts::read(path).ok()?;
-        let lines = known_hosts::parse(&text);
+        let lines = known_hosts::parse(&text).ok()?;
         let id = known_hosts::host_id(&target.host, target.port);
         let fingerprints: Vec<String> = known_hosts::keys_for(&lines, &id)
             .iter()

@@ -7,7 +7,10 @@
 //! an IP address, `USER@…` and `ssh://USER@HOST[:PORT]` around any of
 //! those, and lastly a bare DNS name that resolves now. A bare name that is
 //! none of these (most often a group typo) is an error here, before any
-//! passphrase is asked. Port 0 is refused.
+//! passphrase is asked. Port 0 is refused. `NAME:PORT` where NAME is an
+//! inventory host or group or an ssh_config alias is refused too: the port
+//! belongs in the inventory or ssh_config, and taking NAME as a DNS name
+//! would silently address another host than the inventory's.
 
 // Reads what the admin typed: no `unwrap`, `expect`, indexing or `panic`.
 #![deny(
@@ -72,6 +75,36 @@ pub fn resolve(targets: &[String], lookup: &Lookup) -> Result<Resolution> {
     Ok(Resolution { inventory, hosts })
 }
 
+/// The one listener `known-hosts pin|forget` names, resolved as by
+/// [`resolve`] (so a pin lands under the host id the client looks up),
+/// except that a bare name outside the inventory and ssh_config needs no
+/// DNS entry: a pin may be written from a `.pub` file before the host
+/// exists, and a stale name forgotten after it is gone.
+pub fn resolve_listener(target: &str, lookup: &Lookup) -> Result<Target> {
+    let inv = load(lookup)?;
+    let (_, rest) = split_user(target)?;
+    let hosts = if is_address(rest) || inv.knows(rest) || inv.is_alias(rest)? {
+        resolve_in(&inv, &[target.to_string()], lookup.ssh_config.as_deref())?
+    } else {
+        let t = Target::parse(rest)?;
+        vec![inv.ad_hoc(
+            rest,
+            Target {
+                host: t.host,
+                port: inv.default_port(),
+            },
+        )]
+    };
+    match hosts.as_slice() {
+        [h] => Ok(h.listener.clone()),
+        hs => bail!(
+            "{} names {} hosts; pin or forget one host at a time",
+            clip(target),
+            hs.len()
+        ),
+    }
+}
+
 /// Splits `ssh://USER@REST` / `USER@REST` into the user and the rest.
 fn split_user(t: &str) -> Result<(Option<&str>, &str)> {
     let (url, rest) = match t.strip_prefix("ssh://") {
@@ -97,10 +130,43 @@ fn is_address(name: &str) -> bool {
     name.contains([':', '[']) || name.parse::<IpAddr>().is_ok()
 }
 
+/// `web1:2222` where `web1` is the inventory's or an alias: an error, not
+/// an ad-hoc DNS target under the same name.
+fn refuse_known_name_with_port(inv: &Inventory, rest: &str) -> Result<()> {
+    if !rest.contains(':') || rest.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let Ok(t) = Target::parse(rest) else {
+        return Ok(());
+    };
+    if t.host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let known = if inv.knows(&t.host) {
+        Some(inv.describe_source())
+    } else if inv.is_alias(&t.host)? {
+        inv.ssh_config_path().map(|p| p.display().to_string())
+    } else {
+        None
+    };
+    if let Some(place) = known {
+        bail!(
+            "{}: {} is named in {place}; set its port there and write just {}, or write \
+             its address as ADDRESS:{} (nothing was sent)",
+            clip(rest),
+            clip(&t.host),
+            clip(&t.host),
+            t.port
+        );
+    }
+    Ok(())
+}
+
 fn resolve_in(inv: &Inventory, targets: &[String], ssh_config: Option<&Path>) -> Result<Vec<Host>> {
     let mut out: Vec<Host> = Vec::new();
     for t in targets {
         let (user, rest) = split_user(t)?;
+        refuse_known_name_with_port(inv, rest)?;
         let mut found = if is_address(rest) || inv.knows(rest) || inv.is_alias(rest)? {
             inv.resolve(&[rest.to_string()])?
         } else if resolves(rest) {
