@@ -365,10 +365,12 @@ async fn inventory_pins_obey_revocations() {
         &["unlock", "--inventory", &inv, "box", "--no-agent", "--json"],
     );
     assert_eq!(code(&o), 4, "{}", stderr(&o));
-    // The fleet record files a revocation under host-key-changed (exit 4).
+    // The record names it as the single-host JSON does (exit 4).
     let out = stdout(&o);
     assert!(
-        out.contains("\"exit-code\":4") && out.contains("HOST KEY REVOKED"),
+        out.contains("\"exit-code\":4")
+            && out.contains("\"outcome\":\"host-key-revoked\"")
+            && out.contains("HOST KEY REVOKED"),
         "{out}"
     );
     // watch's policy: the same list, the same file.

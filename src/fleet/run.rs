@@ -84,6 +84,8 @@ pub enum HostOutcome {
     UnlockFailed,
     HostKeyUnknown,
     HostKeyChanged,
+    /// The key is marked `@revoked` in the known-hosts file.
+    HostKeyRevoked,
     AuthRefused,
     Unreachable,
     Error,
@@ -119,7 +121,9 @@ impl HostOutcome {
             HostOutcome::NoTriesLeft => exit::NO_TRIES_LEFT,
             HostOutcome::UnlockFailed => exit::UNLOCK_FAILED,
             HostOutcome::HostKeyUnknown => exit::HOST_KEY_UNKNOWN,
-            HostOutcome::HostKeyChanged | HostOutcome::SystemKeyChanged => exit::HOST_KEY_CHANGED,
+            HostOutcome::HostKeyChanged
+            | HostOutcome::HostKeyRevoked
+            | HostOutcome::SystemKeyChanged => exit::HOST_KEY_CHANGED,
             HostOutcome::AuthRefused => exit::AUTH_REFUSED,
             HostOutcome::Unreachable | HostOutcome::UpTimeout => exit::UNREACHABLE,
             HostOutcome::ReplyLost => exit::REPLY_LOST,
@@ -139,6 +143,7 @@ impl HostOutcome {
             HostOutcome::UnlockFailed => "unlock-failed",
             HostOutcome::HostKeyUnknown => "host-key-unknown",
             HostOutcome::HostKeyChanged => "host-key-changed",
+            HostOutcome::HostKeyRevoked => "host-key-revoked",
             HostOutcome::AuthRefused => "auth-refused",
             HostOutcome::Unreachable => "unreachable",
             HostOutcome::Error => "error",
@@ -162,9 +167,9 @@ impl HostOutcome {
     fn from_error(e: &ClientError) -> Self {
         match e {
             ClientError::HostKeyUnknown { .. } => HostOutcome::HostKeyUnknown,
-            ClientError::HostKeyChanged { .. } | ClientError::HostKeyRevoked { .. } => {
-                HostOutcome::HostKeyChanged
-            }
+            ClientError::HostKeyChanged { .. } => HostOutcome::HostKeyChanged,
+            // The same name the single-host JSON gives (`host-key-revoked`).
+            ClientError::HostKeyRevoked { .. } => HostOutcome::HostKeyRevoked,
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
             ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
             ClientError::ReplyLost(_) => HostOutcome::ReplyLost,
