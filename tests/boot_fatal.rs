@@ -56,6 +56,36 @@ fn config(dir: &Path, listen: &[String]) -> std::path::PathBuf {
     path
 }
 
+/// Runs the real listener on `cfg` until `answers()` holds (30 s at most),
+/// then stops it: whether it answered, and what it wrote on stderr. A
+/// listener that exits by itself fails the test with its stderr.
+fn serve_until(cfg: &Path, answers: impl Fn() -> bool) -> (bool, String) {
+    let mut child = portcullisd()
+        .args(["--config", s(cfg)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("listener exited with {status}: {err}");
+        }
+        if answers() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (answered, text(&out.stderr))
+}
+
 fn ipv6_available() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
@@ -80,36 +110,11 @@ fn both_wildcards_on_one_port_start_and_answer() {
     );
     let o = run(&["check", "--config", s(&cfg)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let mut child = portcullisd()
-        .args(["--config", s(&cfg)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let answered = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("listener exited with {status}: {err}");
-        }
+    let (answered, _) = serve_until(&cfg, || {
         let v4 = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         let v6 = std::net::TcpStream::connect(("::1", port)).is_ok();
-        if v4 && v6 {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+        v4 && v6
+    });
     assert!(
         answered,
         "the listener did not answer on both 127.0.0.1 and ::1"
@@ -138,30 +143,9 @@ fn one_unbindable_address_leaves_the_others_served() {
             format!("127.0.0.1:{free}"),
         ],
     );
-    let mut child = portcullisd()
-        .args(["--config", s(&cfg)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let answered = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("listener exited with {status}: {err}");
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", free)).is_ok() {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let err = text(&out.stderr);
+    let (answered, err) = serve_until(&cfg, || {
+        std::net::TcpStream::connect(("127.0.0.1", free)).is_ok()
+    });
     assert!(answered, "no answer on the bindable address: {err}");
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
