@@ -445,17 +445,7 @@ mod tests {
         ] {
             fake.on(step, 0, "");
         }
-        let o = KexecOptions {
-            entry: None,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-            append: Some("quiet".into()),
-            flavour: None,
-            no_handover: false,
-            load_method: LoadMethod::Auto,
-            load_only: false,
-        };
+        let o = kexec_options();
         let mut s = Session::new(&mut fake, settings());
         let (code, v) = kexec_flow(&mut s, &o, &pass).await.unwrap();
         assert_eq!(code, exit::UNLOCKED);
