@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod hostkey;
 pub mod listener;
 pub mod logging;
+pub mod preflight;
 pub mod protocol;
 pub mod rescue;
 pub mod secret;

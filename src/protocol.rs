@@ -54,6 +54,11 @@ pub mod exit {
     /// The passphrase was sent but no answer came back: whether it opened
     /// anything is unknown (never reported as "unreachable").
     pub const REPLY_LOST: u8 = 13;
+    /// `preflight`: remote unlock will fail after the next reboot (one
+    /// check failed; each failure names its fix).
+    pub const PREFLIGHT_FAIL: u8 = 14;
+    /// `preflight`: nothing fails, but one check or more warns.
+    pub const PREFLIGHT_WARN: u8 = 15;
 
     /// Every code with its meaning, in order.
     pub const TABLE: &[(u8, &str)] = &[
@@ -74,6 +79,11 @@ pub mod exit {
         ),
         (NEEDS_REPAIR, "(rescue check) a filesystem needs repair"),
         (REPLY_LOST, "passphrase sent, no answer (run status)"),
+        (
+            PREFLIGHT_FAIL,
+            "(preflight) remote unlock will fail after reboot",
+        ),
+        (PREFLIGHT_WARN, "(preflight) warnings only"),
     ];
 
     /// "Exit codes: 0 done, 1 error, …" for the codes in `which` (all
