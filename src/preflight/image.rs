@@ -155,6 +155,23 @@ impl Image {
         Some(out)
     }
 
+    /// Reads an image file: see [`Image::read`].
+    pub fn open(path: &Path) -> Result<Image, ImageError> {
+        let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Image::read(&bytes)
+    }
+
+    /// Parses an image: uncompressed cpio archives (an early microcode
+    /// archive) followed by one compressed with gzip, zstd, xz or lz4.
+    // Interface only; the reader lands with the `pfimg` work.
+    pub fn read(bytes: &[u8]) -> Result<Image, ImageError> {
+        let _ = bytes;
+        Err(ImageError::Format("image reading is not built yet".into()))
+    }
+
     /// Reads an unpacked tree (a generator's staging directory).
     pub fn from_dir(dir: &Path) -> Result<Image, ImageError> {
         let mut image = Image::default();

@@ -5,5 +5,6 @@
 //! [`report`] is the checklist both the server-side `portcullis-preflight`
 //! and the admin's `portcullis preflight` print, as text or JSON.
 
+pub mod boot;
 pub mod image;
 pub mod report;
