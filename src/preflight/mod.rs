@@ -6,5 +6,7 @@
 //! and the admin's `portcullis preflight` print, as text or JSON.
 
 pub mod boot;
+mod cpio;
+mod decompress;
 pub mod image;
 pub mod report;
