@@ -6,5 +6,8 @@
 //! and the admin's `portcullis preflight` print, as text or JSON.
 
 pub mod boot;
+pub mod checks;
 pub mod image;
 pub mod report;
+pub mod system;
+pub mod text;
