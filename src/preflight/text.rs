@@ -5,6 +5,13 @@
 //! passes through [`crate::text::line`]: an image is not trusted to keep
 //! escape sequences out of a file name.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::report::{ImageReport, Report, Status};
 use crate::text::line;
 use std::fmt::Write;

@@ -91,7 +91,11 @@ pub fn argon2_memory(ctx: &Ctx<'_>) -> Check {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::check;
     use super::super::volumes::tests::dev;

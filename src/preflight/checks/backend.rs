@@ -186,7 +186,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, exe, file, link};
     use crate::preflight::image::Image;

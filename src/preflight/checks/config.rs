@@ -60,7 +60,11 @@ pub fn config(ctx: &Ctx<'_>) -> Check {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, file};
     use crate::preflight::image::Image;

@@ -90,7 +90,11 @@ pub fn conflicting_hooks(ctx: &Ctx<'_>) -> Check {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, exe, file};
     use crate::preflight::image::Image;

@@ -166,7 +166,11 @@ fn parse(bytes: &[u8]) -> Result<PrivateKey, &'static str> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, file};
     use crate::preflight::image::Image;

@@ -92,7 +92,11 @@ fn version(bytes: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, exe, file, link};
     use crate::preflight::image::Image;

@@ -299,7 +299,11 @@ pub fn run(target: &Target<'_>, system: &dyn System, only: &Selection) -> ImageR
 
 /// Test fixtures shared by the checks' tests.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 pub mod fixture {
     use super::*;
     use crate::preflight::image::{Entry, Kind};
@@ -352,7 +356,11 @@ pub mod fixture {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::*;
 

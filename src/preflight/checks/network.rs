@@ -8,7 +8,7 @@ use super::kmod::{self, Found};
 use super::{fail, pass, skip, warn, Ctx, Generator};
 use crate::preflight::report::Check;
 use crate::preflight::system::NicDriver;
-use crate::text::clip;
+use crate::text::clip_plain;
 use std::net::IpAddr;
 
 /// What one `ip=` asks for.
@@ -133,14 +133,14 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
     const ID: &str = "network-config";
     let ips = ip_params(ctx);
     if let Some((v, _)) = ips.iter().find(|(_, p)| *p != IpParam::Off) {
-        return pass(ID, format!("ip={} on the command line", clip(v)));
+        return pass(ID, format!("ip={} on the command line", clip_plain(v)));
     }
     if let Some((v, _)) = ips.first() {
         return fail(
             ID,
             format!(
                 "ip={} on the command line: the initramfs brings up no network",
-                clip(v)
+                clip_plain(v)
             ),
             cmdline_fix().replacen("add", "replace it with", 1),
         );
@@ -185,10 +185,10 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
         return match conf_ip {
             Some(v) if parse_ip(&v) == IpParam::Off => fail(
                 ID,
-                format!("IP={} in the image's initramfs.conf: no network", clip(&v)),
+                format!("IP={} in the image's initramfs.conf: no network", clip_plain(&v)),
                 format!("remove IP= from /etc/initramfs-tools/initramfs.conf, then run {}", ctx.rebuild()),
             ),
-            Some(v) => pass(ID, format!("IP={} in the image's initramfs.conf", clip(&v))),
+            Some(v) => pass(ID, format!("IP={} in the image's initramfs.conf", clip_plain(&v))),
             None => warn(
                 ID,
                 "no ip= on the command line: the initramfs tries DHCP on every interface, and has no network where there is no DHCP server",
@@ -285,7 +285,7 @@ pub fn static_ip(ctx: &Ctx<'_>) -> Check {
     else {
         return skip(ID, "no static ip= to compare");
     };
-    let raw = clip(&raw).to_string();
+    let raw = clip_plain(&raw);
     let routes = ctx.system.default_routes();
     let r = routes
         .iter()
@@ -362,7 +362,11 @@ pub fn static_ip(ctx: &Ctx<'_>) -> Check {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::super::fixture::{check, exe, file};
     use super::*;

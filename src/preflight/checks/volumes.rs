@@ -190,7 +190,11 @@ pub fn none(id: &str) -> Check {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::field_reassign_with_default
+)]
 pub mod tests {
     use super::super::fixture::{check, file};
     use crate::preflight::image::Image;
