@@ -405,6 +405,18 @@ mod tests {
         assert_eq!(default_choice(&c, &HashMap::new()), "0");
     }
 
+    /// The same system's grub.cfg as Debian 12's own grub.d scripts write
+    /// it (testdata/make-grub.sh) reads as the modelled one.
+    #[test]
+    fn generated_by_grub_d_reads_the_same() {
+        let real = parse(include_str!("testdata/grub-debian12-generated.cfg"));
+        let model = parse(DEBIAN);
+        let mut want = flatten(&model.menu);
+        want.retain(|e| e.linux.is_some());
+        assert_eq!(flatten(&real.menu), want);
+        assert_eq!(real.defaults, model.defaults);
+    }
+
     #[test]
     fn choices_by_index_id_title_and_path() {
         let c = parse(DEBIAN);
