@@ -57,28 +57,57 @@ impl Place {
 
 /// Collects entries into an [`Image`], keeping the caps over the whole
 /// image (every archive and every compressed part).
-#[derive(Default)]
 pub struct Builder {
     image: Image,
     entries: usize,
     unpacked: u64,
+    /// [`MAX_UNPACKED`], lower in tests.
+    limit: u64,
     /// Hard-link groups: (dev major, dev minor, inode) → the paths so far.
     links: HashMap<(u32, u32, u32), Vec<String>>,
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::with_limit(MAX_UNPACKED)
+    }
+}
+
+/// `2 GiB`, `512 MiB`, `2048 bytes`.
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 impl Builder {
+    /// A builder that refuses images unpacking to more than `limit` bytes.
+    pub fn with_limit(limit: u64) -> Builder {
+        Builder {
+            image: Image::default(),
+            entries: 0,
+            unpacked: 0,
+            limit,
+            links: HashMap::new(),
+        }
+    }
+
     pub fn finish(self) -> Image {
         self.image
     }
 
-    /// Counts `n` more unpacked bytes against [`MAX_UNPACKED`].
+    /// Counts `n` more unpacked bytes against the limit.
     pub fn count(&mut self, n: usize, place: &Place, at: u64) -> Result<(), ImageError> {
         self.unpacked = self.unpacked.saturating_add(n as u64);
-        if self.unpacked > MAX_UNPACKED {
+        if self.unpacked > self.limit {
             return Err(place.error(
                 &format!(
-                    "the image unpacks to more than {} GiB (the most preflight reads)",
-                    MAX_UNPACKED >> 30
+                    "the image unpacks to more than {} (the most preflight reads)",
+                    size(self.limit)
                 ),
                 at,
             ));
@@ -174,12 +203,12 @@ pub fn entry(buf: &[u8], at: u64, place: &Place, out: &mut Builder) -> Result<St
     let end = pad_to(at, data_end);
     // Refused before waiting for the bytes, so a hostile size is never
     // buffered.
-    if header.size as u64 > MAX_UNPACKED {
+    if header.size as u64 > out.limit {
         return Err(place.error(
             &format!(
-                "cpio entry of {} bytes (more than the {} GiB preflight reads)",
+                "cpio entry of {} bytes (more than the {} preflight reads)",
                 header.size,
-                MAX_UNPACKED >> 30
+                size(out.limit)
             ),
             at,
         ));

@@ -196,6 +196,7 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     clippy::panic
 )]
 mod tests {
+    use super::Compression;
     use crate::preflight::image::{Image, ImageError, Kind};
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -358,6 +359,45 @@ mod tests {
                 assert!(!e.contains('\n'), "{c}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn the_unpacked_size_is_capped_in_every_compression() {
+        // A declared size is refused before its data is waited for.
+        let big = fixture("big-lz4.img");
+        let e = Image::read_limited(&big, 8 << 20).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cpio entry of 9437184 bytes (more than the 8 MiB preflight reads) at byte 240 \
+             of the lz4-compressed part at byte 0 of the image"
+        );
+        assert!(Image::read_limited(&big, 10 << 20).is_ok());
+        // What the decoders produce counts, over every part of the image.
+        for c in ["gz", "zst", "xz", "lz4"] {
+            let bytes = fixture(&format!("image-{c}.img"));
+            let e = Image::read_limited(&bytes, 2048).unwrap_err().to_string();
+            assert!(
+                e.starts_with(
+                    "the image unpacks to more than 2048 bytes (the most preflight reads)"
+                ),
+                "{c}: {e}"
+            );
+            assert!(
+                e.ends_with(&format!(
+                    "of the {}-compressed part at byte 1024 of the image",
+                    Compression::sniff(&bytes[1024..]).unwrap().name()
+                )),
+                "{c}: {e}"
+            );
+            assert!(Image::read_limited(&bytes, 4096).is_ok(), "{c}");
+        }
+        let plain = fixture("main.cpio");
+        let e = Image::read_limited(&plain, 2000).unwrap_err().to_string();
+        assert!(e.ends_with("of the image"), "{e}");
+        assert!(
+            e.starts_with("the image unpacks to more than 2000 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -180,7 +180,13 @@ impl Image {
     /// more archives; NUL padding between parts is skipped. Later entries
     /// replace earlier ones. Errors are one line naming the byte offset.
     pub fn read(bytes: &[u8]) -> Result<Image, ImageError> {
-        let mut out = cpio::Builder::default();
+        Image::read_limited(bytes, cpio::MAX_UNPACKED)
+    }
+
+    /// [`Image::read`], refusing images that unpack to more than `limit`
+    /// bytes.
+    pub(crate) fn read_limited(bytes: &[u8], limit: u64) -> Result<Image, ImageError> {
+        let mut out = cpio::Builder::with_limit(limit);
         let place = cpio::Place::image();
         let mut at = 0usize;
         while let Some(rest) = bytes.get(at..) {
