@@ -212,7 +212,7 @@ impl Image {
                 Some(_) => at += decompress::part(rest, at, &mut out)?.max(1),
             }
         }
-        Ok(out.finish())
+        out.finish(&place, at as u64)
     }
 
     /// Reads an unpacked tree (a generator's staging directory).
@@ -262,7 +262,7 @@ fn walk(root: &Path, dir: &Path, image: &mut Image) -> Result<(), ImageError> {
 }
 
 /// `/./usr//lib/` → `usr/lib`; `..` climbs, never above the root.
-fn normalize(path: &str) -> String {
+pub(super) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
