@@ -157,7 +157,9 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     // LZ4_compressBound(8 MiB): the largest a compressed block can be.
     const BOUND: usize = BLOCK + BLOCK / 255 + 16;
     let mut pos = 4;
-    let mut block = vec![0u8; BLOCK];
+    // Grown to what a block can give (an lz4 byte yields at most 255),
+    // so a run of tiny parts does not allocate 8 MiB each.
+    let mut block: Vec<u8> = Vec::new();
     while let Some(size) = input
         .get(pos..pos + 4)
         .and_then(|s| <[u8; 4]>::try_from(s).ok())
@@ -176,6 +178,10 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
         let data = input
             .get(pos + 4..pos + 4 + size)
             .ok_or_else(|| format!("block at byte {pos} of the part is cut off"))?;
+        let room = BLOCK.min(size.saturating_mul(256).saturating_add(64));
+        if block.len() < room {
+            block.resize(room, 0);
+        }
         let n = lz4_flex::block::decompress_into(data, &mut block)
             .map_err(|e| format!("block at byte {pos} of the part: {}", line(e)))?;
         pos += 4 + size;
