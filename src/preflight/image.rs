@@ -208,6 +208,12 @@ impl Image {
                         }
                     }
                 }
+                Some(b'0') if rest.starts_with(b"07070") => {
+                    return Err(place.error(
+                        "cpio archive not on a 4-byte boundary (the kernel unpacks none there)",
+                        at as u64,
+                    ))
+                }
                 // A part always takes its magic; max(1) only guards the loop.
                 Some(_) => at += decompress::part(rest, at, &mut out)?.max(1),
             }
