@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// One boot entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BootEntry {
     /// The kernel release (`6.1.0-18-amd64`), when known.
     pub kernel: Option<String>,
