@@ -856,6 +856,21 @@ mod tests {
             .ends_with("command line from /etc/kernel/cmdline"));
     }
 
+    /// A real system tree, when `PORTCULLIS_PREFLIGHT_ROOT` names one (a
+    /// distro test's root): its entries are printed
+    /// (`cargo test --lib real_root -- --nocapture`).
+    #[test]
+    fn real_root() {
+        let Some(root) = std::env::var_os("PORTCULLIS_PREFLIGHT_ROOT") else {
+            return;
+        };
+        let found = entries(Path::new(&root)).unwrap_or_else(|e| panic!("{e}"));
+        for e in &found {
+            println!("{e:?}");
+        }
+        assert_eq!(found.iter().filter(|e| e.default).count(), 1);
+    }
+
     #[test]
     fn nothing_found_says_what_was_looked_for() {
         let root = tree(&[("etc/hostname", "x")]);
