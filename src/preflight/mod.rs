@@ -7,6 +7,8 @@
 
 pub mod boot;
 pub mod checks;
+mod cpio;
+mod decompress;
 pub mod image;
 pub mod report;
 pub mod system;
