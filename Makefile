@@ -7,7 +7,8 @@
 #                             generated man pages and completions
 #   make install              both halves under PREFIX (default /usr/local)
 #   make install-client       portcullis, its man pages, completions
-#   make install-server       portcullisd, initramfs hooks, man pages, config
+#   make install-server       portcullisd, portcullis-preflight, initramfs hooks,
+#                             man pages, config
 #   make uninstall            removes what install put there; keeps
 #                             /etc/portcullis (your config and host key)
 #   make deb                  the two Debian packages in target/deb/
@@ -49,10 +50,10 @@ D := $(DESTDIR)
 
 all: dist docs
 
-dist: $(DIST)/portcullis $(DIST)/portcullisd
+dist: $(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight
 
 # Built only when missing: packages are made from an existing release build.
-$(DIST)/portcullis $(DIST)/portcullisd:
+$(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight:
 	tests/build-release.sh
 
 docs: $(GEN)/.stamp
@@ -83,6 +84,7 @@ install-client: dist docs
 
 install-server: dist docs
 	$(INSTALL) -D -m 0755 $(DIST)/portcullisd $(D)$(SBINDIR)/portcullisd
+	$(INSTALL) -D -m 0755 $(DIST)/portcullis-preflight $(D)$(SBINDIR)/portcullis-preflight
 	$(INSTALL) -d $(D)$(MANDIR)/man8
 	$(INSTALL) -m 0644 $(GEN)/man/man8/*.8 $(D)$(MANDIR)/man8/
 	$(INSTALL) -D -m 0644 $(GEN)/man/man5/portcullisd.toml.5 $(D)$(MANDIR)/man5/portcullisd.toml.5
@@ -130,6 +132,7 @@ uninstall-client:
 # images afterwards so they no longer carry the listener.
 uninstall-server:
 	rm -f $(D)$(SBINDIR)/portcullisd $(D)$(MANDIR)/man8/portcullisd.8 $(D)$(MANDIR)/man8/portcullisd-*.8 \
+		$(D)$(SBINDIR)/portcullis-preflight $(D)$(MANDIR)/man8/portcullis-preflight.8 \
 		$(D)$(MANDIR)/man5/portcullisd.toml.5 $(D)$(DATADIR)/portcullis/portcullisd.toml \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-premount/portcullis \
