@@ -112,8 +112,9 @@ pub fn pin_check(image_keys: &[String], pins: &Pins, listener: &Target, name: &s
             Status::Warn,
             format!("no initramfs host key is pinned for {listener}; the image's key is {first}"),
             Some(format!(
-                "pin it before the reboot: set fingerprint = \"{first}\" for {name} in the \
-                 inventory, or the first unlock needs --fingerprint {first}"
+                "pin it before the reboot: portcullis unlock {name} --fingerprint {first} \
+                 checks and pins it at the first unlock, or set fingerprint = \"{first}\" in \
+                 the inventory"
             )),
         );
     }
@@ -139,8 +140,9 @@ pub fn pin_check(image_keys: &[String], pins: &Pins, listener: &Target, name: &s
         ),
         Some(format!(
             "if the key was changed on purpose, check {first} on the server's console and \
-             re-pin it (portcullis known-hosts pin {name} --key host_key.pub, or the \
-             inventory's fingerprint); else rebuild the image with the pinned key"
+             re-pin it (portcullis known-hosts pin {name} --key with the server's \
+             /etc/portcullis/host_key.pub, or the inventory's fingerprint); else rebuild \
+             the image with the pinned key"
         )),
     )
 }
