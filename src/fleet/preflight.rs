@@ -219,6 +219,12 @@ pub fn classify(
                     r.format
                 ),
             )),
+            // Nothing checked is not a pass.
+            Ok(r) if r.images.is_empty() => Err(failure(
+                "error",
+                exit::ERROR,
+                format!("{name}: portcullis-preflight checked no image; run it there by hand"),
+            )),
             Ok(r) => Ok(r),
             Err(e) => Err(failure(
                 "error",
@@ -799,6 +805,9 @@ mod tests {
         let json = serde_json::to_vec(&newer).unwrap();
         let f = classify("w", &sys(), Some(14), &json, "").unwrap_err();
         assert!(f.message.contains("update portcullis on this workstation"));
+        let empty = serde_json::to_vec(&Report::new(vec![])).unwrap();
+        let f = classify("w", &sys(), Some(0), &empty, "").unwrap_err();
+        assert!(f.message.contains("checked no image"), "{}", f.message);
     }
 
     #[test]
