@@ -297,6 +297,7 @@ fn run(cli: ClientCli) -> u8 {
                     known_hosts: p.known_hosts,
                     all_kernels: p.all_kernels,
                     image: p.image,
+                    ssh_options: p.ssh_options,
                     timeout: p.timeout,
                     parallel: p.parallel as usize,
                     json: p.json,

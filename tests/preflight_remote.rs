@@ -297,6 +297,23 @@ fn the_client_key_and_the_servers_own_failures_decide_too() {
         cmd.contains("--image") && cmd.contains("initrd.img-6.1 old"),
         "{cmd}"
     );
+    // --ssh-config goes to ssh too; -o options come after portcullis's.
+    let cfg = w.dir.path().join("my_ssh_config");
+    std::fs::write(&cfg, "Host *\n  User ops\n").unwrap();
+    let cfg_s = cfg.display().to_string();
+    let r = w.run(&[
+        "192.0.2.1",
+        "--ssh-config",
+        &cfg_s,
+        "-o",
+        "ProxyJump=bastion",
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+    let a = w.args_of("192.0.2.1").join(" ");
+    assert!(
+        a.contains(&format!("-o ProxyJump=bastion -F {cfg_s} -p 22")),
+        "{a}"
+    );
     std::fs::remove_file(w.answers.join("192.0.2.1.args")).unwrap();
     let r = w.run(&["192.0.2.1", "--image", "boot/x"]);
     assert_eq!(r.code, 1);
@@ -458,35 +475,33 @@ fn the_stock_ssh_client_against_a_real_sshd() {
         report_json(&w.host_fp, &w.client_fp, "fail"),
     )
     .unwrap();
-    // A client-side wrapper that only isolates ssh from this machine's
-    // config and keys; the real ssh does the rest.
+    // The real ssh, kept from this machine's own config and keys by the
+    // ssh_config portcullis is given (--ssh-config goes to ssh as -F).
     let kh = sshd.dir.join("client_known_hosts");
-    let wrapper = format!(
-        "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityFile={} \
-         ${{TEST_KH:+-o UserKnownHostsFile=$TEST_KH}} \"$@\"\n",
-        sshd.client_key.display()
-    );
-    write_exec(&w.fakebin.join("ssh"), &wrapper);
+    let cfg = sshd.dir.join("client_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  \
+             GlobalKnownHostsFile /dev/null\n",
+            sshd.client_key.display(),
+            kh.display()
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.display().to_string();
     let port = sshd.port.to_string();
     let inv = w.dir.path().join("loop.toml");
-    let run = |extra_env: Option<&Path>, args: &[&str]| {
-        let path = format!(
-            "{}:{}",
-            w.fakebin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut c = Command::new(bin());
-        c.arg("preflight")
+    let run = |args: &[&str]| {
+        let o = Command::new(bin())
+            .arg("preflight")
             .args(args)
+            .args(["--ssh-config", &cfg_s])
             .env("HOME", w.dir.path())
-            .env("PATH", path)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("XDG_CONFIG_HOME")
-            .env_remove("TEST_KH");
-        if let Some(kh) = extra_env {
-            c.env("TEST_KH", kh);
-        }
-        let o = c.output().unwrap();
+            .output()
+            .unwrap();
         Run {
             code: o.status.code().unwrap_or(-1),
             out: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -501,27 +516,24 @@ fn the_stock_ssh_client_against_a_real_sshd() {
     )
     .unwrap();
     let inv_s = inv.display().to_string();
-    let r = run(Some(&kh), &["root@lo", "--inventory", &inv_s]);
+    let r = run(&["root@lo", "--inventory", &inv_s]);
     assert_eq!(r.code, 3, "{}{}", r.out, r.err);
     assert!(!sshd.ran(), "the check ran on an unverified host");
     // A different key on file: HOST KEY CHANGED (exit 4).
     std::fs::write(&kh, format!("[127.0.0.1]:{port} {}\n", w.host_line)).unwrap();
-    let r = run(Some(&kh), &["root@lo", "--inventory", &inv_s]);
+    let r = run(&["root@lo", "--inventory", &inv_s]);
     assert_eq!(r.code, 4, "{}{}", r.out, r.err);
     assert!(!sshd.ran());
     // The right key on file: the report comes back through the real ssh,
     // with the workstation checks (the image's key is pinned: pin ok).
     std::fs::write(&kh, format!("[127.0.0.1]:{port} {}\n", sshd.host_line)).unwrap();
-    let r = run(
-        Some(&kh),
-        &[
-            "root@lo",
-            "--inventory",
-            &inv_s,
-            "--image",
-            "/boot/it's here",
-        ],
-    );
+    let r = run(&[
+        "root@lo",
+        "--inventory",
+        &inv_s,
+        "--image",
+        "/boot/it's here",
+    ]);
     assert_eq!(r.code, 14, "{}{}", r.out, r.err);
     assert!(
         line_with(&r.out, "nic-driver").contains("FAIL"),
@@ -544,7 +556,9 @@ fn the_stock_ssh_client_against_a_real_sshd() {
     )
     .unwrap();
     std::fs::remove_file(sshd.dir.join("ran")).unwrap();
-    let r = run(None, &["root@lo", "--inventory", &inv_s]);
+    // Nothing on file for ssh: only the pinned key lets it in.
+    std::fs::write(&kh, "").unwrap();
+    let r = run(&["root@lo", "--inventory", &inv_s]);
     assert_eq!(r.code, 14, "{}{}", r.out, r.err);
     assert!(sshd.ran());
     std::fs::remove_file(sshd.dir.join("ran")).unwrap();
@@ -556,7 +570,7 @@ fn the_stock_ssh_client_against_a_real_sshd() {
         ),
     )
     .unwrap();
-    let r = run(None, &["root@lo", "--inventory", &inv_s]);
+    let r = run(&["root@lo", "--inventory", &inv_s]);
     assert_eq!(r.code, 4, "{}{}", r.out, r.err);
     assert!(r.err.contains("system-fingerprint"), "{}", r.err);
     assert!(!sshd.ran());

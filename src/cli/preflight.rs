@@ -10,7 +10,8 @@ use std::time::Duration;
 const TARGET_HELP: &str = "HOST, HOST:PORT, USER@HOST, ssh://USER@HOST:PORT, an \
 ssh_config alias, an inventory host or group, or `all`, named as for `unlock`. \
 The check runs over the running system's SSH: the inventory's system-address \
-and system-port (default: the listener's address, port 22).";
+and system-port (default: the listener's address, port 22), with the stock ssh; \
+--ssh-config (or the inventory's ssh-config) is given to ssh as -F.";
 
 /// Will remote unlock work after the next reboot? Runs the server's check
 /// over its running system's SSH and adds what only this workstation knows.
@@ -50,6 +51,10 @@ pub struct PreflightArgs {
     /// entry's.
     #[arg(long, value_name = "FILE", conflicts_with = "all_kernels")]
     pub image: Option<String>,
+    /// More ssh options (repeatable), e.g. -o ProxyJump=bastion; they
+    /// cannot turn host-key checking or batch mode off.
+    #[arg(short = 'o', long = "ssh-option", value_name = "OPTION")]
+    pub ssh_options: Vec<String>,
     /// Timeout for ssh's connection to the running system.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = positive_duration)]
     pub timeout: Duration,

@@ -56,6 +56,8 @@ pub struct Settings {
     /// Handed on to `portcullis-preflight`: this image (an absolute path on
     /// the server).
     pub image: Option<String>,
+    /// `-o`: more `ssh -o` options (after portcullis's own, which win).
+    pub ssh_options: Vec<String>,
     /// ssh's `ConnectTimeout`.
     pub timeout: Duration,
     pub parallel: usize,
@@ -142,13 +144,24 @@ fn remote_args(s: &Settings) -> Result<Vec<String>, Failure> {
     Ok(a)
 }
 
+/// How ssh is called besides the host: the ssh_config to use (`-F`, when
+/// one was named), the admin's own `-o` options, the connect timeout.
+#[derive(Debug, Clone, Default)]
+pub struct SshSettings {
+    pub config: Option<PathBuf>,
+    pub options: Vec<String>,
+    pub timeout: Duration,
+}
+
 /// ssh's arguments for `system`; `known_hosts` replaces ssh's files when
-/// the inventory pins the system key.
+/// the inventory pins the system key. portcullis's own `-o` options come
+/// first: ssh keeps the first value of an option, so the admin's cannot
+/// turn host-key checking off.
 pub fn ssh_args(
     system: &Target,
     login: Option<&str>,
     known_hosts: Option<&Path>,
-    timeout: Duration,
+    ssh: &SshSettings,
     command: &str,
 ) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -169,12 +182,20 @@ pub fn ssh_args(
     .map(|s| s.to_string())
     .collect();
     a.push("-o".into());
-    a.push(format!("ConnectTimeout={}", timeout.as_secs().max(1)));
+    a.push(format!("ConnectTimeout={}", ssh.timeout.as_secs().max(1)));
     if let Some(kh) = known_hosts {
         a.push("-o".into());
         a.push(format!("UserKnownHostsFile={}", kh.display()));
         a.push("-o".into());
         a.push("GlobalKnownHostsFile=/dev/null".into());
+    }
+    for o in &ssh.options {
+        a.push("-o".into());
+        a.push(o.clone());
+    }
+    if let Some(f) = &ssh.config {
+        a.push("-F".into());
+        a.push(f.display().to_string());
     }
     a.push("-p".into());
     a.push(system.port.to_string());
@@ -434,6 +455,7 @@ async fn run_ssh(args: &[String], limit: Duration) -> Result<(Option<i32>, Vec<u
 /// What a host needs besides its inventory entry.
 struct Job {
     host: Host,
+    ssh: Arc<SshSettings>,
     login: Option<String>,
     pins: Pins,
     keys: Arc<ClientKeys>,
@@ -450,7 +472,7 @@ async fn check_host(job: Job, s: Arc<Settings>) -> Record {
             &h.system,
             job.login.as_deref(),
             pinned.as_ref().map(|p| p.0.as_path()),
-            s.timeout,
+            &job.ssh,
             &remote_command(&remote_args(&s)?),
         );
         let (code, out, err) = run_ssh(&args, s.timeout + RUN_LIMIT)
@@ -648,7 +670,20 @@ async fn run(s: Settings) -> Result<u8> {
     // A bad --image is a usage error before anything is run.
     remote_args(&s).map_err(|f| anyhow!("{}", f.message))?;
     let hosts = hosts(&s)?;
-    let inventory = resolve::load(&s.lookup)?.describe_source();
+    let inv = resolve::load(&s.lookup)?;
+    let inventory = inv.describe_source();
+    // The ssh_config portcullis was pointed at (--ssh-config, the
+    // inventory's ssh-config) is ssh's too; the default one ssh finds itself.
+    let config = s.lookup.ssh_config.clone().or_else(|| {
+        inv.ssh_config_path()
+            .filter(|p| Some(*p) != super::ssh_config::SshConfig::default_path().as_deref())
+            .map(Path::to_path_buf)
+    });
+    let ssh = Arc::new(SshSettings {
+        config,
+        options: s.ssh_options.clone(),
+        timeout: s.timeout,
+    });
     let kh = s.known_hosts.clone().or_else(known_hosts::default_path);
     // The keys offered, once per set of key files.
     let mut offered: HashMap<Vec<PathBuf>, Arc<ClientKeys>> = HashMap::new();
@@ -681,6 +716,7 @@ async fn run(s: Settings) -> Result<u8> {
         )?;
         jobs.push(Job {
             host,
+            ssh: ssh.clone(),
             login,
             pins,
             keys,
@@ -888,7 +924,11 @@ mod tests {
             },
             Some("ops"),
             Some(Path::new("/tmp/kh")),
-            Duration::from_secs(20),
+            &SshSettings {
+                config: Some("/home/a/cfg".into()),
+                options: vec!["StrictHostKeyChecking=no".into()],
+                timeout: Duration::from_secs(20),
+            },
             "cmd",
         );
         let s = a.join(" ");
@@ -897,6 +937,11 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("UserKnownHostsFile=/tmp/kh"));
+        // The admin's options come after ours: ssh keeps the first value.
+        let ours = s.find("StrictHostKeyChecking=yes").unwrap();
+        let theirs = s.find("StrictHostKeyChecking=no").unwrap();
+        assert!(ours < theirs, "{s}");
+        assert!(s.contains("-F /home/a/cfg -p 2200"), "{s}");
         assert!(s.ends_with("-p 2200 -l ops -- 2001:db8::1 cmd"), "{s}");
         assert_eq!(typed_user("ssh://ops@h:22"), Some("ops"));
         assert_eq!(typed_user("h"), None);
