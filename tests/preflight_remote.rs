@@ -201,7 +201,7 @@ fn one_host_gives_its_checklist_and_the_verdicts_exit_code() {
     assert!(
         r.out
             .trim_end()
-            .ends_with("192.0.2.1: remote unlock should work after reboot (every check passed)"),
+            .ends_with("verdict: ok: remote unlock should work after the next reboot"),
         "{}",
         r.out
     );
@@ -230,7 +230,12 @@ fn one_host_gives_its_checklist_and_the_verdicts_exit_code() {
         "{}",
         r.out
     );
-    assert!(r.out.contains("with warnings (1 warning)"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("verdict: WARN: nothing fails, but 1 check(s) warn"),
+        "{}",
+        r.out
+    );
     assert!(w.args_of("192.0.2.1").join(" ").contains("-l ops --"));
 
     // A different key pinned: fail, 14, with the re-pin fix.
@@ -242,7 +247,11 @@ fn one_host_gives_its_checklist_and_the_verdicts_exit_code() {
     assert!(line_with(&r.out, "pin").contains("FAIL"), "{}", r.out);
     assert!(r.out.contains("HOST KEY CHANGED"), "{}", r.out);
     assert!(r.out.contains("known-hosts pin 192.0.2.1"), "{}", r.out);
-    assert!(r.out.contains("REMOTE UNLOCK WILL FAIL"), "{}", r.out);
+    assert!(
+        r.out.contains("verdict: FAIL: remote unlock will fail"),
+        "{}",
+        r.out
+    );
     assert!(w.args_of("192.0.2.1").join(" ").contains("-l admin --"));
 }
 
@@ -574,6 +583,73 @@ fn the_stock_ssh_client_against_a_real_sshd() {
     assert_eq!(r.code, 4, "{}{}", r.out, r.err);
     assert!(r.err.contains("system-fingerprint"), "{}", r.err);
     assert!(!sshd.ran());
+
+    // The real portcullis-preflight behind the real sshd, on a staging
+    // tree: the JSON contract between the two binaries, end to end.
+    let stage = sshd.dir.join("stage");
+    let etc = stage.join("etc/portcullis");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(stage.join("usr/sbin")).unwrap();
+    write_exec(
+        &stage.join("usr/sbin/portcullisd"),
+        &format!("\x7fELF portcullisd {}\n", env!("CARGO_PKG_VERSION")),
+    );
+    std::fs::write(etc.join("portcullisd.toml"), "listen = [\"0.0.0.0:22\"]\n").unwrap();
+    let (image_key, image_fp) = keygen(&etc.join("host_key"));
+    let mine = std::fs::read_to_string(w.dir.path().join(".ssh/id_ed25519.pub")).unwrap();
+    std::fs::write(etc.join("authorized_keys"), mine).unwrap();
+    let machine = sshd.dir.join("machine");
+    std::fs::create_dir_all(machine.join("proc")).unwrap();
+    std::fs::write(machine.join("proc/meminfo"), "MemTotal: 2048000 kB\n").unwrap();
+    std::fs::write(machine.join("proc/cmdline"), "ro ip=dhcp\n").unwrap();
+    write_exec(
+        &sshd.dir.join("bin/portcullis-preflight"),
+        &format!(
+            "#!/bin/sh\nexec {} --dir {} --root {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_portcullis-preflight"),
+            stage.display(),
+            machine.display()
+        ),
+    );
+    w.pin("127.0.0.1", &image_key);
+    std::fs::write(
+        &inv,
+        format!(
+            "[host.lo]\naddress = \"127.0.0.1\"\nsystem-port = {port}\nsystem-fingerprint = \"{sys_fp}\"\n"
+        ),
+    )
+    .unwrap();
+    let r = run(&["root@lo", "--inventory", &inv_s, "--json"]);
+    let rec = r.json();
+    assert_eq!(rec.len(), 1, "{}{}", r.out, r.err);
+    let report = &rec[0]["report"];
+    assert_eq!(report["format"], 1, "{}", r.out);
+    let img = &report["images"][0];
+    assert_eq!(img["host-keys"][0], image_fp.as_str(), "{}", r.out);
+    assert_eq!(
+        img["authorized-keys"][0]["fingerprint"],
+        w.client_fp.as_str()
+    );
+    let status = |id: &str| {
+        img["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {id} check in {}", r.out))
+    };
+    assert_eq!(status("listener"), "pass", "{}", r.out);
+    assert_eq!(status("pin"), "pass", "{}", r.out);
+    assert_eq!(status("client-key"), "pass", "{}", r.out);
+    // The exit code is the verdict's, whatever the fixture machine lacks.
+    let want = match report["verdict"].as_str().unwrap() {
+        "pass" => 0,
+        "warn" => 15,
+        _ => 14,
+    };
+    assert_eq!(r.code, want, "{}", r.out);
+    assert_eq!(rec[0]["exit-code"], want);
 }
 
 /// A private sshd on 127.0.0.1 whose only key is the test's, and whose

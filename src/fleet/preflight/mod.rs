@@ -22,7 +22,7 @@
 mod output;
 mod ssh;
 
-pub use output::{checklist, table, verdict};
+pub use output::table;
 pub use ssh::{classify, remote_command, ssh_args, Failure, SshSettings};
 
 use super::inventory::Host;
@@ -328,10 +328,9 @@ async fn run(s: Settings) -> Result<u8> {
     };
     if !s.json {
         match &rec.report {
-            Some(r) => {
-                print!("{}", checklist(r));
-                println!("{}", text::line(&verdict(&rec.host, r)));
-            }
+            // The same checklist the server prints, the workstation's
+            // checks included.
+            Some(r) => print!("{}", crate::preflight::text::render(r)),
             None => eprintln!("error: {}", text::line(&rec.detail)),
         }
     }

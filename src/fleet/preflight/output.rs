@@ -1,41 +1,11 @@
-//! What `portcullis preflight` prints for people: one host's checklist
-//! and verdict line, and for several hosts one line each and a summary.
-//! Every string that came from a server passes through [`text::line`].
+//! What `portcullis preflight` prints for people about several hosts: one
+//! line each and a summary (one host gets the server's own checklist,
+//! [`crate::preflight::text::render`]). Every string that came from a
+//! server passes through [`text::line`].
 
 use super::Record;
 use crate::preflight::report::{Report, Status};
 use crate::text;
-
-/// The checklist of one report. (A stand-in, to be replaced by the
-/// server binary's own renderer so both print the same.)
-pub fn checklist(report: &Report) -> String {
-    let mut out = String::new();
-    for img in &report.images {
-        let kernel = img
-            .kernel
-            .as_deref()
-            .map(|k| format!(" (kernel {k})"))
-            .unwrap_or_default();
-        out.push_str(&format!("{}{kernel}\n", text::line(&img.image)));
-        for c in &img.checks {
-            let mark = match c.status {
-                Status::Pass => "ok  ",
-                Status::Skip => "skip",
-                Status::Warn => "WARN",
-                Status::Fail => "FAIL",
-            };
-            out.push_str(&format!(
-                "  {mark} {:<18} {}\n",
-                text::line(&c.id),
-                text::line(&c.summary)
-            ));
-            if let Some(fix) = &c.fix {
-                out.push_str(&format!("       fix: {}\n", text::line(fix)));
-            }
-        }
-    }
-    out
-}
 
 /// Counts of failed and warning checks, e.g. `2 failed, 1 warning`.
 fn counts(report: &Report) -> String {
@@ -55,16 +25,6 @@ fn counts(report: &Report) -> String {
         (0, w) => plural(w, "warning"),
         (f, w) => format!("{f} failed, {}", plural(w, "warning")),
     }
-}
-
-/// The verdict line of one host.
-pub fn verdict(name: &str, report: &Report) -> String {
-    let what = match report.verdict {
-        Status::Pass | Status::Skip => "remote unlock should work after reboot",
-        Status::Warn => "remote unlock should work after reboot, with warnings",
-        Status::Fail => "REMOTE UNLOCK WILL FAIL after reboot",
-    };
-    format!("{name}: {what} ({})", counts(report))
 }
 
 /// The ids of the checks that did not pass, for the one-line fleet view.
