@@ -11,11 +11,13 @@
 # shellcheck disable=SC2034 # read by the hooks that source this file
 PORTCULLIS_BUILD_CHECKS=conflicting-hooks,network-config,nic-driver,static-ip
 
-# portcullis_preflight_show PREFIX TEXT: TEXT on stderr, each line prefixed.
+# portcullis_preflight_show PREFIX TEXT: TEXT on stderr, each non-empty line
+# prefixed.
 portcullis_preflight_show() {
     printf '%s\n' "$2" | while IFS= read -r _ps_line; do
-        printf '%s: portcullis: %s\n' "$1" "$_ps_line" >&2
+        [ -n "$_ps_line" ] && printf '%s: portcullis: %s\n' "$1" "$_ps_line" >&2
     done
+    return 0
 }
 
 # portcullis_preflight_build WHAT [portcullis-preflight options...]
