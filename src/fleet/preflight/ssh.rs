@@ -57,7 +57,7 @@ pub fn remote_command(args: &[String]) -> String {
     let args = shell::join(&words);
     let script = format!(
         "PATH=\"$PATH:/usr/local/sbin:/usr/sbin:/sbin\"; \
-         p=$(command -v portcullis-preflight) || {{ echo 'portcullis-preflight: not found' >&2; exit {NOT_INSTALLED}; }}; \
+         p=$(command -v portcullis-preflight) || {{ echo \"portcullis-preflight: not found\" >&2; exit {NOT_INSTALLED}; }}; \
          if [ \"$(id -u)\" = 0 ]; then exec \"$p\" {args}; else exec sudo -n \"$p\" {args}; fi"
     );
     format!("sh -c {}", shell::quote(&script))
