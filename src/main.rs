@@ -287,6 +287,23 @@ fn run(cli: ClientCli) -> u8 {
                 })
                 .await
             }
+            ClientCommand::Preflight(p) => {
+                portcullis::fleet::preflight::preflight(portcullis::fleet::preflight::Settings {
+                    targets: p.targets,
+                    lookup: lookup(&p.lookup),
+                    login: p.login,
+                    identity: p.identity,
+                    agent: !p.no_agent,
+                    known_hosts: p.known_hosts,
+                    all_kernels: p.all_kernels,
+                    image: p.image,
+                    ssh_options: p.ssh_options,
+                    timeout: p.timeout,
+                    parallel: p.parallel as usize,
+                    json: p.json,
+                })
+                .await
+            }
             ClientCommand::Rescue(r) => portcullis::rescue::cli::run(rescue(r)).await,
             ClientCommand::KnownHosts(c) => known_hosts(c).await,
             ClientCommand::Completions { shell } => completions(shell),

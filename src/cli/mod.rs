@@ -12,6 +12,7 @@
     clippy::panic
 )]
 
+pub mod preflight;
 pub mod rescue;
 
 use crate::protocol::exit;
@@ -69,6 +70,9 @@ pub enum ClientCommand {
     /// Watch an inventory and unlock hosts waiting in their initramfs,
     /// unattended, with their command or file passphrase sources.
     Watch(WatchArgs),
+    /// Will remote unlock work after the next reboot? Checks each server's
+    /// boot image over its running system's SSH (see docs/preflight.md).
+    Preflight(preflight::PreflightArgs),
     /// Drive a clear-text rescue system over SSH: unlock, mount, check,
     /// chroot, kexec into the main system (see docs/rescue.md).
     Rescue(rescue::RescueArgs),

@@ -6,6 +6,7 @@
 pub mod known_hosts;
 pub mod passphrase;
 pub mod pins;
+pub mod preflight;
 pub mod probe;
 pub mod report;
 pub mod settings;
