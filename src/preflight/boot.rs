@@ -221,14 +221,27 @@ fn no_image(what: &str, file: &str, why: &str) -> BootError {
 // -------------------------------------------------------------------- GRUB
 
 fn grub_entries(r: &Root) -> Result<Vec<BootEntry>, BootError> {
-    let Some((dir, text)) = ["boot/grub", "boot/grub2"]
+    // The menu is in /boot/grub (Debian) or /boot/grub2 (Fedora, SUSE);
+    // older Fedora kept it on the ESP. The ESP's grub.cfg on Debian is a
+    // stub that only loads /boot's: a file without a menu is passed over.
+    let esp: Vec<String> = r
+        .list("boot/efi/EFI")
         .into_iter()
-        .find_map(|d| r.read(&format!("{d}/grub.cfg")).map(|t| (d, t)))
+        .map(|d| format!("boot/efi/EFI/{d}"))
+        .collect();
+    let dirs = ["boot/grub".to_string(), "boot/grub2".to_string()]
+        .into_iter()
+        .chain(esp);
+    let Some((dir, mut config)) = dirs
+        .filter_map(|d| {
+            r.read(&format!("{d}/grub.cfg"))
+                .map(|t| (d, grub::parse(&t)))
+        })
+        .find(|(_, c)| !c.menu.is_empty())
     else {
         return Ok(Vec::new());
     };
     let cfg_file = format!("/{dir}/grub.cfg");
-    let mut config = grub::parse(&text);
     let env = r
         .read(&format!("{dir}/grubenv"))
         .map(|t| grub::parse_env(&t))
@@ -662,6 +675,30 @@ mod tests {
             ]
         );
         assert_eq!(e[0].cmdline, "root=UUID=r ro rootflags=subvol=@");
+    }
+
+    #[test]
+    fn grub_menu_on_the_esp_and_stubs_passed_over() {
+        let stub = "search.fs_uuid 3d5f7a9b root hd0,gpt2\nset prefix=($root)'/grub'\nconfigfile $prefix/grub.cfg\n";
+        let menu = "menuentry 'old fedora' {\n linuxefi /vmlinuz-5.8.15-301.fc33.x86_64 root=UUID=x\n initrdefi /initramfs-5.8.15-301.fc33.x86_64.img\n}\n";
+        let root = tree(&[
+            ("boot/efi/EFI/debian/grub.cfg", stub),
+            ("boot/efi/EFI/fedora/grub.cfg", menu),
+            ("boot/efi/EFI/fedora/grubenv", "# GRUB Environment Block\n"),
+            ("boot/vmlinuz-5.8.15-301.fc33.x86_64", "k"),
+            ("boot/initramfs-5.8.15-301.fc33.x86_64.img", "i"),
+        ]);
+        let e = entries(root.path()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kernel.as_deref(), Some("5.8.15-301.fc33.x86_64"));
+        assert_eq!(
+            e[0].source,
+            "grub /boot/efi/EFI/fedora/grub.cfg 'old fedora'"
+        );
+        assert_eq!(
+            e[0].image,
+            Path::new("/boot/initramfs-5.8.15-301.fc33.x86_64.img")
+        );
     }
 
     #[test]
