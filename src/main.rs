@@ -43,6 +43,7 @@ fn connection(c: &ConnArgs) -> Connection {
         wait: c.wait,
         timeout: c.timeout,
         json: c.json,
+        via: c.via.clone(),
     }
 }
 
