@@ -340,11 +340,7 @@ impl Settings {
                 self.cryptsetup.display()
             );
         }
-        let relay_key = self
-            .relay
-            .as_ref()
-            .map(|r| r.check_key(root))
-            .transpose()?;
+        let relay_key = self.relay.as_ref().map(|r| r.check_key(root)).transpose()?;
         Ok(CheckReport {
             relay_key,
             fingerprint: fingerprints(&keys),

@@ -217,10 +217,7 @@ async fn run(settings: RelaySettings, key: Arc<PrivateKey>, tx: mpsc::Sender<Rel
         let started = tokio::time::Instant::now();
         match session(&settings, &key, &tx).await {
             Ok(()) => tracing::warn!("relay {relay}: connection lost; reconnecting"),
-            Err(e) => tracing::warn!(
-                "relay {relay}: {e:#}; retrying in {}s",
-                wait.as_secs()
-            ),
+            Err(e) => tracing::warn!("relay {relay}: {e:#}; retrying in {}s", wait.as_secs()),
         }
         if tx.is_closed() {
             return;
@@ -234,24 +231,27 @@ async fn run(settings: RelaySettings, key: Arc<PrivateKey>, tx: mpsc::Sender<Rel
 }
 
 /// One login at the relay: connect, check its host key against the pins,
-/// authenticate, ask for the forward, then serve until the connection ends
-/// (`Ok`). Every failure before that is an `Err` saying what to fix.
-async fn session(
+/// authenticate, ask for the forward, then hand over forwarded connections
+/// until the connection ends (`Ok`). Every failure before that is an `Err`
+/// saying what to fix. [`spawn`] runs this again and again.
+pub async fn session(
     s: &RelaySettings,
     key: &Arc<PrivateKey>,
     tx: &mpsc::Sender<Relayed>,
 ) -> Result<()> {
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(STEP_TIMEOUT, tokio::net::lookup_host((s.host.as_str(), s.port)))
-            .await
-            .map_err(|_| anyhow::anyhow!("resolving {}: timed out", s.host))?
-            .with_context(|| {
-                format!(
-                    "resolving {} (is there DNS in the initramfs? relay.host may be an address)",
-                    s.host
-                )
-            })?
-            .collect();
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio::net::lookup_host((s.host.as_str(), s.port)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("resolving {}: timed out", s.host))?
+    .with_context(|| {
+        format!(
+            "resolving {} (is there DNS in the initramfs? relay.host may be an address)",
+            s.host
+        )
+    })?
+    .collect();
     let tcp = tokio::time::timeout(STEP_TIMEOUT, tokio::net::TcpStream::connect(&addrs[..]))
         .await
         .map_err(|_| anyhow::anyhow!("connecting: timed out (network not up yet?)"))?
@@ -297,7 +297,10 @@ async fn session(
     };
     let fp = crate::authkeys::fingerprint(key.public_key());
     let auth = h
-        .authenticate_publickey(s.user.clone(), PrivateKeyWithHashAlg::new(key.clone(), hash))
+        .authenticate_publickey(
+            s.user.clone(),
+            PrivateKeyWithHashAlg::new(key.clone(), hash),
+        )
         .await
         .context("authenticating")?;
     if !auth.success() {
@@ -309,9 +312,7 @@ async fn session(
         );
     }
     if let Err(e) = h.tcpip_forward(LISTEN_ON, u32::from(s.remote_port)).await {
-        let _ = h
-            .disconnect(russh::Disconnect::ByApplication, "", "")
-            .await;
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
         bail!(
             "the relay refused to listen on {LISTEN_ON}:{} for us ({e}): its authorized_keys \
              line for our key must say permitlisten=\"{LISTEN_ON}:{}\", and no other session \
@@ -359,7 +360,8 @@ impl russh::client::Handler for RelayClient {
         key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *lock(&self.verdict) = Some("the relay offered a host certificate; pin its plain host key".into());
+            *lock(&self.verdict) =
+                Some("the relay offered a host certificate; pin its plain host key".into());
             return Ok(false);
         };
         let fp = crate::authkeys::fingerprint(key);

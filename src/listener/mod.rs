@@ -851,11 +851,7 @@ impl russh::server::Handler for Conn {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fp = fingerprint(key.public_key);
-        match self
-            .shared
-            .keys
-            .allows(key.public_key, self.from_ip)
-        {
+        match self.shared.keys.allows(key.public_key, self.from_ip) {
             Some(entry) => {
                 tracing::info!(peer = %self.peer, user = %shown(user), key = %fp, comment = %entry.comment, "accepted public key");
                 self.pty_allowed = entry.pty;
