@@ -244,12 +244,19 @@ struct Server {
     host_fp: String,
     admin_key: PathBuf,
     admin_pub: String,
+    /// The listener's authorized_keys line for the admin.
+    ak_line: String,
     relay_key: PathBuf,
     relay_pub: String,
     stdins: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 fn server() -> Server {
+    server_with("")
+}
+
+/// `ak_options` prefixes the admin's authorized_keys line.
+fn server_with(ak_options: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     std::fs::create_dir_all(p.join("dev")).unwrap();
@@ -260,6 +267,7 @@ fn server() -> Server {
     Server {
         host_fp: fingerprint(host.public_key()),
         admin_key: p.join("admin"),
+        ak_line: format!("{ak_options} {admin_pub}").trim().to_string(),
         admin_pub,
         relay_key: p.join("relay_key"),
         relay_pub: relay.public_key().to_openssh().unwrap(),
@@ -304,7 +312,7 @@ impl Server {
             }],
             5,
         ));
-        let keys = AuthorizedKeys::parse(&self.admin_pub).unwrap();
+        let keys = AuthorizedKeys::parse(&self.ak_line).unwrap();
         let host = portcullis::hostkey::load(&p.join("host_key")).unwrap();
         let config = portcullis::listener::ssh_config(host, &limits);
         let key = portcullis::hostkey::load(&self.relay_key).unwrap();
@@ -627,4 +635,27 @@ async fn relayed_connections_count_against_the_listener_limits() {
     );
     let (code, text) = tokio::task::block_in_place(|| s.unlock_via(&ssh, fwd, &s.host_fp, RIGHT));
     assert_eq!(code, 0, "{text}");
+}
+
+/// The address of a relayed connection is the relay's word: a key limited
+/// with `from=` is refused through the relay, even from the address the
+/// relay reports (127.0.0.1 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_restricted_keys_are_refused_through_the_relay() {
+    if !can_run_sshd() {
+        return;
+    }
+    let s = server_with("from=\"127.0.0.1\"");
+    let fwd = free_port();
+    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
+    let ssh = relay.admin_ssh(&s.admin_key);
+    let _srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
+    assert!(
+        forwarded(fwd, Duration::from_secs(15)).await,
+        "{}",
+        relay.log()
+    );
+    let (code, text) = tokio::task::block_in_place(|| s.unlock_via(&ssh, fwd, &s.host_fp, RIGHT));
+    assert_eq!(code, 5, "{text}");
+    assert!(s.stdins.lock().unwrap().is_empty());
 }
