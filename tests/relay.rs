@@ -471,6 +471,44 @@ async fn unlock_through_the_relay_with_the_key_pinned_end_to_end() {
         "sent to an unpinned key"
     );
 
+    // Stock OpenSSH through the relay with ProxyJump, the listener's key
+    // pinned under an alias (docs/relay.md).
+    let host_pub = portcullis::hostkey::load(&s.dir.path().join("host_key"))
+        .unwrap()
+        .public_key()
+        .to_openssh()
+        .unwrap();
+    std::fs::write(
+        s.dir.path().join("listener_known_hosts"),
+        format!("web1-initramfs {host_pub}\n"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(relay.dir.join("ssh_config")).unwrap();
+    std::fs::write(
+        relay.dir.join("ssh_config"),
+        format!(
+            "{cfg}Host web1-unlock\n  HostName 127.0.0.1\n  Port {fwd}\n  ProxyJump relay\n  \
+             HostKeyAlias web1-initramfs\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile {}/listener_known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+            s.admin_key.display(),
+            s.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("ssh")
+        .arg("-F")
+        .arg(relay.dir.join("ssh_config"))
+        .args(["web1-unlock", "status"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("root"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let started = Instant::now();
     let (code, text) = tokio::task::block_in_place(|| s.unlock_via(&ssh, fwd, &s.host_fp, RIGHT));
     eprintln!("unlock through the relay: {:?}", started.elapsed());
