@@ -102,7 +102,8 @@ impl Relay {
                  LogLevel VERBOSE\n\
                  Match LocalPort {port}\n    AllowTcpForwarding remote\n    \
                  PermitListen 127.0.0.1:{permit}\n    X11Forwarding no\n    \
-                 AllowAgentForwarding no\n    PermitTTY no\n    ForceCommand /bin/false\n",
+                 AllowAgentForwarding no\n    PermitTTY no\n    ForceCommand /bin/false\n    \
+                 ClientAliveInterval 15\n    ClientAliveCountMax 3\n",
                 d = dir.display()
             ),
         )
@@ -296,6 +297,16 @@ impl Server {
         settings: RelaySettings,
         limits: Limits,
     ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        self.serve_killable(settings, limits).0
+    }
+
+    /// [`Server::serve`], with a handle that kills the listener at once,
+    /// relay connection and all (as a crash or a reset would).
+    fn serve_killable(
+        &self,
+        settings: RelaySettings,
+        limits: Limits,
+    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, impl FnOnce()) {
         let p = self.dir.path();
         let backend = Arc::new(Cryptsetup::new(
             FakeCryptsetup {
@@ -316,8 +327,9 @@ impl Server {
         let host = portcullis::hostkey::load(&p.join("host_key")).unwrap();
         let config = portcullis::listener::ssh_config(host, &limits);
         let key = portcullis::hostkey::load(&self.relay_key).unwrap();
-        tokio::spawn(async move {
-            let (task, rx) = portcullis::relay::spawn(settings, key);
+        let (task, rx) = portcullis::relay::spawn(settings, key);
+        let relay_task = task.abort_handle();
+        let srv = tokio::spawn(async move {
             let r = portcullis::listener::serve_all(
                 vec![],
                 Some(rx),
@@ -330,7 +342,13 @@ impl Server {
             .await;
             task.abort();
             r
-        })
+        });
+        let serving = srv.abort_handle();
+        let kill = move || {
+            relay_task.abort();
+            serving.abort();
+        };
+        (srv, kill)
     }
 
     /// `portcullis unlock NAME:PORT --via relay`, passphrase on stdin.
@@ -618,6 +636,42 @@ async fn the_listener_reconnects_after_the_relay_restarts() {
         relay.log()
     );
     eprintln!("forward back {:?} after the relay restarted", t.elapsed());
+    let (code, text) = tokio::task::block_in_place(|| s.unlock_via(&ssh, fwd, &s.host_fp, RIGHT));
+    assert_eq!(code, 0, "{text}");
+}
+
+/// A listener that dies (a reset, a crash) frees its port on the relay,
+/// and the next one (the next boot) gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_listener_gets_the_port_after_one_died() {
+    if !can_run_sshd() {
+        return;
+    }
+    let s = server();
+    let fwd = free_port();
+    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
+    let ssh = relay.admin_ssh(&s.admin_key);
+    let (_srv, kill) = s.serve_killable(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
+    assert!(
+        forwarded(fwd, Duration::from_secs(15)).await,
+        "{}",
+        relay.log()
+    );
+    kill();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", fwd)).is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the relay kept the dead listener's port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
+    assert!(
+        forwarded(fwd, Duration::from_secs(15)).await,
+        "{}",
+        relay.log()
+    );
     let (code, text) = tokio::task::block_in_place(|| s.unlock_via(&ssh, fwd, &s.host_fp, RIGHT));
     assert_eq!(code, 0, "{text}");
 }
