@@ -279,21 +279,23 @@ log "boot 2: no inbound forward; through the relay: portcullis --via, then stock
 boot2_start=$SECONDS
 start_relay
 start_vm --no-forward
+# `--via relay` runs this ssh, which knows the relay as `relay`.
+export PORTCULLIS_SSH="$work/admin_ssh"
 expect_code 0 "status --via relay --wait (the listener logged in out to the relay)" -- \
-    env PORTCULLIS_SSH="$work/admin_ssh" \
     pc status "web1:$fwd_port" --via relay --fingerprint "$fp" --wait=180s --json
 grep -q '"state":"pending"' "$work/out" || fail "status --via did not list a pending volume: $(cat "$work/out")"
-assert_grep "Accepted publickey for root from 127.0.0.1" "$work/relay_sshd.log"
+# The listener's own relay key logged in (through the gateway: from 127.0.0.1).
+relay_key_fp=$(ssh-keygen -lf "$work/relay_key.pub" | awk '{print $2}')
+assert_grep "Accepted publickey for root from 127.0.0.1 port [0-9]* ssh2: ED25519 $relay_key_fp" "$work/relay_sshd.log"
 expect_code 4 "another pinned key through the relay refused, nothing sent" -- \
-    env PORTCULLIS_SSH="$work/admin_ssh" \
     pc unlock "web1:$fwd_port" --via relay --fingerprint "$other" --passphrase-stdin <"$work/pass"
 expect_code 2 "wrong passphrase through the relay (portcullis --via)" -- \
-    env PORTCULLIS_SSH="$work/admin_ssh" \
     pc unlock "web1:$fwd_port" --via relay --passphrase-stdin --json <"$work/wrong"
 grep -q '"tries-left":4' "$work/out" || fail "tries did not go down: $(cat "$work/out")"
 expect_code 0 "echo pass | ssh web1-unlock unlock (ProxyJump through the relay)" -- \
     sh -c '{ cat "$0"; echo; } | "$@"' "$work/pass" ssh -F "$work/admin_ssh_config" web1-unlock unlock
 assert_grep "unlocked" "$work/out"
+unset PORTCULLIS_SSH
 assert_root_reached
 if port_open "$fwd_port"; then fail "the relay still listens on 127.0.0.1:$fwd_port after boot"; fi
 echo "ok: the relay no longer listens for the listener after boot" >&2
