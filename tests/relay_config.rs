@@ -117,6 +117,14 @@ fn a_bad_relay_section_fails_the_build() {
     let (code, _, err) = check(t.path(), &[]);
     assert_eq!(code, 1);
     assert!(err.contains("relay.remote-port = 0"), "{err}");
+    // No resolver at boot: a name fails the build, not the boot.
+    std::fs::write(&cfg, config().replace("192.0.2.7", "relay.example.net")).unwrap();
+    let (code, _, err) = check(t.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("relay.host = \"relay.example.net\": give the relay's IP address"),
+        "{err}"
+    );
     std::fs::write(
         &cfg,
         config().replace("host-key-fingerprints", "host-key-fingerprint"),
