@@ -751,3 +751,38 @@ async fn from_restricted_keys_are_refused_through_the_relay() {
     assert_eq!(code, 5, "{text}");
     assert!(s.stdins.lock().unwrap().is_empty());
 }
+
+/// `--via` mistakes are usage errors (exit 1) before any passphrase is
+/// asked or any ssh is run: port 22 (the relay's own sshd), a relay that
+/// would be an ssh option, and `--via` on `rescue`, which is not for it.
+#[test]
+fn via_mistakes_are_usage_errors() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            // Would fail loudly if it ever ran.
+            .env("PORTCULLIS_SSH", "/nonexistent/ssh")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    for target in ["web1:22", "127.0.0.1"] {
+        let (code, err) = run(&["unlock", target, "--via", "relay", "--passphrase-stdin"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("with --via, give the port the listener asked the relay for"),
+            "{err}"
+        );
+        assert!(!err.contains("/nonexistent/ssh"), "{err}");
+    }
+    let (code, err) = run(&["status", "web1:2201", "--via=-oProxyCommand=touch /tmp/x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a relay for ssh"), "{err}");
+    let (code, err) = run(&["rescue", "inspect", "10.0.0.1", "--via", "relay"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--via"), "{err}");
+}

@@ -51,6 +51,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnArgs,
         #[command(flatten)]
+        via: ViaArgs,
+        #[command(flatten)]
         pass: PassArgs,
         #[command(flatten)]
         lookup: LookupArgs,
@@ -63,6 +65,8 @@ pub enum ClientCommand {
         targets: Vec<String>,
         #[command(flatten)]
         conn: ConnArgs,
+        #[command(flatten)]
+        via: ViaArgs,
         #[command(flatten)]
         lookup: LookupArgs,
     },
@@ -270,9 +274,16 @@ pub struct ConnArgs {
     /// Print JSON (one object per host) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--via`, for the commands that talk to initramfs listeners (`unlock`,
+/// `status`; not `rescue`, whose systems run a stock sshd).
+#[derive(Debug, Args)]
+pub struct ViaArgs {
     /// Reach the listener through its outbound relay: runs
     /// `ssh -W 127.0.0.1:PORT RELAY` (PORT from HOST:PORT, the listener's
-    /// relay.remote-port) and checks HOST's pinned key end to end.
+    /// relay.remote-port) and checks HOST's pinned key end to end
+    /// (docs/relay.md).
     #[arg(long, value_name = "[USER@]RELAY", value_parser = relay_name)]
     pub via: Option<String>,
 }
