@@ -276,6 +276,13 @@ fn errors_are_one_line_and_exit_1() {
         ),
         "{err}"
     );
+    // No boot entry at all: one line, naming --image once.
+    let empty = tempfile::tempdir().unwrap();
+    let o = preflight(&["--root", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("--image").count(), 1, "{err}");
     let o = preflight(&["--image", "a", "--dir", "b"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -63,8 +63,8 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
             entry,
         )]));
     }
-    let entries = boot::entries(root.join("/").as_path())
-        .map_err(|e| anyhow!("{e}; name the image with --image FILE"))?;
+    // Its errors already say to name the image with --image.
+    let entries = boot::entries(root.join("/").as_path()).map_err(|e| anyhow!("{e}"))?;
     let chosen: Vec<&BootEntry> = if args.all_kernels {
         let mut seen: Vec<&PathBuf> = Vec::new();
         entries
