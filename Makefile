@@ -94,6 +94,7 @@ install-server: dist docs
 	$(INSTALL) -d -m 0755 $(D)$(SYSCONFDIR)/portcullis
 	$(INSTALL) -m 0644 initramfs/common/initramfs.conf $(D)$(SYSCONFDIR)/portcullis/initramfs.conf
 	$(INSTALL) -D -m 0644 initramfs/common/portcullis-lib.sh $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
+	$(INSTALL) -D -m 0644 initramfs/common/portcullis-net.sh $(D)$(PORTCULLIS_LIB_DIR)/net.sh
 	# initramfs-tools
 	$(INSTALL) -D -m 0755 initramfs/initramfs-tools/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis

@@ -67,6 +67,7 @@ esac
 # What the hooks of every generator share (build: the files to copy; boot:
 # stopping the listener, flushing the network), copied into each image.
 inst 0644 "$here/common/portcullis-lib.sh" /usr/lib/portcullis/lib.sh
+inst 0644 "$here/common/portcullis-net.sh" /usr/lib/portcullis/net.sh
 if [ ! -e "$destdir/etc/portcullis/initramfs.conf" ]; then
     inst 0644 "$here/common/initramfs.conf" /etc/portcullis/initramfs.conf
 fi

@@ -85,14 +85,17 @@ portcullis_keep_network() {
     [ "$PORTCULLIS_KEEP_NETWORK" = yes ]
 }
 
-# portcullis_flush IFACE...: removes the addresses and routes of each
-# interface and takes it down, so nothing of the initramfs network leaks
+# portcullis_flush IFACE...: removes the addresses and routes (IPv4 and
+# IPv6) of each interface and takes it down, so nothing of the initramfs network leaks
 # into the booted system. Returns 1 when one could not be deconfigured.
 portcullis_flush() {
     _pf_rc=0
     for _pf_iface in "$@"; do
         [ -e "/sys/class/net/$_pf_iface" ] || continue
+        # `ip route flush` alone is IPv4 only; an IPv6 default route via a
+        # link-local gateway (fe80::1) would stay until the link goes down.
         if ip address flush dev "$_pf_iface" && ip route flush dev "$_pf_iface" &&
+            { ip -6 route flush dev "$_pf_iface" 2>/dev/null || :; } &&
             ip link set dev "$_pf_iface" down; then
             portcullis_kmsg 6 "deconfigured $_pf_iface"
         else
