@@ -92,11 +92,14 @@ portcullis_flush() {
     _pf_rc=0
     for _pf_iface in "$@"; do
         [ -e "/sys/class/net/$_pf_iface" ] || continue
-        # `ip route flush` alone is IPv4 only; an IPv6 default route via a
-        # link-local gateway (fe80::1) would stay until the link goes down.
-        if ip address flush dev "$_pf_iface" && ip route flush dev "$_pf_iface" &&
-            { ip -6 route flush dev "$_pf_iface" 2>/dev/null || :; } &&
-            ip link set dev "$_pf_iface" down; then
+        # Down first: no router advertisement can add an address or route
+        # behind the flush. `ip route flush` is IPv4 only, and an IPv6 route
+        # via a gateway (fe80::1) outlives the link going down: flush both
+        # families. A route flush may fail where there is nothing to flush
+        # (iproute2 with no IPv4 at all: "FIB table does not exist"); what
+        # counts is that the link is down and the addresses are gone.
+        if ip link set dev "$_pf_iface" down && { ip route flush dev "$_pf_iface" 2>/dev/null || :; } &&
+            { ip -6 route flush dev "$_pf_iface" 2>/dev/null || :; } && ip address flush dev "$_pf_iface"; then
             portcullis_kmsg 6 "deconfigured $_pf_iface"
         else
             portcullis_kmsg 3 "could not deconfigure $_pf_iface; its initramfs address may remain"

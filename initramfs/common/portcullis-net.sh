@@ -409,11 +409,11 @@ portcullis_net_down() {
     if [ -r "$PORTCULLIS_NET_RUN/net-up" ]; then
         while read -r _pnd_if; do
             [ -e "/sys/class/net/$_pnd_if" ] || continue
-            ip address flush dev "$_pnd_if" 2>/dev/null
-            ip -6 address flush dev "$_pnd_if" 2>/dev/null
+            # As portcullis_flush (lib.sh) does: down, then routes and addresses.
+            ip link set dev "$_pnd_if" down || _pnd_rc=1
             ip route flush dev "$_pnd_if" 2>/dev/null
             ip -6 route flush dev "$_pnd_if" 2>/dev/null
-            ip link set dev "$_pnd_if" down || _pnd_rc=1
+            ip address flush dev "$_pnd_if" 2>/dev/null
         done <"$PORTCULLIS_NET_RUN/net-up"
     fi
     rm -f "$PORTCULLIS_NET_RUN/net-created" "$PORTCULLIS_NET_RUN/net-up"
