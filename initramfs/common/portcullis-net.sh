@@ -399,8 +399,15 @@ portcullis_net_down() {
     fi
     for _pnd_if in $_pnd_created; do
         [ -e "/sys/class/net/$_pnd_if" ] || continue
+        # Which link a bond ended on: what the admin wants to know after a
+        # failover (the kernel log of the booted system keeps the line).
+        _pnd_note=
+        if [ -r "/sys/class/net/$_pnd_if/bonding/active_slave" ]; then
+            read -r _pnd_note <"/sys/class/net/$_pnd_if/bonding/active_slave"
+            _pnd_note=" (active slave: ${_pnd_note:-none})"
+        fi
         if ip link delete dev "$_pnd_if"; then
-            portcullis_net_log 6 "deleted $_pnd_if"
+            portcullis_net_log 6 "deleted $_pnd_if$_pnd_note"
         else
             portcullis_net_log 3 "could not delete $_pnd_if; it stays in the booted system"
             _pnd_rc=1
