@@ -137,7 +137,7 @@ uninstall-server:
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-bottom/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/conf-hooks.d/portcullis \
 		$(D)$(INITCPIO_DIR)/install/portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis \
-		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
+		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh $(D)$(PORTCULLIS_LIB_DIR)/net.sh
 	-rmdir $(D)$(PORTCULLIS_LIB_DIR) 2>/dev/null
 	rm -rf $(D)$(DRACUT_MODULES_DIR)/95portcullis $(D)$(SYSCONFDIR)/initcpio/portcullis
 	-rmdir $(D)$(DATADIR)/portcullis 2>/dev/null
