@@ -85,15 +85,21 @@ portcullis_keep_network() {
     [ "$PORTCULLIS_KEEP_NETWORK" = yes ]
 }
 
-# portcullis_flush IFACE...: removes the addresses and routes of each
-# interface and takes it down, so nothing of the initramfs network leaks
+# portcullis_flush IFACE...: removes the addresses and routes (IPv4 and
+# IPv6) of each interface and takes it down, so nothing of the initramfs network leaks
 # into the booted system. Returns 1 when one could not be deconfigured.
 portcullis_flush() {
     _pf_rc=0
     for _pf_iface in "$@"; do
         [ -e "/sys/class/net/$_pf_iface" ] || continue
-        if ip address flush dev "$_pf_iface" && ip route flush dev "$_pf_iface" &&
-            ip link set dev "$_pf_iface" down; then
+        # Down first: no router advertisement can add an address or route
+        # behind the flush. `ip route flush` is IPv4 only, and an IPv6 route
+        # via a gateway (fe80::1) outlives the link going down: flush both
+        # families. A route flush may fail where there is nothing to flush
+        # (iproute2 with no IPv4 at all: "FIB table does not exist"); what
+        # counts is that the link is down and the addresses are gone.
+        if ip link set dev "$_pf_iface" down && { ip route flush dev "$_pf_iface" 2>/dev/null || :; } &&
+            { ip -6 route flush dev "$_pf_iface" 2>/dev/null || :; } && ip address flush dev "$_pf_iface"; then
             portcullis_kmsg 6 "deconfigured $_pf_iface"
         else
             portcullis_kmsg 3 "could not deconfigure $_pf_iface; its initramfs address may remain"
