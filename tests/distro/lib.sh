@@ -108,13 +108,13 @@ make_luks_image() {
 # shellcheck source=tests/vm/wait-for.sh
 . "$distro_repo/tests/vm/wait-for.sh"
 
-VM_PID='' VM_LOG='' VM_SOCK='' VM_PORT=''
+VM_PID='' VM_LOG='' VM_SOCK='' VM_PORT='' VM_SYS_PORT=''
 
 # vm_start RUNDIR NAME KERNEL INITRD APPEND DISK...: boots in the background
 # (TCG, 2 vCPUs, 1 GiB), disks as virtio vda, vdb, ... with throwaway
 # overlays (-snapshot), the serial console logged to RUNDIR/NAME.log and
 # writable through the socket RUNDIR/NAME.sock, guest port 22 forwarded to
-# 127.0.0.1:VM_PORT only.
+# 127.0.0.1:VM_PORT only (and guest port 2222 to VM_SYS_PORT).
 vm_start() {
     local dir=$1 name=$2 kernel=$3 initrd=$4 append=$5 d
     shift 5
@@ -124,6 +124,7 @@ vm_start() {
     done
     VM_LOG="$dir/$name.log" VM_SOCK="$dir/$name.sock"
     VM_PORT=$((20000 + RANDOM % 20000))
+    VM_SYS_PORT=$((VM_PORT + 1)) # the booted system's sshd, guest port 2222 (preflight.sh)
     rm -f "$VM_LOG" "$VM_SOCK" "$dir/$name.pid"
     : >"$VM_LOG"
     qemu-system-x86_64 \
@@ -135,7 +136,7 @@ vm_start() {
         -kernel "$kernel" -initrd "$initrd" \
         -append "console=ttyS0,115200 panic=-1 printk.time=1 no_timer_check $append" \
         "${drives[@]}" \
-        -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22" \
+        -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22,hostfwd=tcp:127.0.0.1:$VM_SYS_PORT-:2222" \
         -device virtio-net-pci,netdev=n0 \
         -pidfile "$dir/$name.pid" -daemonize ||
         die "QEMU did not start (port $VM_PORT taken?)"

@@ -18,6 +18,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/distro/mkinitcpio-upstream.sh
 . "$distro_here/mkinitcpio-upstream.sh"
+# shellcheck source=tests/distro/preflight.sh
+. "$distro_here/preflight.sh"
 
 keep_going=0
 flavours=()
@@ -60,8 +62,10 @@ fi
 # Private copies: the build tree may change while the VMs run.
 install -m 0755 "$bin_dir/portcullisd" "$run_dir/portcullisd.new"
 install -m 0755 "$bin_dir/portcullis" "$run_dir/portcullis.new"
+install -m 0755 "$bin_dir/portcullis-preflight" "$run_dir/portcullis-preflight.new"
 mv -f "$run_dir/portcullisd.new" "$run_dir/portcullisd"
 mv -f "$run_dir/portcullis.new" "$run_dir/portcullis"
+mv -f "$run_dir/portcullis-preflight.new" "$run_dir/portcullis-preflight"
 PD=$run_dir/portcullisd
 PC=$run_dir/portcullis
 ensure_keys "$PD"
@@ -162,11 +166,13 @@ case_initramfs_tools() {
     cp "$img"/*.log "$case_dir/"
 
     dlog "initramfs-tools boot 1: DHCP (ip=dhcp), two volumes unlocked over SSH with one passphrase"
-    boot ssh-dhcp "ip=dhcp"
+    boot ssh-dhcp "ip=dhcp portcullis.test.sshd"
     wait_listener
     grep -q '"name":"root"' "$case_dir/out" || fail "status does not list root: $(cat "$case_dir/out")"
     ssh_unlock "root"
     check_real_system Askpass
+    # Then the system's own sshd comes up: preflight, and one more boot.
+    preflight_initramfs_tools
     vm_stop
 
     dlog "initramfs-tools boot 2: static ip=, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
@@ -238,6 +244,7 @@ mkinitcpio_busybox() {
     local discard
     img=$distro_cache/img-mkinitcpio
     "$distro_here/build-mkinitcpio.sh" "$PD" "$img" busybox
+    preflight_mkinitcpio "$PD" "$img"
     cp "$img"/*.log "$case_dir/"
 
     dlog "mkinitcpio boot 1: busybox image, static ip= with a dotted netmask, cryptdevice=PARTUUID=...:allow-discards, unlocked over SSH"
