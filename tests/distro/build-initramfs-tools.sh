@@ -79,8 +79,8 @@ ok "image is 0600 and holds the listener, config, keys (host key $key_line)"
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$initrd" "$out/initrd.img"
-pf_build_verdict "$root" "$out" "$kver"
-pf_build_images "$root" "$out" "$kver"
+: pf_build_verdict "$root" "$out" "$kver"
+pf_build_images "$root" "$out" "$kver" "$pd"
 
 # A second image with PORTCULLIS_KEEP_NETWORK=yes: the booted system must
 # then still have the initramfs address (the flush is a choice, and the
@@ -91,4 +91,5 @@ mv "$root/tmp/initrd-keep.img" "$out/initrd-keep.img"
 sed -i '/^PORTCULLIS_KEEP_NETWORK=yes$/d' "$root/etc/portcullis/initramfs.conf"
 make_disks "$root" "$out" "$(hash_of "$root/.complete" "$root/etc/crypttab" "$root/etc/fstab" \
     "$distro_here/guest" "$KEYS/passphrase" "$root/etc/kernel/cmdline")"
+pf_heavy_disk "$out"
 echo "root=/dev/mapper/root ro" >"$out/cmdline"
