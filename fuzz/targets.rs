@@ -14,6 +14,7 @@ use portcullis::config::Settings;
 use portcullis::fleet::inventory::{self, Inventory};
 use portcullis::fleet::ssh_config::{self, SshConfig};
 use portcullis::listener::terminal::{Key, LineEditor};
+use portcullis::preflight::image::{Entry, Image, Kind};
 use portcullis::protocol::{self, Command, ErrorReply, StatusReply, UnlockReply};
 use portcullis::rescue::{bootentry, cpio, discover, fstab, kexec, lsblk, luks, state};
 use portcullis::secret::{self, Passphrase, SecretBuf, SecretError};
@@ -43,6 +44,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("rescue", rescue),
     ("cpio", cpio),
     ("unlock", unlock),
+    ("image", image),
 ];
 
 /// An Ed25519 key that stands for "the key the client offers".
@@ -683,5 +685,49 @@ pub fn unlock(data: &[u8]) {
             Ok(_) => {}
             Err(e) => bounded_error(&e.to_string(), rest.len()),
         },
+    }
+}
+
+// ------------------------------------------------------------------- image
+
+/// Preflight's initramfs reader. Control byte even: arbitrary bytes as an
+/// image (every compression is reached through its magic); a successful
+/// read holds clean relative paths, and following links always ends.
+/// Odd: entries described by the input, written by the rescue cpio writer,
+/// must read back as the same image (later names replacing earlier ones).
+pub fn image(data: &[u8]) {
+    let (c, rest) = split(data);
+    if c % 2 == 0 {
+        match Image::read(rest) {
+            Ok(img) => {
+                for (path, _) in img.entries() {
+                    assert!(!path.is_empty() && !path.starts_with('/'), "{path:?}");
+                    assert!(
+                        path.split('/').all(|p| !p.is_empty() && p != "." && p != ".."),
+                        "{path:?}"
+                    );
+                    let _ = img.resolve(path);
+                    let _ = img.file(&format!("{path}/x"));
+                }
+            }
+            Err(e) => bounded_error(&e.to_string(), rest.len()),
+        }
+    } else {
+        let entries = entries_from(rest);
+        let mut a = cpio::Archive::default();
+        let mut expected = Image::default();
+        for (name, mode, body) in &entries {
+            let (kind, data) = if mode & S_IFDIR != 0 {
+                a.dir(name, mode & 0o7777);
+                (Kind::Dir, Vec::new())
+            } else {
+                a.file(name, mode & 0o7777, body);
+                (Kind::File, body.clone())
+            };
+            let mode = mode & 0o7777;
+            expected.insert(name, Entry { kind, mode, data });
+        }
+        let got = Image::read(&a.finish()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(got.entries().eq(expected.entries()));
     }
 }

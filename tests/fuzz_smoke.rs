@@ -63,6 +63,11 @@ const TOKENS: &[&[u8]] = &[
     b"subvol=",
     b"070701",
     b"TRAILER!!!",
+    b"07070100000001000081A4",
+    b"\x1f\x8b\x08\x00",
+    b"\x28\xb5\x2f\xfd",
+    b"\xfd7zXZ\x00",
+    b"\x02\x21\x4c\x18",
     b"{\"version\":1,",
     b"\"volumes\":[",
     b"9999999999999999999999",
@@ -276,4 +281,9 @@ fn cpio() {
 #[test]
 fn unlock() {
     smoke("unlock");
+}
+
+#[test]
+fn image() {
+    smoke("image");
 }

@@ -242,22 +242,26 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// Installs our handler for `sig`; returns the previous action. A signal
-/// the process ignores (`nohup`) stays ignored.
+/// the process ignores (`nohup`) stays ignored: the current action is read
+/// first, so an ignored signal is never handled, not even for a moment.
 #[allow(unsafe_code)]
 fn install(sig: libc::c_int) -> Option<libc::sigaction> {
     // SAFETY: sigaction is plain old data; all zeroes is "no flags, empty
-    // mask"; `on_signal` is an `extern "C" fn(c_int)` as sa_sigaction needs
-    // without SA_SIGINFO; `old` is written by the kernel.
+    // mask"; a null new action only reads the current one into `old`;
+    // `on_signal` is an `extern "C" fn(c_int)` as sa_sigaction needs
+    // without SA_SIGINFO.
     unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut act.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, &act, &mut old) != 0 {
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
             return None;
         }
         if old.sa_sigaction == libc::SIG_IGN {
-            libc::sigaction(sig, &old, std::ptr::null_mut());
+            return None;
+        }
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(sig, &act, std::ptr::null_mut()) != 0 {
             return None;
         }
         Some(old)

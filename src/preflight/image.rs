@@ -11,6 +11,7 @@
     clippy::panic
 )]
 
+use super::{cpio, decompress};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,11 @@ impl Image {
     /// The entry at `path`, without following symlinks.
     pub fn get(&self, path: &str) -> Option<&Entry> {
         self.entries.get(&normalize(path))
+    }
+
+    /// The entry at `path`, to change (hard links share data).
+    pub(super) fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(&normalize(path))
     }
 
     /// The entry at `path`, following symlinks in every component
@@ -155,21 +161,52 @@ impl Image {
         Some(out)
     }
 
-    /// Reads an image file: see [`Image::read`].
+    /// Reads an image file: see [`Image::read`]. A format error names
+    /// the file.
     pub fn open(path: &Path) -> Result<Image, ImageError> {
         let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Image::read(&bytes)
+        Image::read(&bytes).map_err(|e| match e {
+            ImageError::Format(msg) => ImageError::Format(format!("{}: {msg}", path.display())),
+            other => other,
+        })
     }
 
-    /// Parses an image: uncompressed cpio archives (an early microcode
-    /// archive) followed by one compressed with gzip, zstd, xz or lz4.
-    // Interface only; the reader lands with the `pfimg` work.
+    /// Parses an image as the kernel unpacks it: a sequence of parts, each
+    /// an uncompressed newc cpio archive (an early microcode archive) or a
+    /// stream compressed with gzip, zstd, xz or legacy lz4 holding one or
+    /// more archives; NUL padding between parts is skipped. Later entries
+    /// replace earlier ones. Errors are one line naming the byte offset.
     pub fn read(bytes: &[u8]) -> Result<Image, ImageError> {
-        let _ = bytes;
-        Err(ImageError::Format("image reading is not built yet".into()))
+        let mut out = cpio::Builder::default();
+        let place = cpio::Place::image();
+        let mut at = 0usize;
+        while let Some(rest) = bytes.get(at..) {
+            match rest.first() {
+                None => break,
+                Some(0) => at += 1,
+                // The kernel starts an archive only on a 4-byte boundary.
+                Some(b'0') if at.is_multiple_of(4) => {
+                    match cpio::entry(rest, at as u64, &place, &mut out)? {
+                        cpio::Step::Done(n) => {
+                            out.count(n, &place, at as u64)?;
+                            at += n;
+                        }
+                        cpio::Step::More => {
+                            return Err(place.error(
+                                "truncated cpio entry (the image ends inside it)",
+                                at as u64,
+                            ))
+                        }
+                    }
+                }
+                // A part always takes its magic; max(1) only guards the loop.
+                Some(_) => at += decompress::part(rest, at, &mut out)?.max(1),
+            }
+        }
+        Ok(out.finish())
     }
 
     /// Reads an unpacked tree (a generator's staging directory).

@@ -6,5 +6,10 @@
 //! and the admin's `portcullis preflight` print, as text or JSON.
 
 pub mod boot;
+pub mod checks;
+mod cpio;
+mod decompress;
 pub mod image;
 pub mod report;
+pub mod system;
+pub mod text;

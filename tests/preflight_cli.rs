@@ -1,0 +1,283 @@
+//! `portcullis-preflight` as the build-time hooks and admins run it: a
+//! fixture staging tree (`--dir`) checked against a fixture machine
+//! (`--root`: /proc, /sys, /dev with a LUKS2 header), through the real
+//! binary. Exit codes, the checklist, the fixes and the JSON contract.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KERNEL: &str = "6.1.0-test";
+const UUID: &str = "5b1c3e0a-1111-4222-8333-944455556666";
+const STATIC_IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::ens3:off";
+const AK: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGzmd7Q2xTUCfkNPMnhbU2GXHfpjYs/jBdqoNlYzR+1j admin@ws\n";
+
+fn write(base: &Path, rel: &str, data: &[u8], mode: u32) {
+    let p = base.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A LUKS2 header as cryptsetup writes it, as far as preflight reads it:
+/// magic, version, header size, UUID, and the JSON area with one argon2id
+/// keyslot of `memory_kib`.
+fn luks2_header(memory_kib: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 16384];
+    h[..6].copy_from_slice(b"LUKS\xba\xbe");
+    h[6..8].copy_from_slice(&2u16.to_be_bytes());
+    h[8..16].copy_from_slice(&16384u64.to_be_bytes());
+    h[168..168 + UUID.len()].copy_from_slice(UUID.as_bytes());
+    let json = format!(
+        r#"{{"keyslots":{{"0":{{"type":"luks2","kdf":{{"type":"argon2id","time":4,"memory":{memory_kib},"cpus":1}}}}}}}}"#
+    );
+    h[4096..4096 + json.len()].copy_from_slice(json.as_bytes());
+    h
+}
+
+/// An initramfs-tools staging tree with everything remote unlock needs.
+fn stage(dir: &Path) {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("host_key");
+    portcullis::hostkey::generate(&key, "t").unwrap();
+    write(
+        dir,
+        "usr/sbin/portcullisd",
+        format!("\x7fELF portcullisd {}\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+        0o755,
+    );
+    write(
+        dir,
+        "etc/portcullis/portcullisd.toml",
+        b"listen = [\"0.0.0.0:22\"]\n",
+        0o644,
+    );
+    write(
+        dir,
+        "etc/portcullis/host_key",
+        &std::fs::read(&key).unwrap(),
+        0o600,
+    );
+    write(dir, "etc/portcullis/authorized_keys", AK.as_bytes(), 0o644);
+    write(dir, "scripts/functions", b"", 0o644);
+    write(dir, "conf/initramfs.conf", b"MODULES=most\n", 0o644);
+    write(dir, "lib/cryptsetup/askpass", b"", 0o755);
+    write(dir, "scripts/local-top/cryptroot", b"", 0o755);
+    write(
+        dir,
+        "cryptroot/crypttab",
+        format!("vda2_crypt UUID={UUID} none luks\n").as_bytes(),
+        0o644,
+    );
+    let m = format!("lib/modules/{KERNEL}/kernel/drivers");
+    write(dir, &format!("{m}/md/dm-crypt.ko.zst"), b"", 0o644);
+    write(dir, &format!("{m}/md/dm-mod.ko.zst"), b"", 0o644);
+    write(dir, &format!("{m}/net/virtio_net.ko.zst"), b"", 0o644);
+}
+
+/// The machine: 2 GiB of RAM, a default route on ens3 (virtio_net), one
+/// LUKS2 device.
+fn machine(root: &Path, memory_kib: u64) {
+    write(
+        root,
+        "proc/meminfo",
+        b"MemTotal:        2048000 kB\n",
+        0o644,
+    );
+    write(
+        root,
+        "proc/cmdline",
+        format!("ro {STATIC_IP}\n").as_bytes(),
+        0o644,
+    );
+    write(
+        root,
+        "proc/net/route",
+        b"Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+          ens3\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+        0o644,
+    );
+    let dev = root.join("sys/class/net/ens3/device/driver");
+    std::fs::create_dir_all(&dev).unwrap();
+    symlink("../../../../module/virtio_net", dev.join("module")).unwrap();
+    std::fs::create_dir_all(root.join("sys/class/block/vda2")).unwrap();
+    write(root, "dev/vda2", &luks2_header(memory_kib), 0o600);
+}
+
+fn preflight(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis-preflight"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Fixture {
+    stage: tempfile::TempDir,
+    root: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(memory_kib: u64) -> Fixture {
+        let f = Fixture {
+            stage: tempfile::tempdir().unwrap(),
+            root: tempfile::tempdir().unwrap(),
+        };
+        stage(f.stage.path());
+        machine(f.root.path(), memory_kib);
+        f
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let (s, r) = (
+            self.stage.path().to_str().unwrap(),
+            self.root.path().to_str().unwrap(),
+        );
+        let mut args = vec!["--dir", s, "--root", r, "--kernel", KERNEL];
+        args.extend_from_slice(extra);
+        preflight(&args)
+    }
+}
+
+#[test]
+fn a_good_image_passes_with_exit_0() {
+    let f = Fixture::new(65536);
+    let o = f.run(&[]);
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for id in [
+        "listener",
+        "config",
+        "authorized-keys",
+        "host-key",
+        "volumes",
+        "dm-crypt",
+        "backend",
+        "argon2-memory",
+        "conflicting-hooks",
+        "network-config",
+        "nic-driver",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("  ok    {id} "))),
+            "{id} should pass:\n{out}"
+        );
+    }
+    // No addresses to compare under a fixture root: said, not failed.
+    assert!(out.contains("  skip  static-ip "), "{out}");
+    assert!(out.contains("authorized key: SHA256:"), "{out}");
+    assert!(out.ends_with("verdict: ok: remote unlock should work after the next reboot\n"));
+}
+
+#[test]
+fn a_missing_nic_driver_fails_with_exit_14_and_the_fix() {
+    let f = Fixture::new(65536);
+    std::fs::remove_file(f.stage.path().join(format!(
+        "lib/modules/{KERNEL}/kernel/drivers/net/virtio_net.ko.zst"
+    )))
+    .unwrap();
+    let o = f.run(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(14), "{out}");
+    assert!(
+        out.contains("FAIL  nic-driver         ens3 carries the default route, but its driver virtio_net is not in the image"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: add virtio_net to /etc/initramfs-tools/modules, then run update-initramfs -u -k 6.1.0-test"),
+        "{out}"
+    );
+    assert!(out.contains("verdict: FAIL"), "{out}");
+}
+
+#[test]
+fn warnings_only_exit_15() {
+    let f = Fixture::new(65536);
+    let o = f.run(&["--cmdline", "ro quiet"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(15), "{out}");
+    assert!(out.contains("WARN  network-config"), "{out}");
+}
+
+#[test]
+fn argon2_memory_above_the_ram_fails() {
+    let f = Fixture::new(4 << 20);
+    let o = f.run(&["--only", "argon2-memory"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(14), "{out}");
+    assert!(
+        out.contains(
+            "/dev/vda2 keyslot 0 (argon2id) needs 4096 MiB, the initramfs has 2000 MiB of RAM"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn build_time_checks_as_json() {
+    let f = Fixture::new(65536);
+    let o = f.run(&["--only", "network,conflicts", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: portcullis::preflight::report::Report = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report.format, 1);
+    let ids: Vec<&str> = report.images[0]
+        .checks
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "conflicting-hooks",
+            "network-config",
+            "nic-driver",
+            "static-ip"
+        ]
+    );
+    assert_eq!(report.images[0].kernel.as_deref(), Some(KERNEL));
+    // The running kernel's command line stands in for the new entry's.
+    assert_eq!(
+        report.images[0].cmdline.as_deref(),
+        Some(format!("ro {STATIC_IP}").as_str())
+    );
+}
+
+#[test]
+fn errors_are_one_line_and_exit_1() {
+    let o = preflight(&["--image", "/nonexistent/initrd.img"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("portcullis-preflight: error: cannot read /nonexistent/initrd.img: ")
+            && err.contains("name an existing image with --image FILE"),
+        "{err}"
+    );
+    let f = Fixture::new(65536);
+    let o = f.run(&["--only", "netwrk"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(
+            "portcullis-preflight: error: --only: unknown check \"netwrk\"; choose from"
+        ),
+        "{err}"
+    );
+    let o = preflight(&["--image", "a", "--dir", "b"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
