@@ -79,7 +79,7 @@ ok "image is 0600 and holds the listener, config, keys (host key $key_line)"
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$initrd" "$out/initrd.img"
-: pf_build_verdict "$root" "$out" "$kver"
+pf_build_verdict "$root" "$out" "$kver"
 pf_build_images "$root" "$out" "$kver" "$pd"
 
 # A second image with PORTCULLIS_KEEP_NETWORK=yes: the booted system must
