@@ -90,6 +90,6 @@ mkinit /tmp/initrd-keep.img || { cat "$out/mkinitramfs.log" >&2; fail "mkinitram
 mv "$root/tmp/initrd-keep.img" "$out/initrd-keep.img"
 sed -i '/^PORTCULLIS_KEEP_NETWORK=yes$/d' "$root/etc/portcullis/initramfs.conf"
 make_disks "$root" "$out" "$(hash_of "$root/.complete" "$root/etc/crypttab" "$root/etc/fstab" \
-    "$distro_here/guest" "$KEYS/passphrase" "$root/etc/kernel/cmdline")"
+    "$distro_here/guest" "$KEYS/passphrase")"
 pf_heavy_disk "$out"
 echo "root=/dev/mapper/root ro" >"$out/cmdline"

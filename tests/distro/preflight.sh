@@ -43,13 +43,15 @@ pf_bin() { printf '%s/portcullis-preflight\n' "$(dirname "$1")"; }
 # build side (build-initramfs-tools.sh, build-mkinitcpio.sh)
 # ---------------------------------------------------------------------------
 
-# pf_install_bin ROOT PORTCULLISD: portcullis-preflight where the server
-# package puts it, so the generators' build-time hooks find it.
+# pf_install_bin ROOT PORTCULLISD: portcullis-preflight where the
+# generators' build-time hooks look for it: /usr/local/sbin, like the
+# listener of a source install (the package's /usr/sbin stays free for
+# tests/pkg, which copies this root).
 pf_install_bin() {
     local bin
     bin=$(pf_bin "$2")
     [ -x "$bin" ] || die "no $bin: the preflight test needs portcullis-preflight beside portcullisd"
-    install -D -m 0755 "$bin" "$1/usr/sbin/portcullis-preflight"
+    install -D -m 0755 "$bin" "$1/usr/local/sbin/portcullis-preflight"
 }
 
 # pf_cmdline OUTDIR: the command line the test system boots with (its
