@@ -501,7 +501,7 @@ preflight_mkinitcpio() {
         fail "the post hook did not say REMOTE UNLOCK WILL FAIL for conflicting-hooks: $(grep -i 'post hook\|portcullis' "$log")"
     ok "build-time verdict (the build went on): $(grep -m1 'FAIL *conflicting-hooks' "$log" | sed 's/  */ /g')"
     set +e
-    in_chroot "$root" portcullis-preflight --image /tmp/pf-conflict.img --kernel "$kver" \
+    in_chroot "$root" /usr/local/sbin/portcullis-preflight --image /tmp/pf-conflict.img --kernel "$kver" \
         --only conflicting-hooks --json >"$case_dir/pf-conflict.json" 2>"$case_dir/pf-conflict.json.err"
     rc=$?
     set -e
@@ -515,7 +515,7 @@ preflight_mkinitcpio() {
         fail "the good image's build-time verdict names conflicting-hooks"
     fi
     set +e
-    in_chroot "$root" portcullis-preflight --image /boot/initramfs-linux.img --kernel "$kver" \
+    in_chroot "$root" /usr/local/sbin/portcullis-preflight --image /boot/initramfs-linux.img --kernel "$kver" \
         --only conflicting-hooks --json >"$case_dir/pf-conflict-repaired.json" 2>"$case_dir/pf-conflict-repaired.json.err"
     rc=$?
     set -e
