@@ -7,7 +7,8 @@
 #                             generated man pages and completions
 #   make install              both halves under PREFIX (default /usr/local)
 #   make install-client       portcullis, its man pages, completions
-#   make install-server       portcullisd, initramfs hooks, man pages, config
+#   make install-server       portcullisd, portcullis-preflight, initramfs hooks,
+#                             man pages, config
 #   make uninstall            removes what install put there; keeps
 #                             /etc/portcullis (your config and host key)
 #   make deb                  the two Debian packages in target/deb/
@@ -49,10 +50,10 @@ D := $(DESTDIR)
 
 all: dist docs
 
-dist: $(DIST)/portcullis $(DIST)/portcullisd
+dist: $(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight
 
 # Built only when missing: packages are made from an existing release build.
-$(DIST)/portcullis $(DIST)/portcullisd:
+$(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight:
 	tests/build-release.sh
 
 docs: $(GEN)/.stamp
@@ -83,6 +84,7 @@ install-client: dist docs
 
 install-server: dist docs
 	$(INSTALL) -D -m 0755 $(DIST)/portcullisd $(D)$(SBINDIR)/portcullisd
+	$(INSTALL) -D -m 0755 $(DIST)/portcullis-preflight $(D)$(SBINDIR)/portcullis-preflight
 	$(INSTALL) -d $(D)$(MANDIR)/man8
 	$(INSTALL) -m 0644 $(GEN)/man/man8/*.8 $(D)$(MANDIR)/man8/
 	$(INSTALL) -D -m 0644 $(GEN)/man/man5/portcullisd.toml.5 $(D)$(MANDIR)/man5/portcullisd.toml.5
@@ -94,6 +96,8 @@ install-server: dist docs
 	$(INSTALL) -d -m 0755 $(D)$(SYSCONFDIR)/portcullis
 	$(INSTALL) -m 0644 initramfs/common/initramfs.conf $(D)$(SYSCONFDIR)/portcullis/initramfs.conf
 	$(INSTALL) -D -m 0644 initramfs/common/portcullis-lib.sh $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
+	# The build-time preflight every generator's hook runs on a new image.
+	$(INSTALL) -D -m 0644 initramfs/common/preflight-hook.sh $(D)$(PORTCULLIS_LIB_DIR)/preflight-hook.sh
 	# initramfs-tools
 	$(INSTALL) -D -m 0755 initramfs/initramfs-tools/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis
@@ -103,6 +107,9 @@ install-server: dist docs
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-bottom/portcullis
 	$(INSTALL) -D -m 0644 initramfs/initramfs-tools/conf.d/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/conf-hooks.d/portcullis
+	# update-initramfs runs post-update hooks from /etc only.
+	$(INSTALL) -D -m 0755 initramfs/initramfs-tools/post-update.d/portcullis \
+		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis
 	# dracut: the module is picked up when its check() passes, i.e. once
 	# portcullisd.toml exists. initramfs/dracut/portcullis.conf (forcing the
 	# module) is not installed: it would fail every unconfigured build.
@@ -113,6 +120,7 @@ install-server: dist docs
 	$(INSTALL) -D -m 0644 initramfs/mkinitcpio/install/portcullis $(D)$(INITCPIO_DIR)/install/portcullis
 	$(INSTALL) -D -m 0644 initramfs/mkinitcpio/install/sd-portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis
 	$(INSTALL) -D -m 0644 initramfs/mkinitcpio/hooks/portcullis $(D)$(INITCPIO_DIR)/hooks/portcullis
+	$(INSTALL) -D -m 0755 initramfs/mkinitcpio/post/portcullis $(D)$(INITCPIO_DIR)/post/portcullis
 	$(INSTALL) -D -m 0644 initramfs/dracut/95portcullis/portcullisd.service \
 		$(D)$(SYSCONFDIR)/initcpio/portcullis/portcullisd.service
 	$(INSTALL) -D -m 0644 initramfs/dracut/95portcullis/portcullis-network-cleanup.service \
@@ -130,13 +138,16 @@ uninstall-client:
 # images afterwards so they no longer carry the listener.
 uninstall-server:
 	rm -f $(D)$(SBINDIR)/portcullisd $(D)$(MANDIR)/man8/portcullisd.8 $(D)$(MANDIR)/man8/portcullisd-*.8 \
+		$(D)$(SBINDIR)/portcullis-preflight $(D)$(MANDIR)/man8/portcullis-preflight.8 \
 		$(D)$(MANDIR)/man5/portcullisd.toml.5 $(D)$(DATADIR)/portcullis/portcullisd.toml \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-premount/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/scripts/init-bottom/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/conf-hooks.d/portcullis \
 		$(D)$(INITCPIO_DIR)/install/portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis \
-		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
+		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh \
+		$(D)$(INITCPIO_DIR)/post/portcullis $(D)$(PORTCULLIS_LIB_DIR)/preflight-hook.sh \
+		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis
 	-rmdir $(D)$(PORTCULLIS_LIB_DIR) 2>/dev/null
 	rm -rf $(D)$(DRACUT_MODULES_DIR)/95portcullis $(D)$(SYSCONFDIR)/initcpio/portcullis
 	-rmdir $(D)$(DATADIR)/portcullis 2>/dev/null

@@ -2,7 +2,8 @@
 //! the definitions they document, so nothing is written twice:
 //! `portcullis(1)` and one page per subcommand from the client's clap
 //! definition, `portcullisd(8)` from the listener's clap reference
-//! (`src/bin/portcullisd/cli_ref.rs`), `portcullisd.toml(5)` from
+//! (`src/bin/portcullisd/cli_ref.rs`), `portcullis-preflight(8)` from its
+//! clap definition (`src/bin/portcullis-preflight/cli.rs`), `portcullisd.toml(5)` from
 //! `docs/config.md` plus the annotated `examples/portcullisd.toml`, and the
 //! bash, zsh and fish completions with clap_complete.
 //!
@@ -17,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 #[path = "../src/bin/portcullisd/cli_ref.rs"]
 mod cli_ref;
+
+#[path = "../src/bin/portcullis-preflight/cli.rs"]
+mod preflight_cli;
 
 const MANUAL: &str = "Portcullis Manual";
 const SOURCE: &str = concat!("portcullis ", env!("CARGO_PKG_VERSION"));
@@ -53,6 +57,10 @@ fn generate(out: &Path) -> std::io::Result<()> {
     let mut daemon = cli_ref::DaemonCli::command().disable_help_subcommand(true);
     daemon.build();
     man_pages(daemon, "8", &man8)?;
+
+    let mut preflight = preflight_cli::PreflightCli::command();
+    preflight.build();
+    render(preflight, "8", &man8)?;
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config_md = fs::read_to_string(repo.join("docs/config.md"))?;

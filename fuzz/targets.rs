@@ -703,7 +703,8 @@ pub fn image(data: &[u8]) {
                 for (path, _) in img.entries() {
                     assert!(!path.is_empty() && !path.starts_with('/'), "{path:?}");
                     assert!(
-                        path.split('/').all(|p| !p.is_empty() && p != "." && p != ".."),
+                        path.split('/')
+                            .all(|p| !p.is_empty() && p != "." && p != ".."),
                         "{path:?}"
                     );
                     let _ = img.resolve(path);

@@ -40,6 +40,7 @@ case $gen in
         inst 0755 "$here/initramfs-tools/scripts/init-premount/portcullis" /etc/initramfs-tools/scripts/init-premount/portcullis
         inst 0755 "$here/initramfs-tools/scripts/init-bottom/portcullis" /etc/initramfs-tools/scripts/init-bottom/portcullis
         inst 0644 "$here/initramfs-tools/conf.d/portcullis" /etc/initramfs-tools/conf.d/portcullis
+        inst 0755 "$here/initramfs-tools/post-update.d/portcullis" /etc/initramfs/post-update.d/portcullis
         ;;
     dracut)
         for f in "$here"/dracut/95portcullis/*; do
@@ -53,6 +54,7 @@ case $gen in
             inst 0644 "$here/mkinitcpio/install/$v" "/etc/initcpio/install/$v"
         done
         inst 0644 "$here/mkinitcpio/hooks/portcullis" /etc/initcpio/hooks/portcullis
+        inst 0755 "$here/mkinitcpio/post/portcullis" /etc/initcpio/post/portcullis
         # sd-portcullis uses the same units as the dracut module.
         inst 0644 "$here/dracut/95portcullis/portcullisd.service" /etc/initcpio/portcullis/portcullisd.service
         inst 0644 "$here/dracut/95portcullis/portcullis-network-cleanup.service" \
@@ -67,6 +69,8 @@ esac
 # What the hooks of every generator share (build: the files to copy; boot:
 # stopping the listener, flushing the network), copied into each image.
 inst 0644 "$here/common/portcullis-lib.sh" /usr/lib/portcullis/lib.sh
+# The build-time preflight the hooks run on each new image (not copied in).
+inst 0644 "$here/common/preflight-hook.sh" /usr/lib/portcullis/preflight-hook.sh
 if [ ! -e "$destdir/etc/portcullis/initramfs.conf" ]; then
     inst 0644 "$here/common/initramfs.conf" /etc/portcullis/initramfs.conf
 fi

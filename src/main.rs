@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(run(cli))
 }
 
-fn connection(c: &ConnArgs) -> Connection {
+fn connection(c: &ConnArgs, via: Option<&cli::ViaArgs>) -> Connection {
     Connection {
         fingerprint: c.fingerprint.clone(),
         known_hosts: c.known_hosts.clone(),
@@ -43,6 +43,7 @@ fn connection(c: &ConnArgs) -> Connection {
         wait: c.wait,
         timeout: c.timeout,
         json: c.json,
+        via: via.and_then(|v| v.via.clone()),
     }
 }
 
@@ -140,7 +141,7 @@ fn rescue(args: rargs::RescueArgs) -> Request {
     };
     Request {
         host: common.host,
-        conn: connection(&common.conn),
+        conn: connection(&common.conn, None),
         mount_dir: common.target,
         dry_run: common.dry_run,
         yes: common.yes,
@@ -246,6 +247,7 @@ fn run(cli: ClientCli) -> u8 {
             ClientCommand::Unlock {
                 targets,
                 conn,
+                via,
                 pass,
                 lookup: l,
                 fleet,
@@ -253,7 +255,7 @@ fn run(cli: ClientCli) -> u8 {
                 portcullis::fleet::cmd::unlock(&UnlockSettings {
                     targets,
                     lookup: lookup(&l),
-                    conn: connection(&conn),
+                    conn: connection(&conn, Some(&via)),
                     source: source(&pass),
                     parallel: fleet.parallel as usize,
                     up_timeout: (!fleet.no_wait_up).then_some(fleet.up_timeout),
@@ -263,12 +265,13 @@ fn run(cli: ClientCli) -> u8 {
             ClientCommand::Status {
                 targets,
                 conn,
+                via,
                 lookup: l,
             } => {
                 portcullis::fleet::cmd::status(&StatusSettings {
                     targets,
                     lookup: lookup(&l),
-                    conn: connection(&conn),
+                    conn: connection(&conn, Some(&via)),
                 })
                 .await
             }
@@ -284,6 +287,23 @@ fn run(cli: ClientCli) -> u8 {
                     parallel: w.parallel as usize,
                     timeout: w.timeout,
                     agent: !w.no_agent,
+                })
+                .await
+            }
+            ClientCommand::Preflight(p) => {
+                portcullis::fleet::preflight::preflight(portcullis::fleet::preflight::Settings {
+                    targets: p.targets,
+                    lookup: lookup(&p.lookup),
+                    login: p.login,
+                    identity: p.identity,
+                    agent: !p.no_agent,
+                    known_hosts: p.known_hosts,
+                    all_kernels: p.all_kernels,
+                    image: p.image,
+                    ssh_options: p.ssh_options,
+                    timeout: p.timeout,
+                    parallel: p.parallel as usize,
+                    json: p.json,
                 })
                 .await
             }

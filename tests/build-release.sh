@@ -77,7 +77,8 @@ build() { # triple [rustflags]
     # Chained: set -e does not apply inside a function called from `if !`.
     mkdir -p "$dist" &&
         RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" --bins >&2 &&
-        cp "target/$1/release/portcullisd" "target/$1/release/portcullis" "$dist/" &&
+        cp "target/$1/release/portcullisd" "target/$1/release/portcullis" \
+            "target/$1/release/portcullis-preflight" "$dist/" &&
         echo "$1${2:+ ($2)}" >"$dist/BUILD"
 }
 

@@ -281,3 +281,70 @@ fn errors_are_one_line_and_exit_1() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The staging tree packed as a generator packs it (newc cpio, gzip by the
+/// real tool), behind an uncompressed early (microcode) archive.
+fn pack(stage: &Path, out: &Path) {
+    fn walk(base: &Path, dir: &Path, a: &mut portcullis::rescue::cpio::Archive) {
+        let mut items: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        items.sort();
+        for p in items {
+            let rel = p.strip_prefix(base).unwrap().to_str().unwrap().to_string();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            if p.is_dir() {
+                a.dir(&rel, mode);
+                walk(base, &p, a);
+            } else {
+                a.file(&rel, mode, &std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut main = portcullis::rescue::cpio::Archive::default();
+    walk(stage, stage, &mut main);
+    let cpio = main.finish();
+    let mut gz = Command::new("gzip")
+        .args(["-c", "-9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    {
+        use std::io::Write;
+        gz.stdin.take().unwrap().write_all(&cpio).unwrap();
+    }
+    let gz = gz.wait_with_output().unwrap();
+    assert!(gz.status.success());
+    let mut early = portcullis::rescue::cpio::Archive::default();
+    early.dir("kernel", 0o755);
+    early.file("kernel/x86/microcode/GenuineIntel.bin", 0o644, b"ucode");
+    let mut image = early.finish().to_vec();
+    image.extend_from_slice(&gz.stdout);
+    std::fs::write(out, image).unwrap();
+}
+
+#[test]
+fn an_image_file_reads_like_its_staging_tree() {
+    let f = Fixture::new(65536);
+    let boot = tempfile::tempdir().unwrap();
+    let img = boot.path().join(format!("initrd.img-{KERNEL}"));
+    pack(f.stage.path(), &img);
+    let r = f.root.path().to_str().unwrap();
+    // The kernel release comes from the file name.
+    let o = preflight(&["--image", img.to_str().unwrap(), "--root", r, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: portcullis::preflight::report::Report = serde_json::from_slice(&o.stdout).unwrap();
+    let i = &report.images[0];
+    assert_eq!(i.kernel.as_deref(), Some(KERNEL));
+    assert_eq!(i.checks.len(), 12);
+    assert_eq!(i.authorized_keys.len(), 1);
+    // Broken on purpose: the image is cut short.
+    let bytes = std::fs::read(&img).unwrap();
+    std::fs::write(&img, &bytes[..bytes.len() / 2]).unwrap();
+    let o = preflight(&["--image", img.to_str().unwrap(), "--root", r]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -107,10 +107,12 @@ portcullis_flush() {
 # CONFIG (under ROOT, default /) and the files it names with the listener
 # itself, which parses the TOML as it will at boot, and sets
 # PORTCULLIS_HOST_KEYS (one path a line: `host-key` may list one key per
-# type), PORTCULLIS_HOST_KEY (the first) and PORTCULLIS_AUTHORIZED_KEYS to
-# the paths to copy (the same path in the image; the config refuses control
-# characters in paths, so a newline separates them safely). On failure it
-# returns 1 with portcullisd's message in PORTCULLIS_ERROR.
+# type, and a `[relay]` adds its login key after them: every private key,
+# which the hooks copy mode 0600), PORTCULLIS_HOST_KEY (the first host key)
+# and PORTCULLIS_AUTHORIZED_KEYS to the paths to copy (the same path in the
+# image; the config refuses control characters in paths, so a newline
+# separates them safely). On failure it returns 1 with portcullisd's
+# message in PORTCULLIS_ERROR.
 # shellcheck disable=SC2034 # the results are for the hook that sources this
 portcullis_config_files() {
     PORTCULLIS_HOST_KEY=
@@ -130,6 +132,11 @@ portcullis_config_files() {
 }$_pcf_key"
                 ;;
             "authorized-keys "*) PORTCULLIS_AUTHORIZED_KEYS=${_pcf_line#authorized-keys } ;;
+            # The relay login key (docs/relay.md): private, copied as a host key is.
+            "relay-key "*)
+                PORTCULLIS_HOST_KEYS="$PORTCULLIS_HOST_KEYS${PORTCULLIS_HOST_KEYS:+
+}${_pcf_line#relay-key }"
+                ;;
         esac
     done <<FILES
 $_pcf_out

@@ -7,6 +7,7 @@
 
 pub mod cmd;
 pub mod inventory;
+pub mod preflight;
 pub mod probe;
 pub mod report;
 pub mod resolve;

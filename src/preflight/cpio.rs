@@ -12,7 +12,7 @@
     clippy::panic
 )]
 
-use super::image::{Entry, Image, ImageError, Kind};
+use super::image::{normalize, Entry, Image, ImageError, Kind};
 use std::collections::HashMap;
 
 /// Bytes the whole image may unpack to (archive bytes, compressed parts
@@ -57,28 +57,98 @@ impl Place {
 
 /// Collects entries into an [`Image`], keeping the caps over the whole
 /// image (every archive and every compressed part).
-#[derive(Default)]
 pub struct Builder {
     image: Image,
     entries: usize,
     unpacked: u64,
-    /// Hard-link groups: (dev major, dev minor, inode) → the paths so far.
-    links: HashMap<(u32, u32, u32), Vec<String>>,
+    /// [`MAX_UNPACKED`], lower in tests.
+    limit: u64,
+    /// Hard-link groups of the current archive, by (dev major, dev minor,
+    /// inode); their data is shared out at its end.
+    links: HashMap<(u32, u32, u32), Group>,
+    /// While groups are open: the serial of the last entry at each path,
+    /// so a name replaced after it joined a group is left alone.
+    serials: HashMap<String, u64>,
+    serial: u64,
+}
+
+/// The names of one hard-linked file and the data it ends up with.
+#[derive(Default)]
+struct Group {
+    paths: Vec<(String, u64)>,
+    data: Option<Vec<u8>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::with_limit(MAX_UNPACKED)
+    }
+}
+
+/// `2 GiB`, `512 MiB`, `2048 bytes`.
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 impl Builder {
-    pub fn finish(self) -> Image {
-        self.image
+    /// A builder that refuses images unpacking to more than `limit` bytes.
+    pub fn with_limit(limit: u64) -> Builder {
+        Builder {
+            image: Image::default(),
+            entries: 0,
+            unpacked: 0,
+            limit,
+            links: HashMap::new(),
+            serials: HashMap::new(),
+            serial: 0,
+        }
     }
 
-    /// Counts `n` more unpacked bytes against [`MAX_UNPACKED`].
+    /// The image, once hard links have their data (`at`: the end).
+    pub fn finish(mut self, place: &Place, at: u64) -> Result<Image, ImageError> {
+        self.share_links(place, at)?;
+        Ok(self.image)
+    }
+
+    /// Gives every name of each hard-link group the group's data: GNU
+    /// cpio writes it once, with the last name; other writers with the
+    /// first. Done once per archive, so a group costs one copy per name,
+    /// and every copy counts against the limit.
+    fn share_links(&mut self, place: &Place, at: u64) -> Result<(), ImageError> {
+        let groups = std::mem::take(&mut self.links);
+        let serials = std::mem::take(&mut self.serials);
+        for group in groups.into_values() {
+            let Some(data) = group.data else { continue };
+            for (path, serial) in group.paths {
+                if serials.get(&path) != Some(&serial) {
+                    continue;
+                }
+                let stale = self.image.get(&path).is_some_and(|e| e.data != data);
+                if stale {
+                    self.count(data.len(), place, at)?;
+                    if let Some(e) = self.image.get_mut(&path) {
+                        e.data.clone_from(&data);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more unpacked bytes against the limit.
     pub fn count(&mut self, n: usize, place: &Place, at: u64) -> Result<(), ImageError> {
         self.unpacked = self.unpacked.saturating_add(n as u64);
-        if self.unpacked > MAX_UNPACKED {
+        if self.unpacked > self.limit {
             return Err(place.error(
                 &format!(
-                    "the image unpacks to more than {} GiB (the most preflight reads)",
-                    MAX_UNPACKED >> 30
+                    "the image unpacks to more than {} (the most preflight reads)",
+                    size(self.limit)
                 ),
                 at,
             ));
@@ -93,7 +163,7 @@ impl Builder {
             S_IFLNK => Kind::Symlink,
             _ => Kind::Other,
         };
-        let mut entry = Entry {
+        let entry = Entry {
             kind,
             mode: header.mode & 0o7777,
             data: if kind == Kind::Dir || kind == Kind::Other {
@@ -102,25 +172,21 @@ impl Builder {
                 data.to_vec()
             },
         };
-        // GNU cpio writes a hard-linked file's data once, with the last
-        // name of the group; the kernel links every name to one inode.
-        if kind == Kind::File && header.nlink >= 2 {
-            let group = self
-                .links
-                .entry((header.dev_major, header.dev_minor, header.ino))
-                .or_default();
-            if data.is_empty() {
-                if let Some(first) = group.first().and_then(|p| self.image.get(p)) {
-                    entry.data.clone_from(&first.data);
+        let linked = kind == Kind::File && header.nlink >= 2;
+        if linked || !self.links.is_empty() {
+            self.serial += 1;
+            let path = normalize(name);
+            self.serials.insert(path.clone(), self.serial);
+            if linked {
+                let group = self
+                    .links
+                    .entry((header.dev_major, header.dev_minor, header.ino))
+                    .or_default();
+                if !data.is_empty() {
+                    group.data = Some(data.to_vec());
                 }
-            } else {
-                for path in group.iter() {
-                    if let Some(e) = self.image.get_mut(path) {
-                        e.data = data.to_vec();
-                    }
-                }
+                group.paths.push((path, self.serial));
             }
-            group.push(name.to_string());
         }
         self.image.insert(name, entry);
     }
@@ -174,12 +240,12 @@ pub fn entry(buf: &[u8], at: u64, place: &Place, out: &mut Builder) -> Result<St
     let end = pad_to(at, data_end);
     // Refused before waiting for the bytes, so a hostile size is never
     // buffered.
-    if header.size as u64 > MAX_UNPACKED {
+    if header.size as u64 > out.limit {
         return Err(place.error(
             &format!(
-                "cpio entry of {} bytes (more than the {} GiB preflight reads)",
+                "cpio entry of {} bytes (more than the {} preflight reads)",
                 header.size,
-                MAX_UNPACKED >> 30
+                size(out.limit)
             ),
             at,
         ));
@@ -192,7 +258,7 @@ pub fn entry(buf: &[u8], at: u64, place: &Place, out: &mut Builder) -> Result<St
     let name = name.split(|&b| b == 0).next().unwrap_or_default();
     if name == TRAILER {
         // Inode numbers start over in the next archive.
-        out.links.clear();
+        out.share_links(place, at)?;
         return Ok(Step::Done(end.min(buf.len())));
     }
     if (header.mode & S_IFMT) == S_IFLNK && header.size > MAX_NAME {
@@ -498,9 +564,10 @@ mod tests {
         let mut shifted = vec![0u8; 2];
         shifted.extend(&bytes);
         let e = error(&shifted);
-        assert!(
-            e.contains("unknown data (bytes 30 37 30 37) at byte 2"),
-            "{e}"
+        assert_eq!(
+            e,
+            "cpio archive not on a 4-byte boundary (the kernel unpacks none there) at byte 2 \
+             of the image"
         );
     }
 
@@ -526,48 +593,70 @@ mod tests {
         );
     }
 
+    /// A newc entry of a hard-linked file (nlink 2) with inode `ino`.
+    fn linked(ino: u32, name: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut h = b"070701".to_vec();
+        let fields = [
+            ino,
+            0o100644,
+            0,
+            0,
+            2,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        for f in fields {
+            h.extend(format!("{f:08X}").as_bytes());
+        }
+        h.extend(name);
+        h.push(0);
+        while !h.len().is_multiple_of(4) {
+            h.push(0);
+        }
+        h.extend(data);
+        while !h.len().is_multiple_of(4) {
+            h.push(0);
+        }
+        h
+    }
+
     #[test]
     fn hard_links_share_data_either_way() {
         // Data with the first name (as some writers do) reaches the later
-        // names; the trailer ends the group.
-        let entry = |ino: u32, name: &[u8], data: &[u8]| {
-            let mut h = b"070701".to_vec();
-            let fields = [
-                ino,
-                0o100644,
-                0,
-                0,
-                2,
-                0,
-                data.len() as u32,
-                0,
-                0,
-                0,
-                0,
-                name.len() as u32 + 1,
-                0,
-            ];
-            for f in fields {
-                h.extend(format!("{f:08X}").as_bytes());
-            }
-            h.extend(name);
-            h.push(0);
-            while !h.len().is_multiple_of(4) {
-                h.push(0);
-            }
-            h.extend(data);
-            while !h.len().is_multiple_of(4) {
-                h.push(0);
-            }
-            h
-        };
-        let mut bytes = entry(7, b"first", b"data");
-        bytes.extend(entry(7, b"second", b""));
+        // names; the trailer ends the group; a name replaced by a later
+        // entry keeps that entry's data.
+        let mut bytes = linked(7, b"first", b"data");
+        bytes.extend(linked(7, b"second", b""));
+        bytes.extend(linked(7, b"third", b""));
+        bytes.extend(header(0o100644, 3, 6, b"third\0"));
+        bytes.extend(b"own\0");
         bytes.extend(header(0, 0, 11, b"TRAILER!!!\0"));
-        bytes.extend(entry(7, b"other", b""));
+        bytes.extend(linked(7, b"other", b""));
         let img = Image::read(&bytes).unwrap();
         assert_eq!(img.file("first"), Some(&b"data"[..]));
         assert_eq!(img.file("second"), Some(&b"data"[..]));
+        assert_eq!(img.file("third"), Some(&b"own"[..]));
         assert_eq!(img.file("other"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn hard_link_copies_count_against_the_limit() {
+        // One 4 KiB file and 1000 more names for it: 4 MB of copies from
+        // about 130 KB of archive. Quadratic copying once made this hang.
+        let mut bytes = linked(9, b"f", &[7u8; 4096]);
+        for i in 0..1000 {
+            bytes.extend(linked(9, format!("n{i}").as_bytes(), b""));
+        }
+        let limit = 1 << 20;
+        let e = Image::read_limited(&bytes, limit).unwrap_err().to_string();
+        assert!(e.starts_with("the image unpacks to more than 1 MiB"), "{e}");
+        let img = Image::read_limited(&bytes, 8 << 20).unwrap();
+        assert_eq!(img.file("n999").map(<[u8]>::len), Some(4096));
     }
 }

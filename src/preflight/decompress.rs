@@ -157,7 +157,9 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     // LZ4_compressBound(8 MiB): the largest a compressed block can be.
     const BOUND: usize = BLOCK + BLOCK / 255 + 16;
     let mut pos = 4;
-    let mut block = vec![0u8; BLOCK];
+    // Grown to what a block can give (an lz4 byte yields at most 255),
+    // so a run of tiny parts does not allocate 8 MiB each.
+    let mut block: Vec<u8> = Vec::new();
     while let Some(size) = input
         .get(pos..pos + 4)
         .and_then(|s| <[u8; 4]>::try_from(s).ok())
@@ -176,6 +178,10 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
         let data = input
             .get(pos + 4..pos + 4 + size)
             .ok_or_else(|| format!("block at byte {pos} of the part is cut off"))?;
+        let room = BLOCK.min(size.saturating_mul(256).saturating_add(64));
+        if block.len() < room {
+            block.resize(room, 0);
+        }
         let n = lz4_flex::block::decompress_into(data, &mut block)
             .map_err(|e| format!("block at byte {pos} of the part: {}", line(e)))?;
         pos += 4 + size;
@@ -196,6 +202,7 @@ fn lz4_legacy(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     clippy::panic
 )]
 mod tests {
+    use super::Compression;
     use crate::preflight::image::{Image, ImageError, Kind};
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -358,6 +365,45 @@ mod tests {
                 assert!(!e.contains('\n'), "{c}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn the_unpacked_size_is_capped_in_every_compression() {
+        // A declared size is refused before its data is waited for.
+        let big = fixture("big-lz4.img");
+        let e = Image::read_limited(&big, 8 << 20).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cpio entry of 9437184 bytes (more than the 8 MiB preflight reads) at byte 240 \
+             of the lz4-compressed part at byte 0 of the image"
+        );
+        assert!(Image::read_limited(&big, 10 << 20).is_ok());
+        // What the decoders produce counts, over every part of the image.
+        for c in ["gz", "zst", "xz", "lz4"] {
+            let bytes = fixture(&format!("image-{c}.img"));
+            let e = Image::read_limited(&bytes, 2048).unwrap_err().to_string();
+            assert!(
+                e.starts_with(
+                    "the image unpacks to more than 2048 bytes (the most preflight reads)"
+                ),
+                "{c}: {e}"
+            );
+            assert!(
+                e.ends_with(&format!(
+                    "of the {}-compressed part at byte 1024 of the image",
+                    Compression::sniff(&bytes[1024..]).unwrap().name()
+                )),
+                "{c}: {e}"
+            );
+            assert!(Image::read_limited(&bytes, 4096).is_ok(), "{c}");
+        }
+        let plain = fixture("main.cpio");
+        let e = Image::read_limited(&plain, 2000).unwrap_err().to_string();
+        assert!(e.ends_with("of the image"), "{e}");
+        assert!(
+            e.starts_with("the image unpacks to more than 2000 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -180,7 +180,13 @@ impl Image {
     /// more archives; NUL padding between parts is skipped. Later entries
     /// replace earlier ones. Errors are one line naming the byte offset.
     pub fn read(bytes: &[u8]) -> Result<Image, ImageError> {
-        let mut out = cpio::Builder::default();
+        Image::read_limited(bytes, cpio::MAX_UNPACKED)
+    }
+
+    /// [`Image::read`], refusing images that unpack to more than `limit`
+    /// bytes.
+    pub(crate) fn read_limited(bytes: &[u8], limit: u64) -> Result<Image, ImageError> {
+        let mut out = cpio::Builder::with_limit(limit);
         let place = cpio::Place::image();
         let mut at = 0usize;
         while let Some(rest) = bytes.get(at..) {
@@ -202,11 +208,17 @@ impl Image {
                         }
                     }
                 }
+                Some(b'0') if rest.starts_with(b"07070") => {
+                    return Err(place.error(
+                        "cpio archive not on a 4-byte boundary (the kernel unpacks none there)",
+                        at as u64,
+                    ))
+                }
                 // A part always takes its magic; max(1) only guards the loop.
                 Some(_) => at += decompress::part(rest, at, &mut out)?.max(1),
             }
         }
-        Ok(out.finish())
+        out.finish(&place, at as u64)
     }
 
     /// Reads an unpacked tree (a generator's staging directory).
@@ -256,7 +268,7 @@ fn walk(root: &Path, dir: &Path, image: &mut Image) -> Result<(), ImageError> {
 }
 
 /// `/./usr//lib/` → `usr/lib`; `..` climbs, never above the root.
-fn normalize(path: &str) -> String {
+pub(super) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

@@ -535,6 +535,38 @@ mod tests {
         assert!(luks2_keyslots(&vec![0xff; 5000]).is_empty());
     }
 
+    #[test]
+    fn nic_drivers_from_sysfs_links() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let net = root.path().join("sys/class/net");
+        let drv = root.path().join("sys/bus/pci/drivers");
+        std::fs::create_dir_all(drv.join("e1000e")).unwrap();
+        std::fs::create_dir_all(drv.join("virtio-pci")).unwrap();
+        std::fs::create_dir_all(root.path().join("sys/module/e1000e")).unwrap();
+        symlink(
+            root.path().join("sys/module/e1000e"),
+            drv.join("e1000e/module"),
+        )
+        .unwrap();
+        for (iface, driver) in [("eno1", Some("e1000e")), ("ens3", Some("virtio-pci"))] {
+            std::fs::create_dir_all(net.join(iface).join("device")).unwrap();
+            if let Some(d) = driver {
+                symlink(drv.join(d), net.join(iface).join("device/driver")).unwrap();
+            }
+        }
+        std::fs::create_dir_all(net.join("br0")).unwrap();
+        let sys = RealSystem::new(Root::new(root.path()), Box::new(crate::sys::SystemRunner));
+        assert_eq!(sys.nic_driver("eno1"), NicDriver::Module("e1000e".into()));
+        assert_eq!(
+            sys.nic_driver("ens3"),
+            NicDriver::BuiltIn("virtio-pci".into())
+        );
+        assert_eq!(sys.nic_driver("br0"), NicDriver::Virtual);
+        assert_eq!(sys.nic_driver("wlan9"), NicDriver::Unknown);
+        assert_eq!(sys.nic_driver("../x"), NicDriver::Unknown);
+    }
+
     /// A header written by the real cryptsetup, read through the real
     /// implementation under a fixture root.
     #[test]

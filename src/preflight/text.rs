@@ -34,6 +34,9 @@ pub fn render_image(img: &ImageReport) -> String {
         let _ = write!(out, " (kernel {})", line(k));
     }
     out.push('\n');
+    if let Some(c) = &img.cmdline {
+        let _ = writeln!(out, "  command line: {}", line(c));
+    }
     let width = img.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     for c in &img.checks {
         let _ = writeln!(
@@ -109,7 +112,7 @@ mod tests {
         let img = ImageReport {
             image: "/boot/initrd.img-6.1.0-18-amd64".into(),
             kernel: Some("6.1.0-18-amd64".into()),
-            cmdline: None,
+            cmdline: Some("ro ip=dhcp".into()),
             host_keys: vec!["SHA256:abc".into()],
             authorized_keys: vec![],
             checks: vec![
@@ -131,6 +134,7 @@ mod tests {
         assert_eq!(
             text,
             "/boot/initrd.img-6.1.0-18-amd64 (kernel 6.1.0-18-amd64)\n\
+             \x20 command line: ro ip=dhcp\n\
              \x20 ok    listener    portcullisd 0.1.0\n\
              \x20 FAIL  nic-driver  driver \\x1b[2Jmissing\n\
              \x20                   fix: add it\n\

@@ -35,7 +35,8 @@ for pair in dh:debhelper lintian:lintian; do
 done
 
 bin_dir=${PORTCULLIS_BIN_DIR:-$distro_repo/target/dist}
-if [ ! -x "$bin_dir/portcullisd" ] || [ ! -x "$bin_dir/portcullis" ]; then
+if [ ! -x "$bin_dir/portcullisd" ] || [ ! -x "$bin_dir/portcullis" ] ||
+    [ ! -x "$bin_dir/portcullis-preflight" ]; then
     dlog "building the release binaries"
     "$distro_repo/tests/build-release.sh" >/dev/null
     bin_dir=$distro_repo/target/dist
@@ -138,9 +139,10 @@ rebuilt_all "$run_dir/install1.log"
 grep -q 'W: portcullis: .*NO remote (SSH) unlock' "$run_dir/install1.log" ||
     fail "unconfigured install: no warning from the hook: $(grep -i portcullis "$run_dir/install1.log")"
 ok "unconfigured install: update-initramfs succeeded and warned there is no remote unlock"
-for f in /usr/sbin/portcullisd /usr/share/initramfs-tools/hooks/portcullis \
+for f in /usr/sbin/portcullisd /usr/sbin/portcullis-preflight /usr/share/initramfs-tools/hooks/portcullis \
     /usr/lib/dracut/modules.d/95portcullis/module-setup.sh /usr/lib/initcpio/install/portcullis \
-    /usr/share/man/man8/portcullisd.8.gz /usr/share/man/man5/portcullisd.toml.5.gz \
+    /usr/share/man/man8/portcullisd.8.gz /usr/share/man/man8/portcullis-preflight.8.gz \
+    /usr/share/man/man5/portcullisd.toml.5.gz \
     /etc/portcullis/initramfs.conf /usr/share/portcullis/portcullisd.toml; do
     [ -e "$root$f" ] || fail "$f not installed"
 done

@@ -122,5 +122,15 @@ install() {
     if [[ $(umask) != 0077 && $(umask) != 077 ]]; then
         dwarning "portcullis: umask $(umask): the image holds the SSH host key"
     fi
+    # Build-time preflight of the network and unlock hooks (never fails the
+    # build). dracut has no post-build hook, so this checks the tree staged
+    # so far: what modules after 95 add, the early microcode cpio and the
+    # compression are not seen (docs/preflight.md).
+    if [[ -z $dracutsysrootdir && -r /usr/lib/portcullis/preflight-hook.sh ]]; then
+        # shellcheck disable=SC1091
+        . /usr/lib/portcullis/preflight-hook.sh
+        portcullis_preflight_build "the image for $kernel (dracut staging tree)" \
+            --only "$PORTCULLIS_BUILD_CHECKS" --dir "$initdir" --kernel "$kernel"
+    fi
     return 0
 }

@@ -5,8 +5,9 @@
 use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 
-/// Will remote unlock work after the next reboot? Checks the initramfs that
-/// will boot (the default boot entry's, unless told otherwise) against this
+/// Check that remote unlock will work after the next reboot
+///
+/// Checks the initramfs that will boot (the default boot entry's, unless told otherwise) against this
 /// machine: listener, config, keys, volumes, dm-crypt, unlock backend,
 /// conflicting hooks, network, NIC driver, static ip=, argon2 memory.
 ///

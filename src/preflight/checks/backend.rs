@@ -100,12 +100,22 @@ pub fn backend(ctx: &Ctx<'_>) -> Check {
         name(kind).to_string()
     };
     let missing: Vec<&str> = match kind {
+        // systemd 256 moved systemd-cryptsetup to /usr/bin; `lib` may be
+        // a directory of its own on images that are not merged-/usr.
         BackendKind::Systemd => [
-            "usr/lib/systemd/systemd-cryptsetup",
-            "usr/lib/systemd/system-generators/systemd-cryptsetup-generator",
+            &[
+                "usr/lib/systemd/systemd-cryptsetup",
+                "usr/bin/systemd-cryptsetup",
+                "lib/systemd/systemd-cryptsetup",
+            ][..],
+            &[
+                "usr/lib/systemd/system-generators/systemd-cryptsetup-generator",
+                "lib/systemd/system-generators/systemd-cryptsetup-generator",
+            ][..],
         ]
         .into_iter()
-        .filter(|p| !executable(ctx, p) && !executable(ctx, &p.replacen("usr/", "", 1)))
+        .filter(|alts| !alts.iter().any(|p| executable(ctx, p)))
+        .filter_map(|alts| alts.first().copied())
         .collect(),
         BackendKind::Askpass => [
             crate::unlock::askpass::ASKPASS.trim_start_matches('/'),
@@ -249,7 +259,7 @@ mod tests {
         let c = check("backend", &img, &FakeSystem::default(), "");
         assert_eq!(c.status, Status::Fail);
         assert!(c.summary.starts_with("backend systemd needs"), "{c:?}");
-        exe(&mut img, "usr/lib/systemd/systemd-cryptsetup", b"");
+        exe(&mut img, "usr/bin/systemd-cryptsetup", b"");
         exe(
             &mut img,
             "usr/lib/systemd/system-generators/systemd-cryptsetup-generator",

@@ -98,7 +98,7 @@ pub fn parse_ip(value: &str) -> IpParam {
         } else {
             get(6)
         };
-        return if matches!(method, "off" | "none") && get(0).is_empty() {
+        return if matches!(method, "off" | "none") {
             IpParam::Off
         } else {
             IpParam::Auto
@@ -382,6 +382,8 @@ mod tests {
         assert_eq!(parse_ip("dhcp"), IpParam::Auto);
         assert_eq!(parse_ip("off"), IpParam::Off);
         assert_eq!(parse_ip("ens3:dhcp"), IpParam::Auto);
+        assert_eq!(parse_ip("ens3:off"), IpParam::Off);
+        assert_eq!(parse_ip(":::::ens3:off"), IpParam::Off);
         assert_eq!(parse_ip(":::::ens3:dhcp"), IpParam::Auto);
         assert_eq!(
             parse_ip("10.0.2.15::10.0.2.2:255.255.255.0::ens3:off"),
