@@ -10,6 +10,8 @@
 set -euo pipefail
 # shellcheck source=tests/distro/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/distro/preflight.sh
+. "$distro_here/preflight.sh"
 
 pd=${1:?PORTCULLISD}
 out=${2:?OUTDIR}
@@ -18,6 +20,7 @@ root=$("$distro_here/rootfs.sh" initramfs-tools)
 ensure_keys "$pd"
 
 prepare_guest_root "$root" "luks,discard,initramfs"
+pf_prepare_root "$root" "$pd"
 # Without a real dm-crypt root in the chroot, cryptsetup-initramfs cannot
 # detect which volumes the root needs: the `initramfs` crypttab option
 # includes both, as on a machine with a separately encrypted data volume.
@@ -81,6 +84,8 @@ ok "image is 0600 and holds the listener, config, keys (host key $key_line)"
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$initrd" "$out/initrd.img"
+pf_build_verdict "$root" "$out" "$kver"
+pf_build_images "$root" "$out" "$kver" "$pd"
 
 # A second image with PORTCULLIS_KEEP_NETWORK=yes: the booted system must
 # then still have the initramfs address (the flush is a choice, and the
@@ -91,4 +96,5 @@ mv "$root/tmp/initrd-keep.img" "$out/initrd-keep.img"
 sed -i '/^PORTCULLIS_KEEP_NETWORK=yes$/d' "$root/etc/portcullis/initramfs.conf"
 make_disks "$root" "$out" "$(hash_of "$root/.complete" "$root/etc/crypttab" "$root/etc/fstab" \
     "$distro_here/guest" "$KEYS/passphrase")"
+pf_heavy_disk "$out"
 echo "root=/dev/mapper/root ro" >"$out/cmdline"

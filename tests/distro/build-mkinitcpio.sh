@@ -24,6 +24,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/distro/mkinitcpio-upstream.sh
 . "$distro_here/mkinitcpio-upstream.sh"
+# shellcheck source=tests/distro/preflight.sh
+. "$distro_here/preflight.sh"
 
 pd=${1:?PORTCULLISD}
 out=${2:?OUTDIR}
@@ -67,6 +69,7 @@ esac
 mkinitcpio_install "$root" "$src"
 rm -f "$root/etc/portcullis/initramfs.conf"
 "$distro_repo/initramfs/install.sh" mkinitcpio --destdir "$root" >/dev/null
+pf_install_bin "$root" "$pd" # for the post hook's build-time verdict
 if [ "$variant" = systemd ]; then
     install_portcullis "$root" "$pd" auto
     # The tool's keys: OpenSSH's host key (tinyssh/dropbear converted it, so

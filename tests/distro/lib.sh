@@ -108,7 +108,7 @@ make_luks_image() {
 # shellcheck source=tests/vm/wait-for.sh
 . "$distro_repo/tests/vm/wait-for.sh"
 
-VM_PID='' VM_LOG='' VM_SOCK='' VM_PORT=''
+VM_PID='' VM_LOG='' VM_SOCK='' VM_PORT='' VM_SYS_PORT=''
 # Set by tests/distro/net.sh for a boot on the test's own network: the
 # namespace QEMU runs in, its -netdev/-device arguments (instead of user
 # networking), and "monitor" for a monitor socket RUNDIR/NAME.mon.
@@ -126,7 +126,8 @@ in_vm_ns() {
 # (TCG, 2 vCPUs, 1 GiB), disks as virtio vda, vdb, ... with throwaway
 # overlays (-snapshot), the serial console logged to RUNDIR/NAME.log and
 # writable through the socket RUNDIR/NAME.sock, guest port 22 forwarded to
-# 127.0.0.1:VM_PORT only (or the network of VM_NET_ARGS, see above).
+# 127.0.0.1:VM_PORT only and guest port 2222 to VM_SYS_PORT (or the
+# network of VM_NET_ARGS, see above).
 vm_start() {
     local dir=$1 name=$2 kernel=$3 initrd=$4 append=$5 d monitor=none
     shift 5
@@ -136,12 +137,14 @@ vm_start() {
     done
     VM_LOG="$dir/$name.log" VM_SOCK="$dir/$name.sock"
     VM_PORT=$((20000 + RANDOM % 20000))
+    VM_SYS_PORT=$((VM_PORT + 1)) # the booted system's sshd, guest port 2222 (preflight.sh)
     rm -f "$VM_LOG" "$VM_SOCK" "$dir/$name.pid" "$dir/$name.mon"
     : >"$VM_LOG"
     if [ -n "$VM_NET_ARGS" ]; then
         read -r -a net <<<"$VM_NET_ARGS"
     else
-        net=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22$VM_USER_NET_OPTS" -device "virtio-net-pci,netdev=n0")
+        net=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22,hostfwd=tcp:127.0.0.1:$VM_SYS_PORT-:2222$VM_USER_NET_OPTS"
+            -device "virtio-net-pci,netdev=n0")
     fi
     [ "$VM_MONITOR" != monitor ] || monitor="unix:$dir/$name.mon,server=on,wait=off"
     in_vm_ns qemu-system-x86_64 \

@@ -19,7 +19,9 @@ flavour=${1:-}
 base_pkgs="systemd-sysv udev kmod iproute2 cryptsetup e2fsprogs procps"
 case $flavour in
     initramfs-tools)
-        flavour_pkgs="initramfs-tools cryptsetup-initramfs busybox klibc-utils linux-image-cloud-amd64" ;;
+        # openssh-server: the booted system's own SSH, for the preflight test
+        # (preflight.sh); masked, started only by portcullis.test.sshd.
+        flavour_pkgs="initramfs-tools cryptsetup-initramfs busybox klibc-utils linux-image-cloud-amd64 openssh-server" ;;
     dracut)
         flavour_pkgs="dracut dracut-network dbus linux-image-cloud-amd64" ;;
     mkinitcpio)

@@ -20,6 +20,8 @@ set -euo pipefail
 . "$distro_here/mkinitcpio-upstream.sh"
 # shellcheck source=tests/distro/net.sh
 . "$distro_here/net.sh"
+# shellcheck source=tests/distro/preflight.sh
+. "$distro_here/preflight.sh"
 
 keep_going=0
 flavours=()
@@ -62,8 +64,10 @@ fi
 # Private copies: the build tree may change while the VMs run.
 install -m 0755 "$bin_dir/portcullisd" "$run_dir/portcullisd.new"
 install -m 0755 "$bin_dir/portcullis" "$run_dir/portcullis.new"
+install -m 0755 "$bin_dir/portcullis-preflight" "$run_dir/portcullis-preflight.new"
 mv -f "$run_dir/portcullisd.new" "$run_dir/portcullisd"
 mv -f "$run_dir/portcullis.new" "$run_dir/portcullis"
+mv -f "$run_dir/portcullis-preflight.new" "$run_dir/portcullis-preflight"
 PD=$run_dir/portcullisd
 PC=$run_dir/portcullis
 ensure_keys "$PD"
@@ -154,9 +158,12 @@ console_won() {
     ok "the console answer won; the listener opened nothing"
 }
 
-boot() { # NAME KERNEL-CMDLINE-EXTRA [INITRD]
-    vm_start "$case_dir" "$1" "$img/vmlinuz" "${3:-$img/initrd.img}" \
-        "$(cat "$img/cmdline") portcullis.test.keep $2" "$img/root.img" "$img/data.img"
+boot() { # NAME KERNEL-CMDLINE-EXTRA [INITRD [DISK...]] (disks: root.img data.img unless given)
+    local name=$1 extra=$2 initrd=${3:-$img/initrd.img}
+    shift $(($# < 3 ? $# : 3))
+    [ $# -gt 0 ] || set -- "$img/root.img" "$img/data.img"
+    vm_start "$case_dir" "$name" "$img/vmlinuz" "$initrd" \
+        "$(cat "$img/cmdline") portcullis.test.keep $extra" "$@"
 }
 
 case_initramfs_tools() {
@@ -164,7 +171,26 @@ case_initramfs_tools() {
     "$distro_here/build-initramfs-tools.sh" "$PD" "$img"
     cp "$img"/*.log "$case_dir/"
 
-    dlog "initramfs-tools boot 1: DHCP (ip=dhcp) and SLAAC (portcullis.ip6=auto), two volumes unlocked over SSH with one passphrase"
+    # Boot 1 also carries the preflight test (preflight.sh): its data disk
+    # has an extra keyslot needing 1.5 GiB of argon2 memory (harmless here:
+    # only the right passphrase is typed, which opens slot 0), and a disk
+    # with the images under test; after the report, the system's own sshd.
+    dlog "initramfs-tools boot 1: static ip=, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes; then preflight on the booted system"
+    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0:portcullis-test::off portcullis.test.sshd" \
+        "$img/initrd-keep.img" "$img/root.img" "$img/data-argon2.img" "$img/pf-images.img"
+    wait_listener
+    vm_wait 'Please unlock disk root' 120 >/dev/null || fail "no console prompt for root"
+    vm_type "$PASS"
+    vm_wait 'Please unlock disk data' 120 >/dev/null || fail "no console prompt for data after root"
+    vm_type "$PASS"
+    check_real_system Askpass "/dev/mapper/data data-volume-ok" kept
+    console_won
+    preflight_initramfs_tools
+    vm_stop
+
+    # What preflight passed last in boot 1 (image and command line, checked
+    # byte for byte there) is what this boot boots, with SLAAC added.
+    dlog "initramfs-tools boot 2: DHCP (ip=dhcp) and SLAAC (portcullis.ip6=auto), two volumes unlocked over SSH with one passphrase"
     VM_USER_NET_OPTS=,ipv6-net=2001:db8:5d::/64
     boot ssh-dhcp "ip=dhcp portcullis.ip6=auto"
     VM_USER_NET_OPTS=
@@ -179,7 +205,7 @@ case_initramfs_tools() {
     vm_stop
 
     trap 'vm_stop; net_down' EXIT
-    dlog "initramfs-tools boot 2: dual-stack (static ip= and portcullis.ip6= with gateway fe80::1), status over both, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
+    dlog "initramfs-tools boot 3: dual-stack (static ip= and portcullis.ip6= with gateway fe80::1), status over both, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
     net_up 0 1
     boot console-dual "net.ifnames=0 ip=$NET_GUEST4::$NET_ROUTER4:255.255.255.0:portcullis-test:eth0:off portcullis.ip6=$NET_GUEST6/64,fe80::1" \
         "$img/initrd-keep.img"
@@ -197,7 +223,7 @@ case_initramfs_tools() {
     vm_stop
     net_down
 
-    dlog "initramfs-tools boot 3: IPv6 only (ip=off), static with gateway fe80::1, on VLAN 100 over an active-backup bond; one link cut before the unlock"
+    dlog "initramfs-tools boot 4: IPv6 only (ip=off), static with gateway fe80::1, on VLAN 100 over an active-backup bond; one link cut before the unlock"
     net_up 100 2
     PC_TARGET=[$NET_GUEST6]:22
     boot bond-vlan-ipv6 "net.ifnames=0 ip=off portcullis.bond=bond0:eth0,eth1:mode=active-backup,miimon=100 portcullis.vlan=bond0.100:bond0 portcullis.ip6=$NET_GUEST6/64,fe80::1,bond0.100"
@@ -289,6 +315,7 @@ mkinitcpio_busybox() {
     local discard
     img=$distro_cache/img-mkinitcpio
     "$distro_here/build-mkinitcpio.sh" "$PD" "$img" busybox
+    preflight_mkinitcpio "$PD" "$img"
     cp "$img"/*.log "$case_dir/"
 
     dlog "mkinitcpio boot 1: busybox image, static ip= with a dotted netmask, cryptdevice=PARTUUID=...:allow-discards, unlocked over SSH"
