@@ -65,7 +65,7 @@ pub fn dm_crypt(ctx: &Ctx<'_>) -> Check {
 }
 
 /// The backend the listener will pick at boot in this image.
-fn effective(ctx: &Ctx<'_>) -> BackendKind {
+pub(super) fn effective(ctx: &Ctx<'_>) -> BackendKind {
     let configured = ctx
         .settings
         .as_ref()
