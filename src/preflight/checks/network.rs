@@ -116,11 +116,19 @@ pub fn parse_ip(value: &str) -> IpParam {
     }
 }
 
+/// The `ip=` values that take effect: dracut takes one per interface, so
+/// all of them; the kernel, initramfs-tools and mkinitcpio read only the
+/// last one (`ip=dhcp ip=off` is off).
 fn ip_params(ctx: &Ctx<'_>) -> Vec<(String, IpParam)> {
-    ctx.words()
+    let mut all: Vec<(String, IpParam)> = ctx
+        .words()
         .filter_map(|w| w.strip_prefix("ip="))
         .map(|v| (v.to_string(), parse_ip(v)))
-        .collect()
+        .collect();
+    if ctx.generator != Generator::Dracut && all.len() > 1 {
+        all.drain(..all.len() - 1);
+    }
+    all
 }
 
 fn cmdline_fix() -> String {
@@ -445,12 +453,21 @@ mod tests {
         assert!(c.fix.unwrap().contains("ip=dhcp"));
         let c = check("network-config", &img, &s, "ip=off");
         assert_eq!(c.status, Status::Fail, "{c:?}");
+        // The last ip= wins outside dracut.
+        let c = check("network-config", &img, &s, "ro ip=dhcp ip=off");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.starts_with("ip=off"), "{c:?}");
+        let c = check("network-config", &img, &s, "ro ip=off ip=dhcp");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
         let mut img = tools_image();
         file(&mut img, "conf/conf.d/net", b"IP=dhcp\n");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Pass);
         // dracut: our module's etc/cmdline.d counts.
         let mut img = Image::default();
         file(&mut img, "usr/lib/dracut/modules.txt", b"");
+        // dracut takes one ip= per interface: any one that is on counts.
+        let c = check("network-config", &img, &s, "ip=ens3:dhcp ip=ens4:off");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Fail);
         file(
             &mut img,
