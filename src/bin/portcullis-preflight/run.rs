@@ -63,8 +63,22 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
             entry,
         )]));
     }
-    let entries = boot::entries(root.join("/").as_path())
-        .map_err(|e| anyhow!("{e}; name the image with --image FILE"))?;
+    let entries = match boot::entries(root.join("/").as_path()) {
+        Ok(entries) => entries,
+        // A default entry without an initramfs is a finding: exit 14.
+        Err(boot::BootError::NoImage(why)) => {
+            let (summary, fix) = why.split_once("; ").unwrap_or((why.as_str(), ""));
+            return Ok(Report::new(vec![ImageReport {
+                image: "(the default boot entry)".into(),
+                kernel: None,
+                cmdline: None,
+                host_keys: Vec::new(),
+                authorized_keys: Vec::new(),
+                checks: vec![fail("image", summary.to_string(), fix.to_string())],
+            }]));
+        }
+        Err(e) => return Err(anyhow!("{e}; name the image with --image FILE")),
+    };
     let chosen: Vec<&BootEntry> = if args.all_kernels {
         let mut seen: Vec<&PathBuf> = Vec::new();
         entries
