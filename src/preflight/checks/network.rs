@@ -164,7 +164,12 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
                 && p.ends_with(".network")
         })
         .count();
-    if networkd > 0 && ctx.systemd {
+    // The files configure nothing unless networkd itself is in the image.
+    let networkd_binary = ctx
+        .image
+        .resolve("usr/lib/systemd/systemd-networkd")
+        .is_some();
+    if networkd > 0 && ctx.systemd && networkd_binary {
         return pass(
             ID,
             format!("{networkd} systemd-networkd .network file(s) in the image"),
@@ -484,6 +489,9 @@ mod tests {
             "etc/systemd/network/20-wired.network",
             b"[Match]\n",
         );
+        // .network files without systemd-networkd configure nothing.
+        assert_eq!(check("network-config", &img, &s, "").status, Status::Fail);
+        exe(&mut img, "usr/lib/systemd/systemd-networkd", b"");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Pass);
     }
 
