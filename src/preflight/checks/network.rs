@@ -231,34 +231,55 @@ pub fn nic_driver(ctx: &Ctx<'_>) -> Check {
         );
     };
     let iface = r.interface.clone();
-    let module = match ctx.system.nic_driver(&r.interface) {
-        NicDriver::Virtual => {
-            return skip(
-                ID,
-                format!("{iface} (default route) is a virtual interface: the drivers under it are not checked"),
-            )
+    let drivers = ctx.system.nic_drivers(&r.interface);
+    if drivers.iter().all(|d| *d == NicDriver::Virtual) {
+        return skip(
+            ID,
+            format!("{iface} (default route) is a virtual interface with no device under it"),
+        );
+    }
+    // Every driver under the route (a bond's slaves, a virtio device's
+    // PCI function) must load; the first missing one fails.
+    let mut found = Vec::new();
+    for driver in drivers {
+        match one_driver(ctx, &iface, driver) {
+            Ok(Some(said)) => found.push(said),
+            Ok(None) => {}
+            Err(check) => return check,
         }
+    }
+    pass(ID, found.join("; "))
+}
+
+/// `Ok(what was found)` for a driver that will be there at boot, else the
+/// check that says why not.
+fn one_driver(ctx: &Ctx<'_>, iface: &str, driver: NicDriver) -> Result<Option<String>, Check> {
+    const ID: &str = "nic-driver";
+    let module = match driver {
+        NicDriver::Virtual => return Ok(None),
         NicDriver::Unknown => {
-            return warn(
+            return Err(warn(
                 ID,
                 format!("cannot read the driver of {iface} (default route)"),
                 "run preflight as root on the server the image boots",
-            )
+            ))
         }
         NicDriver::BuiltIn(d) => {
-            return pass(ID, format!("{iface}: driver {d} is built into the kernel"))
+            return Ok(Some(format!(
+                "{iface}: driver {d} is built into the kernel"
+            )))
         }
         NicDriver::Module(m) => m,
     };
     let m = module.clone();
     match kmod::find(ctx, &module) {
-        None => warn(
+        None => Err(warn(
             ID,
             format!("the image's kernel release is not known: cannot look for {m} ({iface})"),
             "name it with --kernel REL",
-        ),
-        Some(Found::Image) => pass(ID, format!("{iface}: module {m} in the image")),
-        Some(Found::BuiltIn) => pass(ID, format!("{iface}: {m} is built into the kernel")),
+        )),
+        Some(Found::Image) => Ok(Some(format!("{iface}: module {m} in the image"))),
+        Some(Found::BuiltIn) => Ok(Some(format!("{iface}: {m} is built into the kernel"))),
         Some(Found::Missing) => {
             let add = match ctx.generator {
                 Generator::InitramfsTools => {
@@ -270,14 +291,14 @@ pub fn nic_driver(ctx: &Ctx<'_>) -> Check {
                 Generator::Mkinitcpio => format!("add {module} to MODULES in /etc/mkinitcpio.conf"),
                 Generator::Unknown => format!("add the {module} module to the image"),
             };
-            fail(
+            Err(fail(
                 ID,
                 format!(
                     "{iface} carries the default route, but its driver {m} is not in the image for {}",
                     ctx.kernel.as_deref().unwrap_or_default()
                 ),
                 format!("{add}, then run {}", ctx.rebuild()),
-            )
+            ))
         }
     }
 }
@@ -522,6 +543,48 @@ mod tests {
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Skip);
         s.routes.clear();
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Warn);
+    }
+
+    #[test]
+    fn nic_driver_checks_every_device_under_the_route() {
+        let mut s = sys();
+        // A bond over two NICs, one driver in the image, one not.
+        s.routes[0].interface = "bond0".into();
+        s.drivers.insert("bond0".into(), NicDriver::Virtual);
+        s.stacks.insert(
+            "bond0".into(),
+            vec![
+                NicDriver::Module("virtio_net".into()),
+                NicDriver::Module("igb".into()),
+            ],
+        );
+        let mut img = tools_image();
+        file(
+            &mut img,
+            "usr/lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko",
+            b"",
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("igb"), "{c:?}");
+        // The parent bus's module counts too (virtio_net needs virtio_pci).
+        s.stacks.insert(
+            "bond0".into(),
+            vec![
+                NicDriver::Module("virtio_net".into()),
+                NicDriver::Module("virtio_pci".into()),
+            ],
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.unwrap().starts_with("add virtio_pci"));
+        file(
+            &mut img,
+            "usr/lib/modules/6.1.0-test/kernel/drivers/virtio/virtio_pci.ko",
+            b"",
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
     }
 
     #[test]
