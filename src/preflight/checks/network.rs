@@ -131,10 +131,34 @@ fn ip_params(ctx: &Ctx<'_>) -> Vec<(String, IpParam)> {
     all
 }
 
-fn cmdline_fix() -> String {
-    "add ip=dhcp, or ip=ADDRESS::GATEWAY:NETMASK::INTERFACE:off, to the kernel command line \
-     (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub; or /etc/kernel/cmdline)"
-        .into()
+/// Where the kernel command line is edited, by the distribution family
+/// the image's generator stands for (update-grub is Debian's alone).
+fn where_cmdline(ctx: &Ctx<'_>) -> &'static str {
+    match ctx.generator {
+        Generator::InitramfsTools => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub; or /etc/kernel/cmdline"
+        }
+        Generator::Dracut => {
+            "grubby --update-kernel=ALL --args=… (Fedora, BLS entries), or GRUB_CMDLINE_LINUX in \
+             /etc/default/grub then grub2-mkconfig -o /boot/grub2/grub.cfg; or /etc/kernel/cmdline"
+        }
+        Generator::Mkinitcpio => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then grub-mkconfig -o /boot/grub/grub.cfg; \
+             or the options line of /boot/loader/entries/*.conf"
+        }
+        Generator::Unknown => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then regenerate grub.cfg (update-grub, \
+             grub-mkconfig or grub2-mkconfig); or the boot entry's options line"
+        }
+    }
+}
+
+fn cmdline_fix(ctx: &Ctx<'_>) -> String {
+    format!(
+        "add ip=dhcp, or ip=ADDRESS::GATEWAY:NETMASK::INTERFACE:off, to the kernel command line \
+         ({})",
+        where_cmdline(ctx)
+    )
 }
 
 pub fn network_config(ctx: &Ctx<'_>) -> Check {
@@ -150,7 +174,7 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
                 "ip={} on the command line: the initramfs brings up no network",
                 clip_plain(v)
             ),
-            cmdline_fix().replacen("add", "replace it with", 1),
+            cmdline_fix(ctx).replacen("add", "replace it with", 1),
         );
     }
     if ctx.words().any(|w| w == "rd.neednet=1") && ctx.generator == Generator::Dracut {
@@ -205,14 +229,14 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
             None => warn(
                 ID,
                 "no ip= on the command line: the initramfs tries DHCP on every interface, and has no network where there is no DHCP server",
-                cmdline_fix(),
+                cmdline_fix(ctx),
             ),
         };
     }
     fail(
         ID,
         "no ip=, rd.neednet=1 or networkd file: the initramfs brings up no network",
-        cmdline_fix(),
+        cmdline_fix(ctx),
     )
 }
 
@@ -329,7 +353,11 @@ pub fn static_ip(ctx: &Ctx<'_>) -> Check {
         .clone()
         .or_else(|| r.map(|r| r.interface.clone()))
         .unwrap_or_default();
-    let fix = "correct ip= on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub)";
+    let fix = format!(
+        "correct ip= on the kernel command line ({})",
+        where_cmdline(ctx)
+    );
+    let fix = fix.as_str();
     if let (Some(d), Some(r)) = (&device, r) {
         if *d != r.interface {
             return warn(
@@ -476,7 +504,28 @@ mod tests {
         );
         let c = check("network-config", &img, &s, "ro quiet");
         assert_eq!(c.status, Status::Warn, "{c:?}");
-        assert!(c.fix.unwrap().contains("ip=dhcp"));
+        let fix = c.fix.unwrap();
+        assert!(
+            fix.contains("ip=dhcp") && fix.contains("update-grub"),
+            "{fix}"
+        );
+        // update-grub is Debian's: Arch (mkinitcpio) and Fedora (dracut)
+        // are told their own tools.
+        let mut arch = Image::default();
+        file(&mut arch, "init_functions", b"");
+        let fix = check("network-config", &arch, &s, "ip=off").fix.unwrap();
+        assert!(
+            fix.contains("grub-mkconfig -o /boot/grub/grub.cfg"),
+            "{fix}"
+        );
+        assert!(!fix.contains("update-grub"), "{fix}");
+        let mut fedora = Image::default();
+        file(&mut fedora, "usr/lib/dracut/modules.txt", b"");
+        let fix = check("network-config", &fedora, &s, "ip=off").fix.unwrap();
+        assert!(
+            fix.contains("grubby") && !fix.contains("update-grub"),
+            "{fix}"
+        );
         let c = check("network-config", &img, &s, "ip=off");
         assert_eq!(c.status, Status::Fail, "{c:?}");
         // The last ip= wins outside dracut.
