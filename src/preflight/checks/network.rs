@@ -164,8 +164,67 @@ fn cmdline_fix(ctx: &Ctx<'_>) -> String {
 pub fn network_config(ctx: &Ctx<'_>) -> Check {
     const ID: &str = "network-config";
     let ips = ip_params(ctx);
+    // initramfs-tools and mkinitcpio busybox images: klibc ipconfig and
+    // the hook's ip= parser are IPv4 only; IPv6, VLANs and bonds come from
+    // portcullis.* parameters, read by the image's /usr/lib/portcullis/net.sh.
+    let busybox = !ctx.systemd
+        && matches!(
+            ctx.generator,
+            Generator::InitramfsTools | Generator::Mkinitcpio
+        );
+    let ip6_fix = || {
+        format!(
+            "write ip=off portcullis.ip6=ADDRESS/PREFIX,GATEWAY,DEVICE instead (docs/install/network.md) \
+             ({})",
+            where_cmdline(ctx)
+        )
+    };
+    if busybox {
+        let v6 = ips.iter().find(|(_, p)| {
+            matches!(
+                p,
+                IpParam::Static {
+                    client: IpAddr::V6(_),
+                    ..
+                }
+            )
+        });
+        if let Some((v, _)) = v6 {
+            return fail(
+                ID,
+                format!(
+                    "ip={}: this initramfs sets only IPv4 addresses from ip=",
+                    clip_plain(v)
+                ),
+                ip6_fix(),
+            );
+        }
+    }
     if let Some((v, _)) = ips.iter().find(|(_, p)| *p != IpParam::Off) {
         return pass(ID, format!("ip={} on the command line", clip_plain(v)));
+    }
+    let ip6 = ctx
+        .words()
+        .filter_map(|w| w.strip_prefix("portcullis.ip6="))
+        .last();
+    if let (true, Some(v)) = (busybox, ip6) {
+        if ctx.image.file("usr/lib/portcullis/net.sh").is_some() {
+            return pass(
+                ID,
+                format!("portcullis.ip6={} on the command line", clip_plain(v)),
+            );
+        }
+        return fail(
+            ID,
+            format!(
+                "portcullis.ip6={}: the image has no /usr/lib/portcullis/net.sh to read it",
+                clip_plain(v)
+            ),
+            format!(
+                "install the current portcullis hooks (initramfs/install.sh), then run {}",
+                ctx.rebuild()
+            ),
+        );
     }
     if let Some((v, _)) = ips.first() {
         return fail(
@@ -592,6 +651,42 @@ mod tests {
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Skip);
         s.routes.clear();
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Warn);
+    }
+
+    #[test]
+    fn ipv6_needs_portcullis_ip6_outside_dracut() {
+        let s = sys();
+        let v6 = "ip=[2001:db8::10]::[fe80::1]:64::ens3:none";
+        let c = check("network-config", &tools_image(), &s, v6);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.as_ref().unwrap().contains("portcullis.ip6="), "{c:?}");
+        let mut arch = Image::default();
+        file(&mut arch, "init_functions", b"");
+        assert_eq!(check("network-config", &arch, &s, v6).status, Status::Fail);
+        // dracut reads bracketed IPv6 in ip= itself.
+        let mut dracut = Image::default();
+        file(&mut dracut, "usr/lib/dracut/modules.txt", b"");
+        assert_eq!(
+            check("network-config", &dracut, &s, v6).status,
+            Status::Pass
+        );
+        // portcullis.ip6= with ip=off: an IPv6-only image, if net.sh is in it.
+        let line = "ip=off portcullis.ip6=2001:db8::10/64,fe80::1,ens3";
+        let mut img = tools_image();
+        let c = check("network-config", &img, &s, line);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("net.sh"), "{c:?}");
+        file(&mut img, "usr/lib/portcullis/net.sh", b"");
+        let c = check("network-config", &img, &s, line);
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        file(&mut arch, "usr/lib/portcullis/net.sh", b"");
+        let c = check(
+            "network-config",
+            &arch,
+            &s,
+            "ip=off portcullis.ip6=auto,,eth0",
+        );
+        assert_eq!(c.status, Status::Pass, "{c:?}");
     }
 
     #[test]
