@@ -72,8 +72,7 @@ fn host_config(ctx: &Ctx<'_>) -> String {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("PORTCULLIS_CONFIG="))
         .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
-        .filter(|v| v.starts_with('/'))
-        .last()
+        .rfind(|v| v.starts_with('/'))
         .unwrap_or_else(|| CONFIG.to_string())
 }
 
