@@ -98,6 +98,7 @@ install-server: dist docs
 	$(INSTALL) -D -m 0644 initramfs/common/portcullis-lib.sh $(D)$(PORTCULLIS_LIB_DIR)/lib.sh
 	# The build-time preflight every generator's hook runs on a new image.
 	$(INSTALL) -D -m 0644 initramfs/common/preflight-hook.sh $(D)$(PORTCULLIS_LIB_DIR)/preflight-hook.sh
+	$(INSTALL) -D -m 0644 initramfs/common/portcullis-net.sh $(D)$(PORTCULLIS_LIB_DIR)/net.sh
 	# initramfs-tools
 	$(INSTALL) -D -m 0755 initramfs/initramfs-tools/hooks/portcullis \
 		$(D)$(INITRAMFS_TOOLS_DIR)/hooks/portcullis
@@ -147,7 +148,7 @@ uninstall-server:
 		$(D)$(INITCPIO_DIR)/install/portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis \
 		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh \
 		$(D)$(INITCPIO_DIR)/post/portcullis $(D)$(PORTCULLIS_LIB_DIR)/preflight-hook.sh \
-		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis
+		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis $(D)$(PORTCULLIS_LIB_DIR)/net.sh
 	-rmdir $(D)$(PORTCULLIS_LIB_DIR) 2>/dev/null
 	rm -rf $(D)$(DRACUT_MODULES_DIR)/95portcullis $(D)$(SYSCONFDIR)/initcpio/portcullis
 	-rmdir $(D)$(DATADIR)/portcullis 2>/dev/null

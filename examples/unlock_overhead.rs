@@ -110,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
             },
             connect_timeout: Duration::from_secs(30),
             wait: None,
+            via: None,
         };
         let pass = Passphrase::new(pass_bytes.clone()).map_err(anyhow::Error::msg)?;
         let t = Instant::now();

@@ -71,6 +71,7 @@ esac
 inst 0644 "$here/common/portcullis-lib.sh" /usr/lib/portcullis/lib.sh
 # The build-time preflight the hooks run on each new image (not copied in).
 inst 0644 "$here/common/preflight-hook.sh" /usr/lib/portcullis/preflight-hook.sh
+inst 0644 "$here/common/portcullis-net.sh" /usr/lib/portcullis/net.sh
 if [ ! -e "$destdir/etc/portcullis/initramfs.conf" ]; then
     inst 0644 "$here/common/initramfs.conf" /etc/portcullis/initramfs.conf
 fi

@@ -42,6 +42,7 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     volume: Vec<RawVolume>,
+    relay: Option<crate::relay::RawRelay>,
 }
 
 /// `host-key = "/path"` or, to serve keys of several algorithms (a key-type
@@ -120,6 +121,8 @@ pub struct Settings {
     pub volumes_from_cmdline: bool,
     pub limits: Limits,
     pub volumes: Vec<Volume>,
+    /// Log in out to this relay and serve what it forwards (docs/relay.md).
+    pub relay: Option<crate::relay::RelaySettings>,
 }
 
 impl Settings {
@@ -278,6 +281,10 @@ impl Settings {
         if backend == BackendKind::Cryptsetup && volumes.is_empty() && !volumes_from_cmdline {
             bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
         }
+        let relay = raw
+            .relay
+            .map(|r| crate::relay::RelaySettings::from_raw(&file, r))
+            .transpose()?;
         Ok(Settings {
             listen,
             host_keys,
@@ -288,6 +295,7 @@ impl Settings {
             volumes_from_cmdline,
             limits,
             volumes,
+            relay,
         })
     }
 
@@ -332,7 +340,9 @@ impl Settings {
                 self.cryptsetup.display()
             );
         }
+        let relay_key = self.relay.as_ref().map(|r| r.check_key(root)).transpose()?;
         Ok(CheckReport {
+            relay_key,
             fingerprint: fingerprints(&keys),
             keys: ak.keys.len(),
             cryptsetup_missing: cryptsetup_missing && self.backend == BackendKind::Auto,
@@ -367,6 +377,8 @@ fn fingerprints(keys: &[PrivateKey]) -> String {
 }
 
 pub struct CheckReport {
+    /// The relay key's fingerprint, when a `[relay]` is configured.
+    pub relay_key: Option<String>,
     /// The host key's fingerprint, or each key's with its algorithm.
     pub fingerprint: String,
     pub keys: usize,

@@ -88,6 +88,17 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let config = crate::listener::ssh_config_with_keys(host_keys, &settings.limits);
+    // Read now: a relay key that cannot be loaded is a boot error, as a
+    // host key is.
+    let relay = match &settings.relay {
+        Some(r) => {
+            let path = root.join(&r.key);
+            let key = crate::hostkey::load(&path)
+                .with_context(|| format!("relay key {}", path.display()))?;
+            Some((r.clone(), key))
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -111,7 +122,7 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
                 }
             }
         }
-        if listeners.is_empty() {
+        if listeners.is_empty() && relay.is_none() {
             anyhow::bail!("cannot listen on any address ({})", failed.join("; "));
         }
         for v in backend.status() {
@@ -126,7 +137,20 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        crate::listener::serve(listeners, config, backend, keys, settings.limits.clone()).await
+        let limits = settings.limits.clone();
+        match relay {
+            Some((r, key)) => {
+                tracing::info!("relay {}: connecting", r.shown());
+                let (task, relayed) = crate::relay::spawn(r, key);
+                let served =
+                    crate::listener::serve_relayed(listeners, relayed, config, backend, keys, limits)
+                        .await;
+                // Gone with the listener: the relay frees its port at once.
+                task.abort();
+                served
+            }
+            None => crate::listener::serve(listeners, config, backend, keys, limits).await,
+        }
     });
     // serve() returns once replies in flight went out (or their bound
     // passed); do not wait on a backend call that is still stuck.

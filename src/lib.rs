@@ -19,6 +19,7 @@ pub mod listener;
 pub mod logging;
 pub mod preflight;
 pub mod protocol;
+pub mod relay;
 pub mod rescue;
 pub mod secret;
 pub mod sys;

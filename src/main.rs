@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(run(cli))
 }
 
-fn connection(c: &ConnArgs) -> Connection {
+fn connection(c: &ConnArgs, via: Option<&cli::ViaArgs>) -> Connection {
     Connection {
         fingerprint: c.fingerprint.clone(),
         known_hosts: c.known_hosts.clone(),
@@ -43,6 +43,7 @@ fn connection(c: &ConnArgs) -> Connection {
         wait: c.wait,
         timeout: c.timeout,
         json: c.json,
+        via: via.and_then(|v| v.via.clone()),
     }
 }
 
@@ -140,7 +141,7 @@ fn rescue(args: rargs::RescueArgs) -> Request {
     };
     Request {
         host: common.host,
-        conn: connection(&common.conn),
+        conn: connection(&common.conn, None),
         mount_dir: common.target,
         dry_run: common.dry_run,
         yes: common.yes,
@@ -246,6 +247,7 @@ fn run(cli: ClientCli) -> u8 {
             ClientCommand::Unlock {
                 targets,
                 conn,
+                via,
                 pass,
                 lookup: l,
                 fleet,
@@ -253,7 +255,7 @@ fn run(cli: ClientCli) -> u8 {
                 portcullis::fleet::cmd::unlock(&UnlockSettings {
                     targets,
                     lookup: lookup(&l),
-                    conn: connection(&conn),
+                    conn: connection(&conn, Some(&via)),
                     source: source(&pass),
                     parallel: fleet.parallel as usize,
                     up_timeout: (!fleet.no_wait_up).then_some(fleet.up_timeout),
@@ -263,12 +265,13 @@ fn run(cli: ClientCli) -> u8 {
             ClientCommand::Status {
                 targets,
                 conn,
+                via,
                 lookup: l,
             } => {
                 portcullis::fleet::cmd::status(&StatusSettings {
                     targets,
                     lookup: lookup(&l),
-                    conn: connection(&conn),
+                    conn: connection(&conn, Some(&via)),
                 })
                 .await
             }

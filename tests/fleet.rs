@@ -381,6 +381,7 @@ fn options(h: &sim::Info, key: &Path) -> Options {
         },
         connect_timeout: Duration::from_secs(10),
         wait: None,
+        via: None,
     }
 }
 

@@ -374,12 +374,18 @@ fn runtime_hook_uses_only_arch_applets() {
         env!("CARGO_MANIFEST_DIR"),
         "/initramfs/mkinitcpio/hooks/portcullis"
     );
-    // The hook sources the library every generator shares: it runs there too.
+    // The hook sources the libraries every generator shares: they run there too.
     let lib = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/initramfs/common/portcullis-lib.sh"
     );
-    let src = std::fs::read_to_string(path).unwrap() + &std::fs::read_to_string(lib).unwrap();
+    let net = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/initramfs/common/portcullis-net.sh"
+    );
+    let src = std::fs::read_to_string(path).unwrap()
+        + &std::fs::read_to_string(lib).unwrap()
+        + &std::fs::read_to_string(net).unwrap();
     if arch_applets().is_none() {
         eprintln!(
             "note: Arch's applet list not found (PORTCULLIS_ARCH_APPLETS or \

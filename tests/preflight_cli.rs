@@ -276,6 +276,13 @@ fn errors_are_one_line_and_exit_1() {
         ),
         "{err}"
     );
+    // No boot entry at all: one line, naming --image once.
+    let empty = tempfile::tempdir().unwrap();
+    let o = preflight(&["--root", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("--image").count(), 1, "{err}");
     let o = preflight(&["--image", "a", "--dir", "b"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -370,4 +377,59 @@ fn an_image_file_reads_like_its_staging_tree() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// The boot entries of the fixture machine: two installed kernels, no boot
+/// loader menu. `good` gets a packed image, the other a truncated one.
+fn two_kernels(f: &Fixture) {
+    let boot = f.root.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    for k in [KERNEL, "6.0.0-old"] {
+        std::fs::write(boot.join(format!("vmlinuz-{k}")), b"kernel").unwrap();
+    }
+    pack(f.stage.path(), &boot.join(format!("initrd.img-{KERNEL}")));
+    let good = std::fs::read(boot.join(format!("initrd.img-{KERNEL}"))).unwrap();
+    // The gzip stream cut short.
+    std::fs::write(boot.join("initrd.img-6.0.0-old"), &good[..good.len() - 16]).unwrap();
+    symlink(
+        format!("boot/vmlinuz-{KERNEL}"),
+        f.root.path().join("vmlinuz"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_default_entry_and_every_kernel() {
+    let f = Fixture::new(65536);
+    two_kernels(&f);
+    let r = f.root.path().to_str().unwrap();
+    let o = preflight(&["--root", r]);
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.starts_with(&format!("/boot/initrd.img-{KERNEL} (kernel {KERNEL})\n")),
+        "{out}"
+    );
+    // Every kernel: the unreadable image of the old one fails its own line.
+    let o = preflight(&["--root", r, "--all-kernels"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(14), "{out}");
+    assert!(
+        out.contains(&format!("/boot/initrd.img-{KERNEL} (kernel {KERNEL})\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("/boot/initrd.img-6.0.0-old (kernel 6.0.0-old)\n"),
+        "{out}"
+    );
+    assert!(out.contains("  FAIL  image  "), "{out}");
+    assert!(
+        out.contains("fix: rebuild it (update-initramfs -u -k 6.0.0-old"),
+        "{out}"
+    );
 }

@@ -85,15 +85,21 @@ portcullis_keep_network() {
     [ "$PORTCULLIS_KEEP_NETWORK" = yes ]
 }
 
-# portcullis_flush IFACE...: removes the addresses and routes of each
-# interface and takes it down, so nothing of the initramfs network leaks
+# portcullis_flush IFACE...: removes the addresses and routes (IPv4 and
+# IPv6) of each interface and takes it down, so nothing of the initramfs network leaks
 # into the booted system. Returns 1 when one could not be deconfigured.
 portcullis_flush() {
     _pf_rc=0
     for _pf_iface in "$@"; do
         [ -e "/sys/class/net/$_pf_iface" ] || continue
-        if ip address flush dev "$_pf_iface" && ip route flush dev "$_pf_iface" &&
-            ip link set dev "$_pf_iface" down; then
+        # Down first: no router advertisement can add an address or route
+        # behind the flush. `ip route flush` is IPv4 only, and an IPv6 route
+        # via a gateway (fe80::1) outlives the link going down: flush both
+        # families. A route flush may fail where there is nothing to flush
+        # (iproute2 with no IPv4 at all: "FIB table does not exist"); what
+        # counts is that the link is down and the addresses are gone.
+        if ip link set dev "$_pf_iface" down && { ip route flush dev "$_pf_iface" 2>/dev/null || :; } &&
+            { ip -6 route flush dev "$_pf_iface" 2>/dev/null || :; } && ip address flush dev "$_pf_iface"; then
             portcullis_kmsg 6 "deconfigured $_pf_iface"
         else
             portcullis_kmsg 3 "could not deconfigure $_pf_iface; its initramfs address may remain"
@@ -107,10 +113,12 @@ portcullis_flush() {
 # CONFIG (under ROOT, default /) and the files it names with the listener
 # itself, which parses the TOML as it will at boot, and sets
 # PORTCULLIS_HOST_KEYS (one path a line: `host-key` may list one key per
-# type), PORTCULLIS_HOST_KEY (the first) and PORTCULLIS_AUTHORIZED_KEYS to
-# the paths to copy (the same path in the image; the config refuses control
-# characters in paths, so a newline separates them safely). On failure it
-# returns 1 with portcullisd's message in PORTCULLIS_ERROR.
+# type, and a `[relay]` adds its login key after them: every private key,
+# which the hooks copy mode 0600), PORTCULLIS_HOST_KEY (the first host key)
+# and PORTCULLIS_AUTHORIZED_KEYS to the paths to copy (the same path in the
+# image; the config refuses control characters in paths, so a newline
+# separates them safely). On failure it returns 1 with portcullisd's
+# message in PORTCULLIS_ERROR.
 # shellcheck disable=SC2034 # the results are for the hook that sources this
 portcullis_config_files() {
     PORTCULLIS_HOST_KEY=
@@ -130,6 +138,11 @@ portcullis_config_files() {
 }$_pcf_key"
                 ;;
             "authorized-keys "*) PORTCULLIS_AUTHORIZED_KEYS=${_pcf_line#authorized-keys } ;;
+            # The relay login key (docs/relay.md): private, copied as a host key is.
+            "relay-key "*)
+                PORTCULLIS_HOST_KEYS="$PORTCULLIS_HOST_KEYS${PORTCULLIS_HOST_KEYS:+
+}${_pcf_line#relay-key }"
+                ;;
         esac
     done <<FILES
 $_pcf_out

@@ -52,6 +52,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnArgs,
         #[command(flatten)]
+        via: ViaArgs,
+        #[command(flatten)]
         pass: PassArgs,
         #[command(flatten)]
         lookup: LookupArgs,
@@ -64,6 +66,8 @@ pub enum ClientCommand {
         targets: Vec<String>,
         #[command(flatten)]
         conn: ConnArgs,
+        #[command(flatten)]
+        via: ViaArgs,
         #[command(flatten)]
         lookup: LookupArgs,
     },
@@ -274,6 +278,37 @@ pub struct ConnArgs {
     /// Print JSON (one object per host) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--via`, for the commands that talk to initramfs listeners (`unlock`,
+/// `status`; not `rescue`, whose systems run a stock sshd).
+#[derive(Debug, Args)]
+pub struct ViaArgs {
+    /// Reach the listener through its outbound relay: runs
+    /// `ssh -W 127.0.0.1:PORT RELAY` (PORT from HOST:PORT, the listener's
+    /// relay.remote-port) and checks HOST's pinned key end to end
+    /// (docs/relay.md).
+    #[arg(long, value_name = "[USER@]RELAY", value_parser = relay_name)]
+    pub via: Option<String>,
+}
+
+/// Why a `--via` value was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a relay for ssh: write [USER@]HOST or an ssh_config Host alias")]
+pub struct RelayNameError(String);
+
+/// A relay destination handed to `ssh`: never an option (`-oProxyCommand=…`),
+/// no spaces or control characters.
+pub fn relay_name(s: &str) -> Result<String, RelayNameError> {
+    let ok = !s.is_empty()
+        && !s.starts_with('-')
+        && s.len() <= 255
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(RelayNameError(s.chars().take(60).collect()))
+    }
 }
 
 /// Why a duration on the command line was refused.

@@ -8,6 +8,7 @@ pub mod passphrase;
 pub mod pins;
 pub mod preflight;
 pub mod probe;
+pub mod relayed;
 pub mod report;
 pub mod settings;
 pub mod tty;
@@ -260,6 +261,8 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Keep retrying an unreachable listener this long.
     pub wait: Option<Duration>,
+    /// Reach the listener through this relay (`ssh -W`): see [`relayed`].
+    pub via: Option<String>,
 }
 
 /// The russh client handler: only checks the host key.
@@ -543,14 +546,14 @@ fn jitter(d: Duration) -> Duration {
 /// The client's socket, keeping a copy of the first bytes the server sent:
 /// a listener that refuses a connection says so in a line before its SSH
 /// version (`protocol::BUSY_LINE`), which russh skips.
-struct Sniff {
-    inner: tokio::net::TcpStream,
+struct Sniff<S> {
+    inner: S,
     first: Arc<Mutex<Vec<u8>>>,
 }
 
 const SNIFF_LEN: usize = 64;
 
-impl AsyncRead for Sniff {
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -568,7 +571,7 @@ impl AsyncRead for Sniff {
     }
 }
 
-impl AsyncWrite for Sniff {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -586,6 +589,10 @@ impl AsyncWrite for Sniff {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// What the SSH session runs over: a TCP socket, or `ssh -W`'s pipes.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
 /// Whether the server's first bytes were the busy line.
 fn said_busy(first: &[u8]) -> bool {
@@ -647,26 +654,45 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
     let addr = (opts.target.host.as_str(), opts.target.port);
     let target = opts.target.to_string();
     let connecting = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| ClientError::Unreachable(format!("{target}: {e}")))?;
-        // Requests and replies are small: do not wait for delayed ACKs.
-        let _ = tcp.set_nodelay(true);
+        let mut relay_exit = None;
+        let transport: Box<dyn Transport> = match &opts.via {
+            None => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| ClientError::Unreachable(format!("{target}: {e}")))?;
+                // Requests and replies are small: do not wait for delayed ACKs.
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
+            }
+            Some(relay) => {
+                let (stream, exited) = relayed::spawn(relay, opts.target.port)
+                    .map_err(|e| ClientError::Other(anyhow!("{e:#}")))?;
+                relay_exit = Some(exited);
+                Box::new(stream)
+            }
+        };
         let first = Arc::new(Mutex::new(Vec::new()));
         let stream = Sniff {
-            inner: tcp,
+            inner: transport,
             first: first.clone(),
         };
-        russh::client::connect_stream(config, stream, checker)
-            .await
-            .map_err(|e| {
+        match russh::client::connect_stream(config, stream, checker).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
                 if said_busy(&lock(&first)) {
-                    return ClientError::Busy(target.clone());
+                    return Err(ClientError::Busy(target.clone()));
                 }
-                lock(&verdict).take().unwrap_or_else(|| {
-                    ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}"))
+                if let Some(why) = lock(&verdict).take() {
+                    return Err(why);
+                }
+                Err(match (relay_exit, &opts.via) {
+                    (Some(exited), Some(relay)) => ClientError::Unreachable(
+                        relayed::failure(&target, relay, opts.target.port, exited).await,
+                    ),
+                    _ => ClientError::Unreachable(format!("{target}: SSH handshake failed: {e:#}")),
                 })
-            })
+            }
+        }
     };
     // `--timeout` counts the network, not the human answering the
     // host-key question.
@@ -1072,6 +1098,7 @@ pub(crate) mod tests {
             },
             connect_timeout: SLOW_HUMAN / 3,
             wait: None,
+            via: None,
         };
         let t = Instant::now();
         let st = status(&opts).await.unwrap();

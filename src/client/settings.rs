@@ -28,6 +28,9 @@ pub struct Connection {
     pub timeout: Duration,
     /// One JSON record per host on stdout instead of text.
     pub json: bool,
+    /// `--via [USER@]RELAY`: reach the listener through its outbound relay
+    /// (`ssh -W 127.0.0.1:PORT RELAY`, docs/relay.md).
+    pub via: Option<String>,
 }
 
 /// Why settings could not become [`Options`].
@@ -35,6 +38,11 @@ pub struct Connection {
 pub enum SettingsError {
     #[error("HOME is not set: pass --known-hosts FILE or --fingerprint")]
     NoHome,
+    #[error(
+        "{0}: with --via, give the port the listener asked the relay for: \
+         HOST:PORT with PORT its relay.remote-port (port 22 is the relay's own SSH)"
+    )]
+    ViaNeedsPort(String),
 }
 
 impl Connection {
@@ -63,6 +71,11 @@ impl Connection {
         known_hosts_name: &str,
         ask: bool,
     ) -> Result<Options, SettingsError> {
+        // Port 22 through the relay is the relay's own sshd: its key must
+        // never be offered for pinning as the listener's.
+        if self.via.is_some() && target.port == 22 {
+            return Err(SettingsError::ViaNeedsPort(target.to_string()));
+        }
         let host_key = match (&self.fingerprint, pinned) {
             (Some(fp), _) => match self.known_hosts_path(known_hosts_name) {
                 Ok(path) => HostKeyPolicy::Confirm {
@@ -70,7 +83,7 @@ impl Connection {
                     known_hosts: path,
                 },
                 // No file to pin into: check the key, pin nothing.
-                Err(SettingsError::NoHome) => HostKeyPolicy::Fingerprint(fp.clone()),
+                Err(_) => HostKeyPolicy::Fingerprint(fp.clone()),
             },
             (None, []) => HostKeyPolicy::KnownHosts {
                 path: self.known_hosts_path(known_hosts_name)?,
@@ -97,6 +110,7 @@ impl Connection {
             },
             connect_timeout: self.timeout,
             wait: self.wait,
+            via: self.via.clone(),
         })
     }
 }

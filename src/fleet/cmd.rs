@@ -423,6 +423,7 @@ async fn watch_inner(args: &WatchSettings) -> Result<()> {
                     },
                     connect_timeout: args.timeout,
                     wait: None,
+                    via: None,
                 },
                 fingerprints,
                 source: h.passphrase.source.clone(),

@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod bind;
+pub mod cut;
 pub mod terminal;
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};
@@ -31,11 +32,12 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, MethodKind, MethodSet, SshId};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use terminal::{Key, LineEditor};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -160,11 +162,56 @@ pub async fn serve(
     serve_until(listeners, config, backend, keys, limits, terminated).await
 }
 
+/// [`serve`], also serving the connections an outbound relay forwards
+/// ([`crate::relay`]) through the same admission table, limits and
+/// handler as TCP connections.
+pub async fn serve_relayed(
+    listeners: Vec<TcpListener>,
+    relayed: mpsc::Receiver<crate::relay::Relayed>,
+    config: russh::server::Config,
+    backend: Arc<dyn Backend>,
+    keys: AuthorizedKeys,
+    limits: Limits,
+) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async move {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    serve_all(
+        listeners,
+        Some(relayed),
+        config,
+        backend,
+        keys,
+        limits,
+        terminated,
+    )
+    .await
+}
+
 /// [`serve`], stopping when `stop` completes instead of on SIGTERM: stop
 /// accepting, let an unlock in flight finish and send its reply (up to
 /// [`UNLOCK_DRAIN`]), give the other sessions [`DRAIN`], return `Ok`.
 pub async fn serve_until(
     listeners: Vec<TcpListener>,
+    config: russh::server::Config,
+    backend: Arc<dyn Backend>,
+    keys: AuthorizedKeys,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    serve_all(listeners, None, config, backend, keys, limits, stop).await
+}
+
+/// [`serve_until`], with the relay's connections when there is a relay.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    mut relayed: Option<mpsc::Receiver<crate::relay::Relayed>>,
     config: russh::server::Config,
     backend: Arc<dyn Backend>,
     keys: AuthorizedKeys,
@@ -208,11 +255,33 @@ pub async fn serve_until(
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
     let mut stopped = false;
+    let mut tcp_done = false;
     loop {
         tokio::select! {
-            conn = rx.recv() => match conn {
-                Some((stream, peer)) => accept(&shared, &config, stream, peer),
-                None => break,
+            conn = rx.recv(), if !tcp_done => match conn {
+                Some((stream, peer)) => accept_tcp(&shared, &config, stream, peer),
+                // No TCP listener (a relay alone has none): keep on with
+                // the relay, if there is one.
+                None => {
+                    tcp_done = true;
+                    if relayed.is_none() {
+                        break;
+                    }
+                }
+            },
+            r = next_relayed(&mut relayed) => match r {
+                Some(r) => {
+                    let (stream, flag) = cut::Cuttable::new(r.stream);
+                    // The address is the relay's word: `from=` never sees it.
+                    accept(&shared, &config, stream, Cutter::Flag(flag), r.origin, None);
+                }
+                // The relay task ended; TCP goes on (if there is any).
+                None => {
+                    relayed = None;
+                    if tcp_done {
+                        break;
+                    }
+                }
             },
             _ = shared.done.notified() => break,
             // Volumes can also be opened from elsewhere (the console). The
@@ -234,6 +303,8 @@ pub async fn serve_until(
         let _ = a.await;
     }
     drop(rx);
+    // Closes the relay's queue: the relay task sees it and stops.
+    drop(relayed);
     if stopped {
         tracing::info!("stopping; finishing the replies in flight");
         // An unlock that is running may open the volume: its reply must
@@ -301,7 +372,38 @@ impl Drop for Slot {
     }
 }
 
-fn accept(
+/// The next connection from the relay; never, without a relay.
+async fn next_relayed(
+    r: &mut Option<mpsc::Receiver<crate::relay::Relayed>>,
+) -> Option<crate::relay::Relayed> {
+    match r {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How to cut a connection whatever russh is doing: a session stalled in
+/// key exchange never reads the disconnect request.
+enum Cutter {
+    /// A second handle on the TCP socket.
+    Socket(std::net::TcpStream),
+    /// A relayed channel: its stream fails from now on, so the session ends
+    /// and the channel closes.
+    Flag(Arc<cut::Flag>),
+}
+
+impl Cutter {
+    fn cut(&self) {
+        match self {
+            Cutter::Socket(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Cutter::Flag(f) => f.cut(),
+        }
+    }
+}
+
+fn accept_tcp(
     shared: &Arc<Shared>,
     config: &Arc<russh::server::Config>,
     stream: TcpStream,
@@ -311,23 +413,60 @@ fn accept(
     // peer's delayed ACK (about 40 ms). russh sets it only in its own
     // accept loop.
     let _ = stream.set_nodelay(true);
-    // A second handle on the socket, to cut it whatever russh is doing: a
-    // session stalled in key exchange never reads the disconnect request.
     let Some((stream, cut)) = with_cutter(stream) else {
         tracing::debug!(%peer, "could not duplicate the socket; dropped");
         return;
     };
+    accept(
+        shared,
+        config,
+        stream,
+        Cutter::Socket(cut),
+        peer,
+        Some(peer.ip()),
+    );
+}
+
+/// Admits (or refuses) one connection and runs its session. `from_ip` is
+/// the address an authorized key's `from=` is checked against: `None` for a
+/// relayed connection, whose address nobody can vouch for, so keys with
+/// `from=` are refused there.
+fn accept<S>(
+    shared: &Arc<Shared>,
+    config: &Arc<russh::server::Config>,
+    stream: S,
+    cut: Cutter,
+    peer: SocketAddr,
+    from_ip: Option<IpAddr>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (evict, mut evicted) = oneshot::channel::<()>();
     let roll = shared.roll();
     let decision = lock(&shared.admission).decide(Source::of(peer.ip()), roll, evict);
     let id = match decision {
         Decision::Refuse(_) => {
             // Counted for the summary line. Say "busy" so the client does
-            // not report an unreachable host. The send buffer is empty, so
-            // this never blocks; it goes through the plain socket because
-            // tokio's `try_write` waits for a readiness event that a fresh
-            // socket has not had yet.
-            let _ = std::io::Write::write(&mut &cut, protocol::BUSY_LINE.as_bytes());
+            // not report an unreachable host.
+            match cut {
+                // The send buffer is empty, so this never blocks; it goes
+                // through the plain socket because tokio's `try_write` waits
+                // for a readiness event that a fresh socket has not had yet.
+                Cutter::Socket(s) => {
+                    let _ = std::io::Write::write(&mut &s, protocol::BUSY_LINE.as_bytes());
+                }
+                Cutter::Flag(_) => {
+                    let mut stream = stream;
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            let _ = stream.write_all(protocol::BUSY_LINE.as_bytes()).await;
+                            let _ = stream.shutdown().await;
+                        })
+                        .await;
+                    });
+                }
+            }
             return;
         }
         Decision::Admit { id, evicted } => {
@@ -343,6 +482,7 @@ fn accept(
     let handler = Conn {
         shared: shared.clone(),
         peer,
+        from_ip,
         authed: authed.clone(),
         admission_id: Some(id),
         session_permit: None,
@@ -393,7 +533,7 @@ fn accept(
                 )
                 .await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = cut.shutdown(std::net::Shutdown::Both);
+                cut.cut();
             }
         };
         // `evicted` fires Ok when the table evicts us, Err when it let us go
@@ -475,6 +615,8 @@ struct Chan {
 struct Conn {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// What `from=` is checked against (`None` through the relay).
+    from_ip: Option<IpAddr>,
     authed: Arc<AtomicBool>,
     /// Slot in the admission table, released on authentication.
     admission_id: Option<u64>,
@@ -694,7 +836,7 @@ impl russh::server::Handler for Conn {
         if self
             .shared
             .keys
-            .allows(offer.public_key, Some(self.peer.ip()))
+            .allows(offer.public_key, self.from_ip)
             .is_some()
         {
             Ok(Auth::Accept)
@@ -709,11 +851,7 @@ impl russh::server::Handler for Conn {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fp = fingerprint(key.public_key);
-        match self
-            .shared
-            .keys
-            .allows(key.public_key, Some(self.peer.ip()))
-        {
+        match self.shared.keys.allows(key.public_key, self.from_ip) {
             Some(entry) => {
                 tracing::info!(peer = %self.peer, user = %shown(user), key = %fp, comment = %entry.comment, "accepted public key");
                 self.pty_allowed = entry.pty;

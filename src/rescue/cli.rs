@@ -228,6 +228,7 @@ mod tests {
                 wait: None,
                 timeout: std::time::Duration::from_secs(1),
                 json: false,
+                via: None,
             },
             mount_dir: mount_dir.into(),
             dry_run: false,

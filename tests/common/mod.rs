@@ -138,6 +138,7 @@ impl Fixture {
             },
             connect_timeout: Duration::from_secs(10),
             wait: None,
+            via: None,
         }
     }
 }

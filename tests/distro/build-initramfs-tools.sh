@@ -24,6 +24,10 @@ prepare_guest_root "$root" "luks,discard,initramfs"
 mkdir -p "$root/etc/cryptsetup-initramfs"
 echo 'CRYPTSETUP=y' >"$root/etc/cryptsetup-initramfs/conf-hook"
 rm -f "$root/etc/portcullis/initramfs.conf"
+# Where a Debian admin puts kernel parameters: the hook adds bonding and
+# 8021q to the image because of these (run.sh boots with them).
+mkdir -p "$root/etc/default"
+echo 'GRUB_CMDLINE_LINUX="portcullis.bond=bond0:eth0,eth1 portcullis.vlan=bond0.100:bond0"' >"$root/etc/default/grub"
 "$distro_repo/initramfs/install.sh" initramfs-tools --destdir "$root" >/dev/null
 install_portcullis "$root" "$pd" auto
 
@@ -67,7 +71,8 @@ mode=$(stat -c %a "$initrd")
 [ "$mode" = 600 ] || fail "$initrd has mode $mode; the image holds the host key and must be 0600"
 listing=$(in_chroot "$root" lsinitramfs -l "/boot/initrd.img-$kver")
 for f in usr/sbin/portcullisd etc/portcullis/portcullisd.toml etc/portcullis/authorized_keys \
-    scripts/init-premount/portcullis scripts/init-bottom/portcullis lib/cryptsetup/askpass cryptroot/crypttab; do
+    scripts/init-premount/portcullis scripts/init-bottom/portcullis lib/cryptsetup/askpass cryptroot/crypttab \
+    usr/lib/portcullis/net.sh 'lib/modules/.*/bonding.ko' 'lib/modules/.*/8021q.ko'; do
     grep -qE " (usr/)?$f\$" <<<"$listing" || fail "$f missing from the image"
 done
 key_line=$(grep -E ' etc/portcullis/host_key$' <<<"$listing") || fail "host key missing from the image"

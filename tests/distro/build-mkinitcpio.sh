@@ -38,10 +38,14 @@ root=$("$distro_here/rootfs.sh" mkinitcpio)
 ensure_keys "$pd"
 tool=/etc/mkinitcpio-systemd-tool
 
-rm -rf "$root$tool" "$root/etc/crypttab.initramfs" "$root/etc/kernel/cmdline"
+rm -rf "$root$tool" "$root/etc/crypttab.initramfs" "$root/etc/kernel/cmdline" "$root/etc/default/grub"
 case $variant in
     busybox)
         prepare_guest_root "$root" "luks,discard" one
+        # The bond and VLAN run.sh boots with: the build hook adds bonding
+        # and 8021q because the boot loader's command line asks for them.
+        mkdir -p "$root/etc/default"
+        echo 'GRUB_CMDLINE_LINUX="portcullis.bond=bond0:eth0,eth1 portcullis.vlan=bond0.100:bond0"' >"$root/etc/default/grub"
         hooks="base arch-busybox udev modconf block portcullis filesystems"
         runtime_hooks='HOOKS="udev portcullis"'
         cleanup_hooks='CLEANUPHOOKS="portcullis udev"'
@@ -148,7 +152,7 @@ ok "upstream mkinitcpio built the image (mode $img_mode, no error or warning)"
 listing=$(in_chroot "$root" lsinitcpio -v /boot/initramfs-linux.img)
 files="usr/bin/portcullisd usr/bin/cryptsetup etc/portcullis/portcullisd.toml init config usr/bin/busybox"
 case $variant in
-    busybox) files="$files hooks/portcullis" ;;
+    busybox) files="$files hooks/portcullis usr/lib/portcullis/net.sh" ;;
     systemd) files="$files usr/lib/systemd/system/portcullisd.service etc/crypttab
         usr/lib/systemd/system/sysinit.target.wants/portcullisd.service usr/lib/systemd/systemd-networkd
         usr/lib/portcullis/flush-network etc/systemd/network/initrd-network.network
@@ -158,6 +162,11 @@ for f in $files; do
     f=${f#/}
     grep -qE " $f( ->.*)?\$" <<<"$listing" || fail "$f missing from the image"
 done
+if [ "$variant" = busybox ]; then
+    for m in bonding 8021q; do
+        grep -qE "/$m\.ko(\.[a-z]+)?\$" <<<"$listing" || fail "module $m missing from the image"
+    done
+fi
 for a in tr stty od find xargs; do
     ! grep -qE " usr/bin/$a -> busybox\$" <<<"$listing" || fail "busybox applet $a is linked, Arch has none"
 done

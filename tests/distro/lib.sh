@@ -109,38 +109,56 @@ make_luks_image() {
 . "$distro_repo/tests/vm/wait-for.sh"
 
 VM_PID='' VM_LOG='' VM_SOCK='' VM_PORT=''
+# Set by tests/distro/net.sh for a boot on the test's own network: the
+# namespace QEMU runs in, its -netdev/-device arguments (instead of user
+# networking), and "monitor" for a monitor socket RUNDIR/NAME.mon.
+VM_NETNS='' VM_NET_ARGS='' VM_MONITOR=''
+# Options added to the user network (e.g. ",ipv6-net=2001:db8:5d::/64": its
+# default IPv6 prefix, fec0::/64, is site-local, not global).
+VM_USER_NET_OPTS=''
+
+# in_vm_ns CMD...: CMD in the namespace of the VM's network (if any).
+in_vm_ns() {
+    if [ -n "$VM_NETNS" ]; then ip netns exec "$VM_NETNS" "$@"; else "$@"; fi
+}
 
 # vm_start RUNDIR NAME KERNEL INITRD APPEND DISK...: boots in the background
 # (TCG, 2 vCPUs, 1 GiB), disks as virtio vda, vdb, ... with throwaway
 # overlays (-snapshot), the serial console logged to RUNDIR/NAME.log and
 # writable through the socket RUNDIR/NAME.sock, guest port 22 forwarded to
-# 127.0.0.1:VM_PORT only.
+# 127.0.0.1:VM_PORT only (or the network of VM_NET_ARGS, see above).
 vm_start() {
-    local dir=$1 name=$2 kernel=$3 initrd=$4 append=$5 d
+    local dir=$1 name=$2 kernel=$3 initrd=$4 append=$5 d monitor=none
     shift 5
-    local drives=()
+    local drives=() net=()
     for d in "$@"; do
         drives+=(-drive "file=$d,if=virtio,format=raw,snapshot=on")
     done
     VM_LOG="$dir/$name.log" VM_SOCK="$dir/$name.sock"
     VM_PORT=$((20000 + RANDOM % 20000))
-    rm -f "$VM_LOG" "$VM_SOCK" "$dir/$name.pid"
+    rm -f "$VM_LOG" "$VM_SOCK" "$dir/$name.pid" "$dir/$name.mon"
     : >"$VM_LOG"
-    qemu-system-x86_64 \
+    if [ -n "$VM_NET_ARGS" ]; then
+        read -r -a net <<<"$VM_NET_ARGS"
+    else
+        net=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22$VM_USER_NET_OPTS" -device "virtio-net-pci,netdev=n0")
+    fi
+    [ "$VM_MONITOR" != monitor ] || monitor="unix:$dir/$name.mon,server=on,wait=off"
+    in_vm_ns qemu-system-x86_64 \
         -machine q35 -accel tcg -cpu max -smp 2 -m 1024 \
-        -nodefaults -display none -monitor none -parallel none \
+        -nodefaults -display none -monitor "$monitor" -parallel none \
         -chardev "socket,id=ser0,path=$VM_SOCK,server=on,wait=off,logfile=$VM_LOG,logappend=on" \
         -serial chardev:ser0 \
         -no-reboot \
         -kernel "$kernel" -initrd "$initrd" \
         -append "console=ttyS0,115200 panic=-1 printk.time=1 no_timer_check $append" \
-        "${drives[@]}" \
-        -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$VM_PORT-:22" \
-        -device virtio-net-pci,netdev=n0 \
+        "${drives[@]}" "${net[@]}" \
         -pidfile "$dir/$name.pid" -daemonize ||
         die "QEMU did not start (port $VM_PORT taken?)"
     VM_PID=$(cat "$dir/$name.pid")
-    dlog "booting $name: QEMU pid $VM_PID, serial $VM_LOG, ssh 127.0.0.1:$VM_PORT"
+    d="127.0.0.1:$VM_PORT"
+    [ -z "$VM_NETNS" ] || d="the guest's address in namespace $VM_NETNS"
+    dlog "booting $name: QEMU pid $VM_PID, serial $VM_LOG, ssh $d"
 }
 
 vm_running() { [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; }
@@ -238,8 +256,8 @@ install_portcullis() {
     install -m 0644 "$KEYS/host_key.pub" "$root/etc/portcullis/host_key.pub"
     install -m 0644 "$KEYS/admin.pub" "$root/etc/portcullis/authorized_keys"
     cat >"$root/etc/portcullis/portcullisd.toml" <<TOML
-# written by tests/distro
-listen = ["0.0.0.0:22"]
+# written by tests/distro; both families, one socket (docs/config.md)
+listen = ["[::]:22"]
 backend = "$backend"
 max-tries = 5
 $extra

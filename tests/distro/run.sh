@@ -18,6 +18,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/distro/mkinitcpio-upstream.sh
 . "$distro_here/mkinitcpio-upstream.sh"
+# shellcheck source=tests/distro/net.sh
+. "$distro_here/net.sh"
 
 keep_going=0
 flavours=()
@@ -69,14 +71,15 @@ PASS=$(cat "$KEYS/passphrase")
 
 trap 'vm_stop' EXIT
 
-# pc SUBCOMMAND ARGS...: the client against the running VM, pinned to the test
-# host key; output in $case_dir/out and $case_dir/err, exit code in $rc.
+# pc SUBCOMMAND ARGS...: the client against the running VM (PC_TARGET, else
+# the forwarded port), pinned to the test host key; output in $case_dir/out
+# and $case_dir/err, exit code in $rc.
 pc() {
     local sub=$1
     shift
     set +e
-    "$PC" "$sub" --no-agent -i "$KEYS/admin" --fingerprint "$HOST_FP" \
-        "127.0.0.1:$VM_PORT" "$@" >"$case_dir/out" 2>"$case_dir/err"
+    in_vm_ns "$PC" "$sub" --no-agent -i "$KEYS/admin" --fingerprint "$HOST_FP" \
+        "${PC_TARGET:-127.0.0.1:$VM_PORT}" "$@" >"$case_dir/out" 2>"$case_dir/err"
     rc=$?
     set -e
     cat "$case_dir/out" "$case_dir/err" >>"$case_dir/client.log"
@@ -107,7 +110,7 @@ check_real_system() {
     if [ "$network" = kept ]; then
         addr=$(serial_value PORTCULLIS-REAL-ADDR)
         case $addr in
-            *=10.0.2.15/24*) ok "PORTCULLIS_KEEP_NETWORK=yes: the initramfs address is still there ($addr)" ;;
+            *"=$NET_GUEST4/24"*"=$NET_GUEST6/64"*) ok "PORTCULLIS_KEEP_NETWORK=yes: the initramfs addresses of both families are still there ($addr)" ;;
             *) fail "PORTCULLIS_KEEP_NETWORK=yes, but the booted system reports PORTCULLIS-REAL-ADDR: '$addr'" ;;
         esac
     else
@@ -161,17 +164,30 @@ case_initramfs_tools() {
     "$distro_here/build-initramfs-tools.sh" "$PD" "$img"
     cp "$img"/*.log "$case_dir/"
 
-    dlog "initramfs-tools boot 1: DHCP (ip=dhcp), two volumes unlocked over SSH with one passphrase"
-    boot ssh-dhcp "ip=dhcp"
+    dlog "initramfs-tools boot 1: DHCP (ip=dhcp) and SLAAC (portcullis.ip6=auto), two volumes unlocked over SSH with one passphrase"
+    VM_USER_NET_OPTS=,ipv6-net=2001:db8:5d::/64
+    boot ssh-dhcp "ip=dhcp portcullis.ip6=auto"
+    VM_USER_NET_OPTS=
     wait_listener
     grep -q '"name":"root"' "$case_dir/out" || fail "status does not list root: $(cat "$case_dir/out")"
     ssh_unlock "root"
     check_real_system Askpass
+    # QEMU's user network advertises the prefix it was given.
+    grep -aqE 'portcullis: IPv6: [^ ]+ 2001:db8:5d:[0-9a-f:]*/64 \(SLAAC\)' "$VM_LOG" ||
+        fail "no SLAAC address in the initramfs: $(grep -a 'portcullis: IPv6' "$VM_LOG")"
+    ok "SLAAC in the initramfs: $(grep -a -m1 -o 'portcullis: IPv6: .*' "$VM_LOG" | tr -d '\r'); none left after boot"
     vm_stop
 
-    dlog "initramfs-tools boot 2: static ip=, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
-    boot console-static "ip=10.0.2.15::10.0.2.2:255.255.255.0:portcullis-test::off" "$img/initrd-keep.img"
+    trap 'vm_stop; net_down' EXIT
+    dlog "initramfs-tools boot 2: dual-stack (static ip= and portcullis.ip6= with gateway fe80::1), status over both, the console answers first (race: console wins), PORTCULLIS_KEEP_NETWORK=yes"
+    net_up 0 1
+    boot console-dual "net.ifnames=0 ip=$NET_GUEST4::$NET_ROUTER4:255.255.255.0:portcullis-test:eth0:off portcullis.ip6=$NET_GUEST6/64,fe80::1" \
+        "$img/initrd-keep.img"
+    PC_TARGET=$NET_GUEST4:22 wait_listener
+    ok "the listener answers over IPv4 ($NET_GUEST4)"
+    PC_TARGET=[$NET_GUEST6]:22
     wait_listener
+    ok "the listener answers over IPv6 ([$NET_GUEST6]) from $NET_ADMIN6, off-link: through the gateway fe80::1"
     vm_wait 'Please unlock disk root' 120 >/dev/null || fail "no console prompt for root"
     vm_type "$PASS"
     vm_wait 'Please unlock disk data' 120 >/dev/null || fail "no console prompt for data after root"
@@ -179,6 +195,41 @@ case_initramfs_tools() {
     check_real_system Askpass "/dev/mapper/data data-volume-ok" kept
     console_won
     vm_stop
+    net_down
+
+    dlog "initramfs-tools boot 3: IPv6 only (ip=off), static with gateway fe80::1, on VLAN 100 over an active-backup bond; one link cut before the unlock"
+    net_up 100 2
+    PC_TARGET=[$NET_GUEST6]:22
+    boot bond-vlan-ipv6 "net.ifnames=0 ip=off portcullis.bond=bond0:eth0,eth1:mode=active-backup,miimon=100 portcullis.vlan=bond0.100:bond0 portcullis.ip6=$NET_GUEST6/64,fe80::1,bond0.100"
+    bond_vlan_unlock Askpass
+    unset PC_TARGET
+}
+
+# bond_vlan_unlock BACKEND: the boot of net_up 100 2 with the bond, VLAN and
+# IPv6 of the kernel parameters above: status, the active link cut, unlock
+# over the other one, nothing left after boot, tagged frames seen.
+bond_vlan_unlock() {
+    local from untagged
+    wait_listener
+    for want in "bond bond0 over eth0,eth1 (mode=active-backup,miimon=100)" "VLAN 100 on bond0: bond0.100" \
+        "IPv6: bond0.100 $NET_GUEST6/64 via fe80::1"; do
+        grep -aqF "portcullis: $want" "$VM_LOG" || fail "the initramfs did not log '$want': $(grep -a 'portcullis:' "$VM_LOG")"
+    done
+    ok "the initramfs made bond0 over eth0,eth1, VLAN 100 on it and IPv6 on that; the listener answers through it"
+    net_set_link 0 off
+    ok "eth0's link cut in QEMU"
+    ssh_unlock "root"
+    check_real_system "$1" "${2:-/dev/mapper/data data-volume-ok}"
+    # The cleanup names the bond's active link when it deletes the bond.
+    grep -aqF 'portcullis: deleted bond0 (active slave: eth1)' "$VM_LOG" ||
+        fail "the bond did not end on eth1: $(grep -a 'portcullis: deleted' "$VM_LOG")"
+    ok "the unlock went through eth1: the bond failed over (portcullis: deleted bond0 (active slave: eth1))"
+    expect_serial PORTCULLIS-REAL-NETDEVS "eth0 eth1" "no bond or VLAN interface left"
+    vm_stop
+    net_down
+    from=$(hub_count from-guest) untagged=$(hub_count untagged-dropped)
+    [ "${from:-0}" -gt 0 ] || fail "the hub passed no frames tagged with VLAN 100: $(cat "$case_dir/hub.stats")"
+    ok "every frame the listener got came tagged with VLAN 100 ($from passed; $untagged untagged ones dropped)"
 }
 
 case_dracut() {
@@ -283,6 +334,15 @@ mkinitcpio_busybox() {
     expect_serial PORTCULLIS-REAL-PROCS none "no listener was started (nothing left to unlock)"
     ok "cryptkey= booted with no prompt"
     vm_stop
+
+    trap 'vm_stop; net_down' EXIT
+    dlog "mkinitcpio boot 3b: busybox image, IPv6 only (no ip=), static with gateway fe80::1, on VLAN 100 over an active-backup bond; one link cut before the unlock"
+    net_up 100 2
+    PC_TARGET=[$NET_GUEST6]:22
+    mk_boot bond-vlan-ipv6 "net.ifnames=0 cryptdevice=UUID=$ROOT_UUID:root portcullis.bond=bond0:eth0,eth1:mode=active-backup,miimon=100 portcullis.vlan=bond0.100:bond0 portcullis.ip6=$NET_GUEST6/64,fe80::1,bond0.100" \
+        "$img/root.img"
+    bond_vlan_unlock Cryptsetup none
+    unset PC_TARGET
 }
 
 mkinitcpio_systemd() {

@@ -164,6 +164,7 @@ impl Door {
             },
             connect_timeout: Duration::from_secs(10),
             wait: None,
+            via: None,
         }
     }
 

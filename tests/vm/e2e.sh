@@ -15,7 +15,13 @@
 #           unknown commands are refused; wrong passphrase (exit 2, tries go
 #           down) then the right one with `portcullis unlock` (exit 0): the
 #           real root prints the marker, port 22 is closed and eth0 is flushed.
-#   boot 2: `ssh HOST unlock` with the passphrase piped on stdin.
+#   boot 2: no inbound forward at all: the listener logs in out to a real
+#           OpenSSH relay on the host's loopback (reached through QEMU's
+#           user-mode gateway 10.0.2.2, docs/relay.md) and the admin goes
+#           through it: `portcullis status|unlock HOST:PORT --via relay`
+#           (a wrong pin is exit 4, a wrong passphrase exit 2), then stock
+#           `ssh HOST unlock` (ProxyJump) with the passphrase piped on stdin.
+#           After boot the relay no longer listens for it.
 #   boot 3: `ssh -tt HOST` interactive prompt, wrong then right passphrase.
 #   Every serial log and client output is searched for the passphrase.
 set -euo pipefail
@@ -45,6 +51,16 @@ log "fetching kernel and tools (cached)"
 
 log "making keys and config"
 umask 077
+# The relay (boot 2): a real sshd on the host's loopback, the guest's
+# 10.0.2.2. Ports: the listener logs in on relay_port, admins on
+# relay_admin_port; the listener asks for fwd_port there.
+[ -x /usr/sbin/sshd ] || fail "no /usr/sbin/sshd for the relay case (apt-get install openssh-server)"
+relay_port=$((20000 + RANDOM % 20000))
+relay_admin_port=$((relay_port + 1))
+fwd_port=$((relay_port + 2))
+ssh-keygen -q -t ed25519 -N '' -C relay-host -f "$work/relay_host_key"
+relay_fp=$(ssh-keygen -lf "$work/relay_host_key.pub" | awk '{print $2}')
+"$portcullisd" keygen "$work/relay_key" >/dev/null
 "$portcullisd" keygen "$work/host_key" >"$work/host_fp"
 "$portcullisd" keygen "$work/other_host_key" >/dev/null
 ssh-keygen -q -t ed25519 -N '' -C admin -f "$work/admin"
@@ -62,6 +78,13 @@ login-grace-secs = 20
 [[volume]]
 name = "root"
 device = "LABEL=portcullis-test"
+[relay]
+host = "10.0.2.2"
+port = $relay_port
+user = "root"
+key = "/etc/portcullis/relay_key"
+host-key-fingerprints = ["$relay_fp"]
+remote-port = $fwd_port
 TOML
 "$portcullisd" check --config "$work/portcullisd.toml" --root / >/dev/null 2>&1 ||
     true # paths in the config point into the image; the image build checks them
@@ -69,7 +92,8 @@ TOML
 log "building the image"
 "$here/build-image.sh" "$work/image" --portcullisd "$portcullisd" \
     --config "$work/portcullisd.toml" --host-key "$work/host_key" \
-    --authorized-keys "$work/authorized_keys" --passphrase-file "$work/pass" >/dev/null
+    --authorized-keys "$work/authorized_keys" --passphrase-file "$work/pass" \
+    --extra-file "$work/relay_key:/etc/portcullis/relay_key:0600" >/dev/null
 
 port=$((20000 + RANDOM % 20000))
 ssh_opts=(-p "$port" -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none
@@ -84,6 +108,78 @@ pc() {
 }
 fp=$(cat "$work/host_fp")
 
+# The relay's sshd: the lines of docs/relay.md (the Match block by port
+# here, so the test needs no system user).
+mkdir -p /run/sshd
+cat >"$work/relay_authorized_keys" <<KEYS
+restrict,port-forwarding,permitlisten="127.0.0.1:$fwd_port",command="/bin/false" $(cat "$work/relay_key.pub")
+restrict,port-forwarding,permitopen="127.0.0.1:$fwd_port" $(cat "$work/admin.pub")
+KEYS
+cat >"$work/relay_sshd_config" <<CONF
+ListenAddress 127.0.0.1:$relay_port
+ListenAddress 127.0.0.1:$relay_admin_port
+HostKey $work/relay_host_key
+PidFile $work/relay_sshd.pid
+AuthorizedKeysFile $work/relay_authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+LogLevel VERBOSE
+Match LocalPort $relay_port
+    AllowTcpForwarding remote
+    PermitListen 127.0.0.1:$fwd_port
+    X11Forwarding no
+    AllowAgentForwarding no
+    PermitTTY no
+    ForceCommand /bin/false
+    ClientAliveInterval 15
+    ClientAliveCountMax 3
+CONF
+# The admin's side: `relay` and, for stock ssh, `web1-unlock` through it.
+echo "[127.0.0.1]:$relay_admin_port $(cat "$work/relay_host_key.pub")" >"$work/relay_known_hosts"
+echo "web1-initramfs $(cat "$work/host_key.pub")" >"$work/relay_listener_known_hosts"
+cat >"$work/admin_ssh_config" <<CONF
+Host relay
+    HostName 127.0.0.1
+    Port $relay_admin_port
+    User root
+Host web1-unlock
+    HostName 127.0.0.1
+    Port $fwd_port
+    ProxyJump relay
+    HostKeyAlias web1-initramfs
+    User root
+    UserKnownHostsFile $work/relay_listener_known_hosts
+Host *
+    IdentityFile $work/admin
+    IdentitiesOnly yes
+    IdentityAgent none
+    UserKnownHostsFile $work/relay_known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 20
+    LogLevel ERROR
+CONF
+printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$work/admin_ssh_config" >"$work/admin_ssh"
+chmod 755 "$work/admin_ssh"
+relay_pid=
+start_relay() {
+    /usr/sbin/sshd -D -e -f "$work/relay_sshd_config" 2>>"$work/relay_sshd.log" &
+    relay_pid=$!
+}
+stop_relay() {
+    if [ -n "$relay_pid" ]; then
+        # The daemon and the session processes it forked for the listener.
+        pkill -P "$relay_pid" 2>/dev/null || true
+        kill "$relay_pid" 2>/dev/null || true
+        wait "$relay_pid" 2>/dev/null || true
+    fi
+    relay_pid=
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 boot=0
 qemu_pid=
 stop_vm() {
@@ -95,6 +191,7 @@ stop_vm() {
 on_exit() {
     rc=$?
     stop_vm
+    stop_relay
     if [ $rc -ne 0 ]; then
         echo "serial logs kept in $work (boot$boot.log)" >&2
     elif [ $keep -eq 0 ]; then
@@ -103,10 +200,10 @@ on_exit() {
 }
 trap on_exit EXIT
 
-start_vm() {
+start_vm() { # [boot.sh options]
     boot=$((boot + 1))
     "$here/boot.sh" --image "$work/image" --port "$port" --log "$work/boot$boot.log" \
-        --pidfile "$work/qemu.pid" --smp 2 2>/dev/null
+        --pidfile "$work/qemu.pid" --smp 2 "$@" 2>/dev/null
     qemu_pid=$(cat "$work/qemu.pid")
 }
 wait_log() { "$here/wait-for.sh" "$work/boot$boot.log" "$1" "${2:-120}" >/dev/null; }
@@ -178,16 +275,33 @@ assert_grep "127.0.0.1" "$work/pc_known_hosts"
 assert_root_reached
 stop_vm
 
-log "boot 2: stock OpenSSH, passphrase piped to 'ssh HOST unlock'"
-start_vm
-wait_log PORTCULLIS-LISTENER-START 120
-expect_code 0 "pinned key now matches (status --wait)" -- \
-    pc status "127.0.0.1:$port" --wait=180s
-expect_code 0 "echo pass | ssh HOST unlock" -- \
-    sh -c '{ cat "$0"; echo; } | "$@"' "$work/pass" ssh "${ssh_opts[@]}" -i "$work/admin" root@127.0.0.1 unlock
+log "boot 2: no inbound forward; through the relay: portcullis --via, then stock ssh (ProxyJump) piped"
+boot2_start=$SECONDS
+start_relay
+start_vm --no-forward
+# `--via relay` runs this ssh, which knows the relay as `relay`.
+export PORTCULLIS_SSH="$work/admin_ssh"
+expect_code 0 "status --via relay --wait (the listener logged in out to the relay)" -- \
+    pc status "web1:$fwd_port" --via relay --fingerprint "$fp" --wait=180s --json
+grep -q '"state":"pending"' "$work/out" || fail "status --via did not list a pending volume: $(cat "$work/out")"
+# The listener's own relay key logged in (through the gateway: from 127.0.0.1).
+relay_key_fp=$(ssh-keygen -lf "$work/relay_key.pub" | awk '{print $2}')
+assert_grep "Accepted publickey for root from 127.0.0.1 port [0-9]* ssh2: ED25519 $relay_key_fp" "$work/relay_sshd.log"
+expect_code 4 "another pinned key through the relay refused, nothing sent" -- \
+    pc unlock "web1:$fwd_port" --via relay --fingerprint "$other" --passphrase-stdin <"$work/pass"
+expect_code 2 "wrong passphrase through the relay (portcullis --via)" -- \
+    pc unlock "web1:$fwd_port" --via relay --passphrase-stdin --json <"$work/wrong"
+grep -q '"tries-left":4' "$work/out" || fail "tries did not go down: $(cat "$work/out")"
+expect_code 0 "echo pass | ssh web1-unlock unlock (ProxyJump through the relay)" -- \
+    sh -c '{ cat "$0"; echo; } | "$@"' "$work/pass" ssh -F "$work/admin_ssh_config" web1-unlock unlock
 assert_grep "unlocked" "$work/out"
+unset PORTCULLIS_SSH
 assert_root_reached
+if port_open "$fwd_port"; then fail "the relay still listens on 127.0.0.1:$fwd_port after boot"; fi
+echo "ok: the relay no longer listens for the listener after boot" >&2
 stop_vm
+stop_relay
+echo "boot 2 (relay) took $((SECONDS - boot2_start)) s" >&2
 
 log "boot 3: stock OpenSSH interactive session through a pty"
 start_vm

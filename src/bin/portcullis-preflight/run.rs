@@ -56,7 +56,7 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
         let entries = boot::entries(root.join("/").as_path()).unwrap_or_default();
         let entry = entries
             .iter()
-            .find(|e| same_file(&root.join(&e.image), file));
+            .find(|e| same_file(&e.image_under(&args.root), file));
         return Ok(Report::new(vec![one(
             &image,
             file.display().to_string(),
@@ -77,7 +77,8 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
                 checks: vec![fail("image", summary.to_string(), fix.to_string())],
             }]));
         }
-        Err(e) => return Err(anyhow!("{e}; name the image with --image FILE")),
+        // Its errors already say to name the image with --image.
+        Err(e) => return Err(anyhow!("{e}")),
     };
     let chosen: Vec<&BootEntry> = if args.all_kernels {
         let mut seen: Vec<&PathBuf> = Vec::new();
@@ -100,7 +101,7 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
     let mut images: Vec<ImageReport> = Vec::new();
     for entry in chosen {
         let name = entry.image.display().to_string();
-        match Image::open(&root.join(&entry.image)) {
+        match Image::open(&entry.image_under(&args.root)) {
             Ok(image) => images.push(one(&image, name, Some(entry))),
             // One image of many that cannot be read fails its own line.
             Err(e) if args.all_kernels => images.push(ImageReport {

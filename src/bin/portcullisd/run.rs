@@ -83,7 +83,8 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
             .host_keys
             .iter()
             .map(|p| ("host-key", p))
-            .chain([("authorized-keys", &settings.authorized_keys)]);
+            .chain([("authorized-keys", &settings.authorized_keys)])
+            .chain(settings.relay.as_ref().map(|r| ("relay-key", &r.key)));
         for (kind, p) in files {
             let p = p
                 .to_str()
@@ -100,8 +101,16 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
         );
     }
     // The path as the image sees it, not the temporary build directory.
+    let relay = match (&settings.relay, &report.relay_key) {
+        (Some(r), Some(fp)) => format!(
+            "; relay {} (listens on 127.0.0.1:{} there; relay key {fp})",
+            r.shown(),
+            r.remote_port
+        ),
+        _ => String::new(),
+    };
     println!(
-        "{}: ok; host key {}; {} authorized key(s); {} volume(s) configured{}",
+        "{}: ok; host key {}; {} authorized key(s); {} volume(s) configured{}{relay}",
         config.display(),
         report.fingerprint,
         report.keys,

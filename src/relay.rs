@@ -1,0 +1,457 @@
+//! The outbound relay: for a server nobody can reach inbound (NAT, a home
+//! router), the listener logs in *out* to an OpenSSH server the admin
+//! controls, asks it to listen on its loopback port (`tcpip-forward`), and
+//! serves every connection forwarded from there exactly as it serves a TCP
+//! connection (the same admission table, limits and handler: see
+//! [`crate::listener`]).
+//!
+//! Owns the `[relay]` config section, the relay's host-key pin (fail
+//! closed: a relay whose key is not pinned gets no login and no forward),
+//! and reconnecting with backoff. It never sees a passphrase: the relay
+//! carries the admin's SSH session encrypted end to end, and the admin's
+//! client pins this listener's own host key through it.
+//!
+//! Attacker-facing (the relay, and whoever answers at its address): no
+//! `unwrap`, `expect`, indexing or `panic` here.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use crate::text::clip;
+use anyhow::{bail, Context, Result};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The address the relay listens on for us: its loopback only, so the
+/// forwarded port is reachable from the relay machine alone.
+pub const LISTEN_ON: &str = "127.0.0.1";
+/// First and longest wait between attempts to reach the relay.
+pub const BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(30));
+/// A session that lasted this long was healthy: the next wait starts short.
+const HEALTHY: Duration = Duration::from_secs(60);
+/// Resolving, connecting and the SSH handshake, each.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Forwarded connections waiting for the listener to take them.
+const QUEUE: usize = 16;
+
+/// `[relay]` as written in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRelay {
+    host: String,
+    port: Option<u16>,
+    user: String,
+    key: PathBuf,
+    host_key_fingerprints: Vec<String>,
+    remote_port: u16,
+}
+
+/// A validated `[relay]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// An address: most initramfs images have no DNS resolver, and
+    /// resolving would cost the listener about 16 KB (zstd) for nothing.
+    pub host: IpAddr,
+    pub port: u16,
+    pub user: String,
+    /// The listener's own key for the relay login (not its host key).
+    pub key: PathBuf,
+    /// `SHA256:…` of the relay's host key(s); any other key is refused.
+    pub fingerprints: Vec<String>,
+    /// The port the relay listens on, on its loopback, for the admins.
+    pub remote_port: u16,
+}
+
+impl RelaySettings {
+    /// Validates the raw section; `file` is only used in messages.
+    pub fn from_raw(file: &impl std::fmt::Display, raw: RawRelay) -> Result<Self> {
+        let Ok(host) = raw.host.trim().parse::<IpAddr>() else {
+            bail!(
+                "{file}: relay.host = {}: give the relay's IP address (there is no DNS in the \
+                 initramfs; `getent ahosts NAME` prints it)",
+                clip(&raw.host)
+            );
+        };
+        let port = raw.port.unwrap_or(22);
+        if port == 0 {
+            bail!("{file}: relay.port = 0: give the relay's SSH port (22)");
+        }
+        if !valid_user(&raw.user) {
+            bail!(
+                "{file}: relay.user = {}: a user name on the relay (letters, digits, '.', '_', '-')",
+                clip(&raw.user)
+            );
+        }
+        let key_shown = raw.key.display().to_string();
+        if key_shown.chars().any(char::is_control) || !raw.key.is_absolute() {
+            bail!(
+                "{file}: relay.key = {}: give an absolute path without control characters",
+                clip(&key_shown)
+            );
+        }
+        if raw.key.as_os_str().len() > crate::text::MAX_PATH {
+            bail!(
+                "{file}: relay.key = {}: longer than {} bytes",
+                clip(&key_shown),
+                crate::text::MAX_PATH
+            );
+        }
+        if raw.host_key_fingerprints.is_empty() {
+            bail!(
+                "{file}: relay.host-key-fingerprints = []: pin the relay's host key \
+                 (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the relay)"
+            );
+        }
+        for f in &raw.host_key_fingerprints {
+            if !valid_fingerprint(f) {
+                bail!(
+                    "{file}: relay.host-key-fingerprints: {} is not a SHA256:… fingerprint \
+                     (ssh-keygen -lf prints it)",
+                    clip(f)
+                );
+            }
+        }
+        if raw.remote_port == 0 {
+            bail!("{file}: relay.remote-port = 0: give the port the relay listens on for the admins (e.g. 2201)");
+        }
+        Ok(RelaySettings {
+            host,
+            port,
+            user: raw.user,
+            key: raw.key,
+            fingerprints: raw.host_key_fingerprints,
+            remote_port: raw.remote_port,
+        })
+    }
+
+    /// Loads the relay key under `root`, so a missing, unreadable or
+    /// group-readable key fails the image build. Returns its fingerprint.
+    pub fn check_key(&self, root: &crate::sys::Root) -> Result<String> {
+        let path = root.join(&self.key);
+        if !path.exists() {
+            bail!(
+                "relay key {} does not exist; create it with: portcullisd keygen {} \
+                 (and put {}.pub on the relay: docs/relay.md)",
+                self.key.display(),
+                self.key.display(),
+                self.key.display()
+            );
+        }
+        if crate::hostkey::world_or_group_readable(&path)? {
+            bail!(
+                "relay key {} is readable by group or others; chmod 600 it",
+                path.display()
+            );
+        }
+        let key = crate::hostkey::load(&path)
+            .with_context(|| format!("relay key {}", self.key.display()))?;
+        Ok(crate::authkeys::fingerprint(key.public_key()))
+    }
+
+    /// `user@host:port`, for messages.
+    pub fn shown(&self) -> String {
+        format!("{}@{}", self.user, SocketAddr::new(self.host, self.port))
+    }
+}
+
+fn valid_user(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 32
+        && !u.starts_with('-')
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_fingerprint(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    })
+}
+
+/// A connection the relay forwarded to us: its byte stream, and the address
+/// the relay says it came from. That address is the relay's word: good for
+/// logs and for the admission table, never for an authorized key's `from=`.
+pub struct Relayed {
+    pub stream: russh::ChannelStream<russh::client::Msg>,
+    pub origin: SocketAddr,
+}
+
+/// Starts the relay task; forwarded connections arrive on the receiver.
+/// The task stops when the receiver is dropped (the listener stopped) or
+/// when the handle is aborted.
+pub fn spawn(
+    settings: RelaySettings,
+    key: PrivateKey,
+) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Relayed>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run(settings, Arc::new(key), tx));
+    (task, rx)
+}
+
+/// Reconnects until the listener stops, waiting [`BACKOFF`] between tries.
+async fn run(settings: RelaySettings, key: Arc<PrivateKey>, tx: mpsc::Sender<Relayed>) {
+    let mut wait = BACKOFF.0;
+    let relay = settings.shown();
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&settings, &key, &tx).await {
+            Ok(()) => tracing::warn!("relay {relay}: connection lost; reconnecting"),
+            Err(e) => tracing::warn!("relay {relay}: {e:#}; retrying in {}s", wait.as_secs()),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        if started.elapsed() >= HEALTHY {
+            wait = BACKOFF.0;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(BACKOFF.1);
+    }
+}
+
+/// One login at the relay: connect, check its host key against the pins,
+/// authenticate, ask for the forward, then hand over forwarded connections
+/// until the connection ends (`Ok`). Every failure before that is an `Err`
+/// saying what to fix. [`spawn`] runs this again and again.
+pub async fn session(
+    s: &RelaySettings,
+    key: &Arc<PrivateKey>,
+    tx: &mpsc::Sender<Relayed>,
+) -> Result<()> {
+    let tcp = tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio::net::TcpStream::connect(SocketAddr::new(s.host, s.port)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connecting: timed out (network not up yet?)"))?
+    .context("connecting")?;
+    let _ = tcp.set_nodelay(true);
+    let verdict = Arc::new(Mutex::new(None));
+    let (closed_tx, closed_rx) = oneshot::channel();
+    let handler = RelayClient {
+        pins: s.fingerprints.clone(),
+        verdict: verdict.clone(),
+        remote_port: s.remote_port,
+        tx: tx.clone(),
+        _closed: closed_tx,
+    };
+    let config = Arc::new(russh::client::Config {
+        // Finds a relay that went away without a word (a reboot, a cut
+        // link), so the next attempt starts soon.
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    });
+    let handshake = tokio::time::timeout(
+        STEP_TIMEOUT,
+        russh::client::connect_stream(config, tcp, handler),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("SSH handshake: timed out"))?;
+    let mut h = match handshake {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(why) = lock(&verdict).take() {
+                bail!("{why}; no login, no forward");
+            }
+            return Err(e.context("SSH handshake"));
+        }
+    };
+    let hash = if key.algorithm().is_rsa() {
+        h.best_supported_rsa_hash().await.ok().flatten().flatten()
+    } else {
+        None
+    };
+    let fp = crate::authkeys::fingerprint(key.public_key());
+    let auth = h
+        .authenticate_publickey(
+            s.user.clone(),
+            PrivateKeyWithHashAlg::new(key.clone(), hash),
+        )
+        .await
+        .context("authenticating")?;
+    if !auth.success() {
+        bail!(
+            "the relay refused our key {fp} for user {}: put {}.pub in that user's \
+             authorized_keys on the relay, with the restrictions of docs/relay.md",
+            s.user,
+            s.key.display()
+        );
+    }
+    if let Err(e) = h.tcpip_forward(LISTEN_ON, u32::from(s.remote_port)).await {
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        bail!(
+            "the relay refused to listen on {LISTEN_ON}:{} for us ({e}): its authorized_keys \
+             line for our key must say permitlisten=\"{LISTEN_ON}:{}\", and no other session \
+             may hold that port",
+            s.remote_port,
+            s.remote_port
+        );
+    }
+    tracing::info!(
+        "relay {}: listening on {LISTEN_ON}:{} there for admins (portcullis unlock HOST:{} --via RELAY)",
+        s.shown(),
+        s.remote_port,
+        s.remote_port
+    );
+    // The handler (and its sender) goes when the connection ends.
+    let _ = closed_rx.await;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The russh client handler for the relay login.
+struct RelayClient {
+    pins: Vec<String>,
+    /// Why the relay's host key was refused, for the error.
+    verdict: Arc<Mutex<Option<String>>>,
+    remote_port: u16,
+    tx: mpsc::Sender<Relayed>,
+    /// Dropped with the handler, when the connection ends.
+    _closed: oneshot::Sender<()>,
+}
+
+/// Whether the relay's key `fp` is one of the pins.
+pub fn pinned(pins: &[String], fp: &str) -> bool {
+    pins.iter().any(|p| p == fp)
+}
+
+impl russh::client::Handler for RelayClient {
+    type Error = anyhow::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            *lock(&self.verdict) =
+                Some("the relay offered a host certificate; pin its plain host key".into());
+            return Ok(false);
+        };
+        let fp = crate::authkeys::fingerprint(key);
+        if pinned(&self.pins, &fp) {
+            return Ok(true);
+        }
+        *lock(&self.verdict) = Some(format!(
+            "the relay's host key {fp} is not the pinned one ({}): another machine at the relay's \
+             address, or its key changed (then update relay.host-key-fingerprints and rebuild the image)",
+            self.pins.join(", ")
+        ));
+        Ok(false)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        // Only the forward we asked for; anything else the relay opens is
+        // refused (dropping `reply` rejects it).
+        if connected_port != u32::from(self.remote_port) {
+            tracing::warn!(
+                "relay opened a channel for {}:{connected_port}, which we did not ask for; refused",
+                crate::text::clip_plain(connected_address)
+            );
+            return Ok(());
+        }
+        let origin = SocketAddr::new(
+            originator_address
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            u16::try_from(originator_port).unwrap_or(0),
+        );
+        // A full queue means the listener is far behind: refuse rather than
+        // wait, as a full accept backlog would.
+        let Ok(permit) = self.tx.try_reserve() else {
+            return Ok(());
+        };
+        reply.accept().await;
+        permit.send(Relayed {
+            stream: channel.into_stream(),
+            origin,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn raw(extra: &str) -> String {
+        format!(
+            "host = \"192.0.2.7\"\nuser = \"unlock\"\nkey = \"/etc/portcullis/relay_key\"\n\
+             host-key-fingerprints = [\"SHA256:{}\"]\nremote-port = 2201\n{extra}",
+            "A".repeat(43)
+        )
+    }
+
+    fn parse(text: &str) -> Result<RelaySettings> {
+        let r: RawRelay = toml::from_str(text)?;
+        RelaySettings::from_raw(&"f.toml", r)
+    }
+
+    #[test]
+    fn a_full_section() {
+        let s = parse(&raw("port = 2222\n")).unwrap();
+        assert_eq!(s.port, 2222);
+        assert_eq!(s.remote_port, 2201);
+        assert_eq!(s.shown(), "unlock@192.0.2.7:2222");
+        assert_eq!(parse(&raw("")).unwrap().port, 22);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = |text: &str| format!("{:#}", parse(text).unwrap_err());
+        let m = e(&raw("").replace("192.0.2.7", "relay.example.net"));
+        assert!(
+            m.contains("relay.host = \"relay.example.net\": give the relay's IP address"),
+            "{m}"
+        );
+        let v6 = parse(&raw("").replace("192.0.2.7", "2001:db8::7")).unwrap();
+        assert_eq!(v6.shown(), "unlock@[2001:db8::7]:22");
+        let m = e(&raw("").replace("unlock", "-oProxyCommand=x"));
+        assert!(m.contains("relay.user"), "{m}");
+        let m = e(&raw("").replace("/etc/portcullis/relay_key", "relay_key"));
+        assert!(m.contains("relay.key") && m.contains("absolute"), "{m}");
+        let m = e(&raw("").replace(&format!("SHA256:{}", "A".repeat(43)), "SHA256:short"));
+        assert!(m.contains("not a SHA256"), "{m}");
+        let m = e(&raw("").replace(&format!("\"SHA256:{}\"", "A".repeat(43)), ""));
+        assert!(m.contains("pin the relay's host key"), "{m}");
+        let m = e(&raw("").replace("2201", "0"));
+        assert!(m.contains("relay.remote-port = 0"), "{m}");
+        let m = e(&raw("remote-prot = 1\n"));
+        assert!(m.contains("unknown field `remote-prot`"), "{m}");
+        let m = e(&raw("").replace("remote-port = 2201\n", ""));
+        assert!(m.contains("remote-port"), "{m}");
+    }
+
+    #[test]
+    fn only_pinned_keys_pass() {
+        let pins = vec![format!("SHA256:{}", "A".repeat(43))];
+        assert!(pinned(&pins, &pins[0]));
+        assert!(!pinned(&pins, &format!("SHA256:{}", "B".repeat(43))));
+        assert!(!pinned(&[], &pins[0]));
+    }
+}
