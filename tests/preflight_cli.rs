@@ -289,6 +289,29 @@ fn errors_are_one_line_and_exit_1() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+#[test]
+fn a_default_boot_entry_without_an_initramfs_fails_with_exit_14() {
+    let root = tempfile::tempdir().unwrap();
+    machine(root.path(), 65536);
+    let cfg = b"menuentry 'bare' {\n linux /vmlinuz-6.1 root=/dev/sda1\n}\n";
+    write(root.path(), "boot/grub/grub.cfg", cfg, 0o644);
+    write(root.path(), "boot/vmlinuz-6.1", b"k", 0o644);
+    let o = preflight(&["--root", root.path().to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(14),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("loads no initramfs"), "{out}");
+    assert!(out.contains("fix the boot loader configuration"), "{out}");
+    // No boot entry at all stays a usage error (exit 1).
+    let empty = tempfile::tempdir().unwrap();
+    let o = preflight(&["--root", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
 /// The staging tree packed as a generator packs it (newc cpio, gzip by the
 /// real tool), behind an uncompressed early (microcode) archive.
 fn pack(stage: &Path, out: &Path) {

@@ -62,6 +62,10 @@ impl BootEntry {
 pub enum BootError {
     #[error("{0}")]
     NotFound(String),
+    /// The default entry boots no initramfs preflight can read: a finding
+    /// about the machine (a FAIL), not a usage error.
+    #[error("{0}")]
+    NoImage(String),
 }
 
 /// Every boot entry found under `root`, the default one first.
@@ -212,7 +216,7 @@ fn squash(text: &str) -> String {
 
 /// The error for a default entry that loads no initramfs we can read.
 fn no_image(what: &str, file: &str, why: &str) -> BootError {
-    BootError::NotFound(format!(
+    BootError::NoImage(format!(
         "the default boot entry '{what}' ({file}) {why}; fix the boot loader \
          configuration or name the image with --image"
     ))

@@ -16,8 +16,11 @@ use super::image::{normalize, Entry, Image, ImageError, Kind};
 use std::collections::HashMap;
 
 /// Bytes the whole image may unpack to (archive bytes, compressed parts
-/// counted after decompression). Real images stay well below 1 GiB.
-pub const MAX_UNPACKED: u64 = 2 << 30;
+/// counted after decompression). Real images unpack to under 300 MiB (a
+/// full dracut image with firmware ~250 MiB); preflight runs as root on
+/// servers with 2-4 GB and holds an entry twice while reading it, so the
+/// cap keeps a hostile image to about 1 GiB of memory.
+pub const MAX_UNPACKED: u64 = 512 << 20;
 /// Entries the whole image may hold (a full Debian image has ~3000).
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The kernel's PATH_MAX, which it applies to names and link targets.
@@ -540,7 +543,13 @@ mod tests {
         assert!(e.contains("name of 0 bytes"), "{e}");
         let e = error(&header(0o100644, 0xFFFF_FFFF, 2, b"a\0"));
         assert!(
-            e.contains("cpio entry of 4294967295 bytes (more than the 2 GiB"),
+            e.contains("cpio entry of 4294967295 bytes (more than the 512 MiB"),
+            "{e}"
+        );
+        // Over 512 MiB is no real image (they unpack to < 300 MiB).
+        let e = error(&header(0o100644, 600 << 20, 2, b"a\0"));
+        assert!(
+            e.contains("cpio entry of 629145600 bytes (more than the 512 MiB"),
             "{e}"
         );
         let mut link = header(0o120777, 5000, 2, b"l\0");

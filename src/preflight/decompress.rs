@@ -2,7 +2,7 @@
 //! uses (by its magic bytes, as the kernel's `decompress_method` does), and
 //! decompressing it into a [`cpio::Stream`] while counting how many input
 //! bytes it took, so the next part can follow. Pure-Rust decoders only
-//! (gzip: flate2/miniz_oxide, zstd: ruzstd, xz: lzma-rs, lz4: lz4_flex), so
+//! (gzip: flate2/miniz_oxide, zstd: ruzstd, xz: lzma-rust2, lz4: lz4_flex), so
 //! static musl builds need no C library.
 
 #![deny(
@@ -137,13 +137,36 @@ fn zstd(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     // part of its own.
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut rest).map_err(line)?;
     std::io::copy(&mut decoder, out).map_err(line)?;
-    drop(decoder);
+    // ruzstd computes the content checksum but leaves comparing it to us;
+    // without this a flipped byte in stored data reads as a valid image.
+    let frame = decoder.into_frame_decoder();
+    if let Some(stored) = frame.get_checksum_from_data() {
+        if frame.get_calculated_checksum() != Some(stored) {
+            return Err("the content checksum does not match the data".into());
+        }
+    }
     Ok(input.len() - rest.len())
 }
 
+/// The largest LZMA2 decoder (dictionary and state) an xz part may ask
+/// for, in KiB. `xz -9` needs a 64 MiB dictionary, the most any xz preset
+/// asks for; a larger one is a crafted image, not an initramfs.
+const XZ_MEM_LIMIT_KB: u32 = 65 << 10;
+
 fn xz(input: &[u8], out: &mut Stream) -> Result<usize, String> {
     let mut rest = input;
-    lzma_rs::xz_decompress(&mut rest, out).map_err(line)?;
+    // A streaming decoder: output reaches the cpio reader (and its size
+    // cap) as it is decoded, never as one whole block in memory. One
+    // stream, as the kernel's unxz reads; it checks the block checksums.
+    let mut decoder = lzma_rust2::XzReader::new_mem_limit(&mut rest, false, XZ_MEM_LIMIT_KB);
+    std::io::copy(&mut decoder, out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::OutOfMemory {
+            "its LZMA2 dictionary is larger than the 64 MiB any xz preset uses".to_string()
+        } else {
+            line(e)
+        }
+    })?;
+    drop(decoder);
     Ok(input.len() - rest.len())
 }
 
@@ -403,6 +426,58 @@ mod tests {
         assert!(
             e.starts_with("the image unpacks to more than 2000 bytes"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_xz_dictionary_beyond_any_preset_is_refused_before_allocation() {
+        // 128 MiB: lzma-rs allocated whatever the header asked for.
+        let e = error(&fixture("main-xzdict.img"));
+        assert_eq!(
+            e,
+            "truncated or corrupt xz data in the part at byte 0 of the image: its LZMA2 \
+             dictionary is larger than the 64 MiB any xz preset uses"
+        );
+    }
+
+    #[test]
+    fn xz_output_reaches_the_cap_while_it_is_decoded() {
+        // One block of 64 MiB of zeros (xz -0, as a bomb is built), cut
+        // in half: a decoder that holds the block until its end (lzma-rs)
+        // meets the cut before any output and reports it; a streaming one
+        // hands on output as it goes and stops at the cap first.
+        let xz = xz_zeros(64 << 20);
+        let half = &xz[..xz.len() / 2];
+        let e = Image::read_limited(half, 1 << 20).unwrap_err().to_string();
+        assert!(e.starts_with("the image unpacks to more than 1 MiB"), "{e}");
+    }
+
+    /// `n` zero bytes as one xz block (written by the `xz` tool).
+    fn xz_zeros(n: usize) -> Vec<u8> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("xz")
+            .args(["-0", "--check=crc32", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("xz (apt-get install xz-utils)");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&vec![0u8; n]).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out.stdout
+    }
+
+    #[test]
+    fn a_zstd_checksum_mismatch_is_an_error() {
+        // One flipped byte of stored data: it decodes, only the content
+        // checksum tells (`zstd -t` refuses it).
+        let e = error(&fixture("main-zstbad.img"));
+        assert_eq!(
+            e,
+            "truncated or corrupt zstd data in the part at byte 0 of the image: the content \
+             checksum does not match the data"
         );
     }
 

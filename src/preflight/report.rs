@@ -94,6 +94,16 @@ impl Report {
         } else {
             verdict
         };
+        // Reports go to the workstation and into build logs: a command
+        // line's credentials (dracut's rd.iscsi.password=, user:pass@ in
+        // netroot=) are masked before anything prints or serializes them.
+        let images = images
+            .into_iter()
+            .map(|mut i| {
+                i.cmdline = i.cmdline.as_deref().map(mask_credentials);
+                i
+            })
+            .collect();
         Report {
             format: FORMAT,
             verdict,
@@ -112,10 +122,67 @@ impl Report {
     }
 }
 
+/// `cmdline` with the values of `*pass*=` keys and the `user:pass` of
+/// `…:user:pass@host` (iSCSI, URLs) replaced by `***`.
+pub fn mask_credentials(cmdline: &str) -> String {
+    cmdline
+        .split(' ')
+        .map(|word| {
+            if let Some((key, _)) = word.split_once('=') {
+                let k = key.to_ascii_lowercase();
+                if k.contains("pass") || k.contains("secret") {
+                    return format!("{key}=***");
+                }
+            }
+            // `netroot=iscsi:user:pass@…`, `root=nfs://user:pass@…`.
+            if let Some((before, after)) = word.split_once('@') {
+                let value_at = before.find('=').map_or(0, |i| i + 1);
+                if let Some(colon) = before.get(value_at..).and_then(|v| v.find(':')) {
+                    let keep = before.get(..value_at + colon + 1).unwrap_or_default();
+                    if before
+                        .get(value_at + colon + 1..)
+                        .is_some_and(|c| c.contains(':'))
+                    {
+                        return format!("{keep}***@{after}");
+                    }
+                }
+            }
+            word.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_credentials_are_masked_in_the_report() {
+        let line = "ro rd.iscsi.password=hunter2 rd.iscsi.in.password=s3 \
+                    netroot=iscsi:alice:hunter2@192.0.2.1::3260::iqn.x root=nfs://bob:pw@h:/r \
+                    console=ttyS0 ip=10.0.0.2::10.0.0.1:24::ens3:off user@host";
+        let r = Report::new(vec![ImageReport {
+            image: "i".into(),
+            kernel: None,
+            cmdline: Some(line.into()),
+            host_keys: Vec::new(),
+            authorized_keys: Vec::new(),
+            checks: Vec::new(),
+        }]);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            !json.contains("hunter2") && !json.contains("s3 ") && !json.contains(":pw@"),
+            "{json}"
+        );
+        assert_eq!(
+            r.images[0].cmdline.as_deref().unwrap(),
+            "ro rd.iscsi.password=*** rd.iscsi.in.password=*** \
+             netroot=iscsi:***@192.0.2.1::3260::iqn.x root=nfs:***@h:/r \
+             console=ttyS0 ip=10.0.0.2::10.0.0.1:24::ens3:off user@host"
+        );
+    }
 
     fn check(id: &str, status: Status) -> Check {
         Check {

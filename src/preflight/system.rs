@@ -93,6 +93,13 @@ pub trait System {
     fn addresses(&self, interface: &str) -> Vec<Address>;
     /// The driver behind an interface.
     fn nic_driver(&self, interface: &str) -> NicDriver;
+    /// Every driver the initramfs needs for `interface` to work: through a
+    /// bridge, bond or VLAN those of the devices under it, and for each
+    /// device its own and its parent buses' (virtio_net needs virtio_pci).
+    /// Only `Virtual` when no device is under it.
+    fn nic_drivers(&self, interface: &str) -> Vec<NicDriver> {
+        vec![self.nic_driver(interface)]
+    }
     /// `modules.builtin` of kernel `release` installed on this system.
     fn modules_builtin(&self, release: &str) -> Option<String>;
     /// A file of the running system (`/etc/portcullis/authorized_keys`),
@@ -227,6 +234,56 @@ impl System for RealSystem {
         }
     }
 
+    fn nic_drivers(&self, interface: &str) -> Vec<NicDriver> {
+        let net = self.root.join("/sys/class/net");
+        let mut out: Vec<NicDriver> = Vec::new();
+        let mut todo = vec![interface.to_string()];
+        let mut seen: Vec<String> = Vec::new();
+        // Bounded: a hostile or looping sysfs cannot keep this going.
+        while let Some(i) = todo.pop() {
+            if seen.contains(&i) || seen.len() >= 64 {
+                continue;
+            }
+            seen.push(i.clone());
+            match self.nic_driver(&i) {
+                NicDriver::Virtual => {
+                    // Bond slaves and VLAN parents are lower_IF links;
+                    // bridge ports are brif/IF.
+                    let lower = std::fs::read_dir(net.join(&i))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_prefix("lower_"))
+                                .map(str::to_string)
+                        });
+                    let ports = std::fs::read_dir(net.join(&i).join("brif"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str().map(str::to_string));
+                    todo.extend(lower.chain(ports));
+                }
+                driver => {
+                    out.push(driver);
+                    out.extend(self.bus_drivers(&net.join(&i).join("device")));
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(NicDriver::Virtual);
+        }
+        let mut unique: Vec<NicDriver> = Vec::new();
+        for d in out {
+            if !unique.contains(&d) {
+                unique.push(d);
+            }
+        }
+        unique
+    }
+
     fn modules_builtin(&self, release: &str) -> Option<String> {
         if release.contains('/') || release.starts_with('.') {
             return None;
@@ -242,6 +299,32 @@ impl System for RealSystem {
 
     fn cmdline(&self) -> Option<String> {
         self.text("/proc/cmdline").map(|s| s.trim().to_string())
+    }
+}
+
+impl RealSystem {
+    /// The drivers of the devices above `device` in sysfs (the PCI
+    /// function under a virtio device, a USB host controller), up to
+    /// /sys/devices.
+    fn bus_drivers(&self, device: &Path) -> Vec<NicDriver> {
+        let top = self.root.join("/sys/devices");
+        let (Ok(top), Ok(dev)) = (std::fs::canonicalize(&top), std::fs::canonicalize(device))
+        else {
+            return Vec::new();
+        };
+        let base = |p: PathBuf| -> Option<String> {
+            let target = std::fs::read_link(p).ok()?;
+            Some(target.file_name()?.to_string_lossy().into_owned())
+        };
+        dev.ancestors()
+            .skip(1)
+            .take_while(|p| p.starts_with(&top) && *p != top)
+            .take(16)
+            .filter_map(|p| match base(p.join("driver/module")) {
+                Some(m) => Some(NicDriver::Module(m)),
+                None => base(p.join("driver")).map(NicDriver::BuiltIn),
+            })
+            .collect()
     }
 }
 
@@ -403,6 +486,8 @@ pub mod fake {
         pub routes: Vec<Route>,
         pub addresses: HashMap<String, Vec<Address>>,
         pub drivers: HashMap<String, NicDriver>,
+        /// [`System::nic_drivers`] answers, where they differ from `drivers`.
+        pub stacks: HashMap<String, Vec<NicDriver>>,
         pub builtin: HashMap<String, String>,
         pub files: HashMap<PathBuf, Vec<u8>>,
         pub cmdline: Option<String>,
@@ -440,6 +525,12 @@ pub mod fake {
                 .get(interface)
                 .cloned()
                 .unwrap_or(NicDriver::Unknown)
+        }
+        fn nic_drivers(&self, interface: &str) -> Vec<NicDriver> {
+            match self.stacks.get(interface) {
+                Some(all) => all.clone(),
+                None => vec![self.nic_driver(interface)],
+            }
         }
         fn modules_builtin(&self, release: &str) -> Option<String> {
             self.builtin.get(release).cloned()
@@ -565,6 +656,85 @@ mod tests {
         assert_eq!(sys.nic_driver("br0"), NicDriver::Virtual);
         assert_eq!(sys.nic_driver("wlan9"), NicDriver::Unknown);
         assert_eq!(sys.nic_driver("../x"), NicDriver::Unknown);
+    }
+
+    #[test]
+    fn nic_drivers_under_bonds_bridges_and_buses() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let mkdir = |p: &str| std::fs::create_dir_all(r.join(p)).unwrap();
+        // Drivers with their modules.
+        for (bus, drv, module) in [
+            ("pci", "virtio-pci", "virtio_pci"),
+            ("virtio", "virtio_net", "virtio_net"),
+            ("pci", "e1000e", "e1000e"),
+        ] {
+            mkdir(&format!("sys/bus/{bus}/drivers/{drv}"));
+            mkdir(&format!("sys/module/{module}"));
+            symlink(
+                r.join(format!("sys/module/{module}")),
+                r.join(format!("sys/bus/{bus}/drivers/{drv}/module")),
+            )
+            .unwrap();
+        }
+        // ens3: a virtio device on a PCI function; eno1: a PCI NIC.
+        let pci = "sys/devices/pci0000:00/0000:00:03.0";
+        mkdir(&format!("{pci}/virtio0"));
+        symlink(
+            r.join("sys/bus/pci/drivers/virtio-pci"),
+            r.join(pci).join("driver"),
+        )
+        .unwrap();
+        symlink(
+            r.join("sys/bus/virtio/drivers/virtio_net"),
+            r.join(pci).join("virtio0/driver"),
+        )
+        .unwrap();
+        let e1000 = "sys/devices/pci0000:00/0000:00:04.0";
+        mkdir(e1000);
+        symlink(
+            r.join("sys/bus/pci/drivers/e1000e"),
+            r.join(e1000).join("driver"),
+        )
+        .unwrap();
+        mkdir("sys/class/net/ens3");
+        symlink(
+            r.join(pci).join("virtio0"),
+            r.join("sys/class/net/ens3/device"),
+        )
+        .unwrap();
+        mkdir("sys/class/net/eno1");
+        symlink(r.join(e1000), r.join("sys/class/net/eno1/device")).unwrap();
+        // br0 over bond0 (lower_eno1) and ens3.
+        mkdir("sys/class/net/bond0");
+        symlink(
+            r.join("sys/class/net/eno1"),
+            r.join("sys/class/net/bond0/lower_eno1"),
+        )
+        .unwrap();
+        mkdir("sys/class/net/br0/brif");
+        symlink(
+            r.join("sys/class/net/bond0"),
+            r.join("sys/class/net/br0/brif/bond0"),
+        )
+        .unwrap();
+        symlink(
+            r.join("sys/class/net/ens3"),
+            r.join("sys/class/net/br0/brif/ens3"),
+        )
+        .unwrap();
+        mkdir("sys/class/net/dummy0");
+        let sys = RealSystem::new(Root::new(r), Box::new(crate::sys::SystemRunner));
+        let m = |s: &str| NicDriver::Module(s.into());
+        assert_eq!(
+            sys.nic_drivers("ens3"),
+            vec![m("virtio_net"), m("virtio_pci")]
+        );
+        let mut all = sys.nic_drivers("br0");
+        all.sort_by_key(|d| format!("{d:?}"));
+        assert_eq!(all, vec![m("e1000e"), m("virtio_net"), m("virtio_pci")]);
+        assert_eq!(sys.nic_drivers("dummy0"), vec![NicDriver::Virtual]);
     }
 
     /// A header written by the real cryptsetup, read through the real

@@ -63,8 +63,23 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
             entry,
         )]));
     }
-    // Its errors already say to name the image with --image.
-    let entries = boot::entries(root.join("/").as_path()).map_err(|e| anyhow!("{e}"))?;
+    let entries = match boot::entries(root.join("/").as_path()) {
+        Ok(entries) => entries,
+        // A default entry without an initramfs is a finding: exit 14.
+        Err(boot::BootError::NoImage(why)) => {
+            let (summary, fix) = why.split_once("; ").unwrap_or((why.as_str(), ""));
+            return Ok(Report::new(vec![ImageReport {
+                image: "(the default boot entry)".into(),
+                kernel: None,
+                cmdline: None,
+                host_keys: Vec::new(),
+                authorized_keys: Vec::new(),
+                checks: vec![fail("image", summary.to_string(), fix.to_string())],
+            }]));
+        }
+        // Its errors already say to name the image with --image.
+        Err(e) => return Err(anyhow!("{e}")),
+    };
     let chosen: Vec<&BootEntry> = if args.all_kernels {
         let mut seen: Vec<&PathBuf> = Vec::new();
         entries

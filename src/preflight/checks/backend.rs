@@ -65,7 +65,7 @@ pub fn dm_crypt(ctx: &Ctx<'_>) -> Check {
 }
 
 /// The backend the listener will pick at boot in this image.
-fn effective(ctx: &Ctx<'_>) -> BackendKind {
+pub(super) fn effective(ctx: &Ctx<'_>) -> BackendKind {
     let configured = ctx
         .settings
         .as_ref()
@@ -138,10 +138,12 @@ pub fn backend(ctx: &Ctx<'_>) -> Check {
             format!("{fix}, then run {}", ctx.rebuild()),
         );
     }
-    if kind == BackendKind::Askpass && ctx.image.file("cryptroot/crypttab").is_none() {
+    // An empty crypttab is as good as none: cryptroot asks for nothing.
+    let listed = |t: &[u8]| !crate::unlock::crypttab::parse(&String::from_utf8_lossy(t)).is_empty();
+    if kind == BackendKind::Askpass && !ctx.image.file("cryptroot/crypttab").is_some_and(listed) {
         return fail(
             ID,
-            "backend askpass: no cryptroot/crypttab in the image: cryptroot will ask for nothing",
+            "backend askpass: no volume in the image's cryptroot/crypttab: cryptroot will ask for nothing",
             format!(
                 "list the root volume in /etc/crypttab (cryptsetup-initramfs reads it), then run {}",
                 ctx.rebuild()
@@ -243,6 +245,11 @@ mod tests {
         let c = check("backend", &img, &FakeSystem::default(), "");
         assert_eq!(c.status, Status::Pass, "{c:?}");
         assert!(c.summary.starts_with("backend askpass"));
+        // Only comments and blank lines: no volume to ask for.
+        file(&mut img, "cryptroot/crypttab", b"# none\n\n");
+        let c = check("backend", &img, &FakeSystem::default(), "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("ask for nothing"), "{c:?}");
         let mut img = Image::default();
         exe(&mut img, "lib/cryptsetup/askpass", b"");
         file(&mut img, "cryptroot/crypttab", b"root UUID=1 none luks\n");

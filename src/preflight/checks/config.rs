@@ -40,11 +40,12 @@ pub fn config(ctx: &Ctx<'_>) -> Check {
             format!("give a port (22) in {CONFIG}, then run {}", ctx.rebuild()),
         );
     }
-    let here = ctx.system.read_file(Path::new(CONFIG));
+    let source = host_config(ctx);
+    let here = ctx.system.read_file(Path::new(&source));
     if here.is_some_and(|h| Some(h.as_slice()) != ctx.image.file(CONFIG)) {
         return warn(
             ID,
-            format!("{CONFIG} changed since the image was built: the next boot uses the old one"),
+            format!("{source} changed since the image was built: the next boot uses the old one"),
             format!("run {}", ctx.rebuild()),
         );
     }
@@ -57,6 +58,22 @@ pub fn config(ctx: &Ctx<'_>) -> Check {
             super::backend::name(settings.backend)
         ),
     )
+}
+
+/// The host file the hooks copy into the image as [`CONFIG`]:
+/// `PORTCULLIS_CONFIG` of /etc/portcullis/initramfs.conf (the last
+/// assignment, as the shell that sources it sees), else [`CONFIG`].
+fn host_config(ctx: &Ctx<'_>) -> String {
+    let conf = ctx
+        .system
+        .read_file(Path::new("/etc/portcullis/initramfs.conf"))
+        .unwrap_or_default();
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("PORTCULLIS_CONFIG="))
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .rfind(|v| v.starts_with('/'))
+        .unwrap_or_else(|| CONFIG.to_string())
 }
 
 #[cfg(test)]
@@ -119,5 +136,19 @@ mod tests {
         let c = check("config", &img, &sys, "");
         assert_eq!(c.status, Status::Warn, "{c:?}");
         assert!(c.fix.unwrap().starts_with("run "));
+        // PORTCULLIS_CONFIG in initramfs.conf names the file the hooks
+        // copy: that one is compared, not /etc/portcullis/portcullisd.toml.
+        sys.files.insert(
+            "/etc/portcullis/initramfs.conf".into(),
+            b"#PORTCULLIS_CONFIG=/nowhere\nPORTCULLIS_CONFIG=\"/srv/p.toml\"\n".to_vec(),
+        );
+        sys.files.insert("/srv/p.toml".into(), GOOD.to_vec());
+        let c = check("config", &img, &sys, "");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        sys.files
+            .insert("/srv/p.toml".into(), b"listen = [\"0.0.0.0:2\"]\n".to_vec());
+        let c = check("config", &img, &sys, "");
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.summary.starts_with("/srv/p.toml changed"), "{c:?}");
     }
 }

@@ -116,24 +116,115 @@ pub fn parse_ip(value: &str) -> IpParam {
     }
 }
 
+/// The `ip=` values that take effect: dracut takes one per interface, so
+/// all of them; the kernel, initramfs-tools and mkinitcpio read only the
+/// last one (`ip=dhcp ip=off` is off).
 fn ip_params(ctx: &Ctx<'_>) -> Vec<(String, IpParam)> {
-    ctx.words()
+    let mut all: Vec<(String, IpParam)> = ctx
+        .words()
         .filter_map(|w| w.strip_prefix("ip="))
         .map(|v| (v.to_string(), parse_ip(v)))
-        .collect()
+        .collect();
+    if ctx.generator != Generator::Dracut && all.len() > 1 {
+        all.drain(..all.len() - 1);
+    }
+    all
 }
 
-fn cmdline_fix() -> String {
-    "add ip=dhcp, or ip=ADDRESS::GATEWAY:NETMASK::INTERFACE:off, to the kernel command line \
-     (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub; or /etc/kernel/cmdline)"
-        .into()
+/// Where the kernel command line is edited, by the distribution family
+/// the image's generator stands for (update-grub is Debian's alone).
+fn where_cmdline(ctx: &Ctx<'_>) -> &'static str {
+    match ctx.generator {
+        Generator::InitramfsTools => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub; or /etc/kernel/cmdline"
+        }
+        Generator::Dracut => {
+            "grubby --update-kernel=ALL --args=… (Fedora, BLS entries), or GRUB_CMDLINE_LINUX in \
+             /etc/default/grub then grub2-mkconfig -o /boot/grub2/grub.cfg; or /etc/kernel/cmdline"
+        }
+        Generator::Mkinitcpio => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then grub-mkconfig -o /boot/grub/grub.cfg; \
+             or the options line of /boot/loader/entries/*.conf"
+        }
+        Generator::Unknown => {
+            "GRUB_CMDLINE_LINUX in /etc/default/grub, then regenerate grub.cfg (update-grub, \
+             grub-mkconfig or grub2-mkconfig); or the boot entry's options line"
+        }
+    }
+}
+
+fn cmdline_fix(ctx: &Ctx<'_>) -> String {
+    format!(
+        "add ip=dhcp, or ip=ADDRESS::GATEWAY:NETMASK::INTERFACE:off, to the kernel command line \
+         ({})",
+        where_cmdline(ctx)
+    )
 }
 
 pub fn network_config(ctx: &Ctx<'_>) -> Check {
     const ID: &str = "network-config";
     let ips = ip_params(ctx);
+    // initramfs-tools and mkinitcpio busybox images: klibc ipconfig and
+    // the hook's ip= parser are IPv4 only; IPv6, VLANs and bonds come from
+    // portcullis.* parameters, read by the image's /usr/lib/portcullis/net.sh.
+    let busybox = !ctx.systemd
+        && matches!(
+            ctx.generator,
+            Generator::InitramfsTools | Generator::Mkinitcpio
+        );
+    let ip6_fix = || {
+        format!(
+            "write ip=off portcullis.ip6=ADDRESS/PREFIX,GATEWAY,DEVICE instead (docs/install/network.md) \
+             ({})",
+            where_cmdline(ctx)
+        )
+    };
+    if busybox {
+        let v6 = ips.iter().find(|(_, p)| {
+            matches!(
+                p,
+                IpParam::Static {
+                    client: IpAddr::V6(_),
+                    ..
+                }
+            )
+        });
+        if let Some((v, _)) = v6 {
+            return fail(
+                ID,
+                format!(
+                    "ip={}: this initramfs sets only IPv4 addresses from ip=",
+                    clip_plain(v)
+                ),
+                ip6_fix(),
+            );
+        }
+    }
     if let Some((v, _)) = ips.iter().find(|(_, p)| *p != IpParam::Off) {
         return pass(ID, format!("ip={} on the command line", clip_plain(v)));
+    }
+    let ip6 = ctx
+        .words()
+        .filter_map(|w| w.strip_prefix("portcullis.ip6="))
+        .last();
+    if let (true, Some(v)) = (busybox, ip6) {
+        if ctx.image.file("usr/lib/portcullis/net.sh").is_some() {
+            return pass(
+                ID,
+                format!("portcullis.ip6={} on the command line", clip_plain(v)),
+            );
+        }
+        return fail(
+            ID,
+            format!(
+                "portcullis.ip6={}: the image has no /usr/lib/portcullis/net.sh to read it",
+                clip_plain(v)
+            ),
+            format!(
+                "install the current portcullis hooks (initramfs/install.sh), then run {}",
+                ctx.rebuild()
+            ),
+        );
     }
     if let Some((v, _)) = ips.first() {
         return fail(
@@ -142,7 +233,7 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
                 "ip={} on the command line: the initramfs brings up no network",
                 clip_plain(v)
             ),
-            cmdline_fix().replacen("add", "replace it with", 1),
+            cmdline_fix(ctx).replacen("add", "replace it with", 1),
         );
     }
     if ctx.words().any(|w| w == "rd.neednet=1") && ctx.generator == Generator::Dracut {
@@ -156,7 +247,12 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
                 && p.ends_with(".network")
         })
         .count();
-    if networkd > 0 && ctx.systemd {
+    // The files configure nothing unless networkd itself is in the image.
+    let networkd_binary = ctx
+        .image
+        .resolve("usr/lib/systemd/systemd-networkd")
+        .is_some();
+    if networkd > 0 && ctx.systemd && networkd_binary {
         return pass(
             ID,
             format!("{networkd} systemd-networkd .network file(s) in the image"),
@@ -192,14 +288,14 @@ pub fn network_config(ctx: &Ctx<'_>) -> Check {
             None => warn(
                 ID,
                 "no ip= on the command line: the initramfs tries DHCP on every interface, and has no network where there is no DHCP server",
-                cmdline_fix(),
+                cmdline_fix(ctx),
             ),
         };
     }
     fail(
         ID,
         "no ip=, rd.neednet=1 or networkd file: the initramfs brings up no network",
-        cmdline_fix(),
+        cmdline_fix(ctx),
     )
 }
 
@@ -218,34 +314,55 @@ pub fn nic_driver(ctx: &Ctx<'_>) -> Check {
         );
     };
     let iface = r.interface.clone();
-    let module = match ctx.system.nic_driver(&r.interface) {
-        NicDriver::Virtual => {
-            return skip(
-                ID,
-                format!("{iface} (default route) is a virtual interface: the drivers under it are not checked"),
-            )
+    let drivers = ctx.system.nic_drivers(&r.interface);
+    if drivers.iter().all(|d| *d == NicDriver::Virtual) {
+        return skip(
+            ID,
+            format!("{iface} (default route) is a virtual interface with no device under it"),
+        );
+    }
+    // Every driver under the route (a bond's slaves, a virtio device's
+    // PCI function) must load; the first missing one fails.
+    let mut found = Vec::new();
+    for driver in drivers {
+        match one_driver(ctx, &iface, driver) {
+            Ok(Some(said)) => found.push(said),
+            Ok(None) => {}
+            Err(check) => return check,
         }
+    }
+    pass(ID, found.join("; "))
+}
+
+/// `Ok(what was found)` for a driver that will be there at boot, else the
+/// check that says why not.
+fn one_driver(ctx: &Ctx<'_>, iface: &str, driver: NicDriver) -> Result<Option<String>, Check> {
+    const ID: &str = "nic-driver";
+    let module = match driver {
+        NicDriver::Virtual => return Ok(None),
         NicDriver::Unknown => {
-            return warn(
+            return Err(warn(
                 ID,
                 format!("cannot read the driver of {iface} (default route)"),
                 "run preflight as root on the server the image boots",
-            )
+            ))
         }
         NicDriver::BuiltIn(d) => {
-            return pass(ID, format!("{iface}: driver {d} is built into the kernel"))
+            return Ok(Some(format!(
+                "{iface}: driver {d} is built into the kernel"
+            )))
         }
         NicDriver::Module(m) => m,
     };
     let m = module.clone();
     match kmod::find(ctx, &module) {
-        None => warn(
+        None => Err(warn(
             ID,
             format!("the image's kernel release is not known: cannot look for {m} ({iface})"),
             "name it with --kernel REL",
-        ),
-        Some(Found::Image) => pass(ID, format!("{iface}: module {m} in the image")),
-        Some(Found::BuiltIn) => pass(ID, format!("{iface}: {m} is built into the kernel")),
+        )),
+        Some(Found::Image) => Ok(Some(format!("{iface}: module {m} in the image"))),
+        Some(Found::BuiltIn) => Ok(Some(format!("{iface}: {m} is built into the kernel"))),
         Some(Found::Missing) => {
             let add = match ctx.generator {
                 Generator::InitramfsTools => {
@@ -257,14 +374,14 @@ pub fn nic_driver(ctx: &Ctx<'_>) -> Check {
                 Generator::Mkinitcpio => format!("add {module} to MODULES in /etc/mkinitcpio.conf"),
                 Generator::Unknown => format!("add the {module} module to the image"),
             };
-            fail(
+            Err(fail(
                 ID,
                 format!(
                     "{iface} carries the default route, but its driver {m} is not in the image for {}",
                     ctx.kernel.as_deref().unwrap_or_default()
                 ),
                 format!("{add}, then run {}", ctx.rebuild()),
-            )
+            ))
         }
     }
 }
@@ -295,7 +412,11 @@ pub fn static_ip(ctx: &Ctx<'_>) -> Check {
         .clone()
         .or_else(|| r.map(|r| r.interface.clone()))
         .unwrap_or_default();
-    let fix = "correct ip= on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub)";
+    let fix = format!(
+        "correct ip= on the kernel command line ({})",
+        where_cmdline(ctx)
+    );
+    let fix = fix.as_str();
     if let (Some(d), Some(r)) = (&device, r) {
         if *d != r.interface {
             return warn(
@@ -442,15 +563,45 @@ mod tests {
         );
         let c = check("network-config", &img, &s, "ro quiet");
         assert_eq!(c.status, Status::Warn, "{c:?}");
-        assert!(c.fix.unwrap().contains("ip=dhcp"));
+        let fix = c.fix.unwrap();
+        assert!(
+            fix.contains("ip=dhcp") && fix.contains("update-grub"),
+            "{fix}"
+        );
+        // update-grub is Debian's: Arch (mkinitcpio) and Fedora (dracut)
+        // are told their own tools.
+        let mut arch = Image::default();
+        file(&mut arch, "init_functions", b"");
+        let fix = check("network-config", &arch, &s, "ip=off").fix.unwrap();
+        assert!(
+            fix.contains("grub-mkconfig -o /boot/grub/grub.cfg"),
+            "{fix}"
+        );
+        assert!(!fix.contains("update-grub"), "{fix}");
+        let mut fedora = Image::default();
+        file(&mut fedora, "usr/lib/dracut/modules.txt", b"");
+        let fix = check("network-config", &fedora, &s, "ip=off").fix.unwrap();
+        assert!(
+            fix.contains("grubby") && !fix.contains("update-grub"),
+            "{fix}"
+        );
         let c = check("network-config", &img, &s, "ip=off");
         assert_eq!(c.status, Status::Fail, "{c:?}");
+        // The last ip= wins outside dracut.
+        let c = check("network-config", &img, &s, "ro ip=dhcp ip=off");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.starts_with("ip=off"), "{c:?}");
+        let c = check("network-config", &img, &s, "ro ip=off ip=dhcp");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
         let mut img = tools_image();
         file(&mut img, "conf/conf.d/net", b"IP=dhcp\n");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Pass);
         // dracut: our module's etc/cmdline.d counts.
         let mut img = Image::default();
         file(&mut img, "usr/lib/dracut/modules.txt", b"");
+        // dracut takes one ip= per interface: any one that is on counts.
+        let c = check("network-config", &img, &s, "ip=ens3:dhcp ip=ens4:off");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Fail);
         file(
             &mut img,
@@ -467,6 +618,9 @@ mod tests {
             "etc/systemd/network/20-wired.network",
             b"[Match]\n",
         );
+        // .network files without systemd-networkd configure nothing.
+        assert_eq!(check("network-config", &img, &s, "").status, Status::Fail);
+        exe(&mut img, "usr/lib/systemd/systemd-networkd", b"");
         assert_eq!(check("network-config", &img, &s, "").status, Status::Pass);
     }
 
@@ -497,6 +651,84 @@ mod tests {
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Skip);
         s.routes.clear();
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Warn);
+    }
+
+    #[test]
+    fn ipv6_needs_portcullis_ip6_outside_dracut() {
+        let s = sys();
+        let v6 = "ip=[2001:db8::10]::[fe80::1]:64::ens3:none";
+        let c = check("network-config", &tools_image(), &s, v6);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.as_ref().unwrap().contains("portcullis.ip6="), "{c:?}");
+        let mut arch = Image::default();
+        file(&mut arch, "init_functions", b"");
+        assert_eq!(check("network-config", &arch, &s, v6).status, Status::Fail);
+        // dracut reads bracketed IPv6 in ip= itself.
+        let mut dracut = Image::default();
+        file(&mut dracut, "usr/lib/dracut/modules.txt", b"");
+        assert_eq!(
+            check("network-config", &dracut, &s, v6).status,
+            Status::Pass
+        );
+        // portcullis.ip6= with ip=off: an IPv6-only image, if net.sh is in it.
+        let line = "ip=off portcullis.ip6=2001:db8::10/64,fe80::1,ens3";
+        let mut img = tools_image();
+        let c = check("network-config", &img, &s, line);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("net.sh"), "{c:?}");
+        file(&mut img, "usr/lib/portcullis/net.sh", b"");
+        let c = check("network-config", &img, &s, line);
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        file(&mut arch, "usr/lib/portcullis/net.sh", b"");
+        let c = check(
+            "network-config",
+            &arch,
+            &s,
+            "ip=off portcullis.ip6=auto,,eth0",
+        );
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+    }
+
+    #[test]
+    fn nic_driver_checks_every_device_under_the_route() {
+        let mut s = sys();
+        // A bond over two NICs, one driver in the image, one not.
+        s.routes[0].interface = "bond0".into();
+        s.drivers.insert("bond0".into(), NicDriver::Virtual);
+        s.stacks.insert(
+            "bond0".into(),
+            vec![
+                NicDriver::Module("virtio_net".into()),
+                NicDriver::Module("igb".into()),
+            ],
+        );
+        let mut img = tools_image();
+        file(
+            &mut img,
+            "usr/lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko",
+            b"",
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("igb"), "{c:?}");
+        // The parent bus's module counts too (virtio_net needs virtio_pci).
+        s.stacks.insert(
+            "bond0".into(),
+            vec![
+                NicDriver::Module("virtio_net".into()),
+                NicDriver::Module("virtio_pci".into()),
+            ],
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.unwrap().starts_with("add virtio_pci"));
+        file(
+            &mut img,
+            "usr/lib/modules/6.1.0-test/kernel/drivers/virtio/virtio_pci.ko",
+            b"",
+        );
+        let c = check("nic-driver", &img, &s, "");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! where nobody is.
 
 use super::{fail, pass, skip, warn, Ctx};
+use crate::config::BackendKind;
 use crate::preflight::report::Check;
 use crate::preflight::system::LuksDevice;
 use crate::text::clip;
@@ -23,7 +24,10 @@ pub struct ImageVolume {
     pub origin: &'static str,
 }
 
-/// Every volume the image names, without duplicate names.
+/// Every volume the image will unlock, without duplicate names: only the
+/// sources the backend it picks at boot reads (daemon.rs, unlock/): askpass
+/// answers cryptroot's crypttab; systemd the image's /etc/crypttab and
+/// `rd.luks.*`; cryptsetup the `[[volume]]`s and the command line.
 pub fn image_volumes(ctx: &Ctx<'_>) -> Vec<ImageVolume> {
     let mut out: Vec<ImageVolume> = Vec::new();
     let mut add = |v: ImageVolume| {
@@ -31,8 +35,28 @@ pub fn image_volumes(ctx: &Ctx<'_>) -> Vec<ImageVolume> {
             out.push(v);
         }
     };
-    let from_cmdline = match &ctx.settings {
-        Ok(s) => {
+    let kind = super::backend::effective(ctx);
+    let (config, cmdline, crypttab) = match kind {
+        BackendKind::Askpass => (
+            false,
+            false,
+            Some(("cryptroot/crypttab", "the image's cryptroot/crypttab")),
+        ),
+        BackendKind::Systemd => (
+            false,
+            true,
+            Some(("etc/crypttab", "the image's /etc/crypttab")),
+        ),
+        _ => (
+            true,
+            ctx.settings
+                .as_ref()
+                .map_or(true, |s| s.volumes_from_cmdline),
+            None,
+        ),
+    };
+    if config {
+        if let Ok(s) = &ctx.settings {
             for v in &s.volumes {
                 add(ImageVolume {
                     name: v.name.clone(),
@@ -40,34 +64,28 @@ pub fn image_volumes(ctx: &Ctx<'_>) -> Vec<ImageVolume> {
                     origin: "portcullisd.toml",
                 });
             }
-            s.volumes_from_cmdline
         }
-        Err(_) => true,
-    };
-    if from_cmdline {
+    }
+    if let Some((path, origin)) = crypttab {
+        if let Some(text) = ctx.image.file(path) {
+            for e in crypttab::parse(&String::from_utf8_lossy(text)) {
+                if let Ok(device) = DeviceSpec::parse(&e.source) {
+                    add(ImageVolume {
+                        name: e.name,
+                        device,
+                        origin,
+                    });
+                }
+            }
+        }
+    }
+    if cmdline {
         for v in volume::from_cmdline(&ctx.cmdline).0 {
             add(ImageVolume {
                 name: v.name,
                 device: v.device,
                 origin: "the kernel command line",
             });
-        }
-    }
-    for (path, origin) in [
-        ("cryptroot/crypttab", "the image's cryptroot/crypttab"),
-        ("etc/crypttab", "the image's /etc/crypttab"),
-    ] {
-        let Some(text) = ctx.image.file(path) else {
-            continue;
-        };
-        for e in crypttab::parse(&String::from_utf8_lossy(text)) {
-            if let Ok(device) = DeviceSpec::parse(&e.source) {
-                add(ImageVolume {
-                    name: e.name,
-                    device,
-                    origin,
-                });
-            }
         }
     }
     out
@@ -196,7 +214,7 @@ pub fn none(id: &str) -> Check {
     clippy::field_reassign_with_default
 )]
 pub mod tests {
-    use super::super::fixture::{check, file};
+    use super::super::fixture::{check, exe, file};
     use crate::preflight::image::Image;
     use crate::preflight::report::Status;
     use crate::preflight::system::fake::FakeSystem;
@@ -218,6 +236,7 @@ pub mod tests {
 
     fn debian_image() -> Image {
         let mut img = Image::default();
+        exe(&mut img, crate::unlock::askpass::ASKPASS, b"askpass");
         file(
             &mut img,
             "cryptroot/crypttab",
@@ -276,6 +295,34 @@ pub mod tests {
             check("volumes", &debian_image(), &sys, "").status,
             Status::Pass
         );
+    }
+
+    #[test]
+    fn counts_only_what_the_effective_backend_reads() {
+        let mut sys = FakeSystem::default();
+        sys.luks = vec![dev("/dev/vda2", "aaaa-1", 65536)];
+        // initramfs-tools with an empty cryptroot/crypttab: askpass asks
+        // for nothing, whatever portcullisd.toml lists.
+        let mut img = Image::default();
+        exe(&mut img, crate::unlock::askpass::ASKPASS, b"askpass");
+        file(&mut img, "cryptroot/crypttab", b"");
+        file(
+            &mut img,
+            "etc/portcullis/portcullisd.toml",
+            b"[[volume]]\nname = \"root\"\ndevice = \"UUID=aaaa-1\"\n",
+        );
+        let c = check("volumes", &img, &sys, "cryptdevice=UUID=aaaa-1:root");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("no volume"), "{c:?}");
+        // mkinitcpio-style (no askpass, no systemd): cryptsetup never
+        // reads /etc/crypttab.
+        let mut img = Image::default();
+        file(&mut img, "init_functions", b"");
+        file(&mut img, "etc/crypttab", b"root UUID=aaaa-1 none luks\n");
+        let c = check("volumes", &img, &sys, "");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        let c = check("volumes", &img, &sys, "cryptdevice=UUID=aaaa-1:root");
+        assert_eq!(c.status, Status::Pass, "{c:?}");
     }
 
     #[test]
