@@ -28,7 +28,8 @@ pub struct Check {
     /// Stable identifier (`listener`, `config`, `authorized-keys`,
     /// `host-key`, `volumes`, `dm-crypt`, `backend`, `conflicting-hooks`,
     /// `network-config`, `nic-driver`, `static-ip`, `argon2-memory`, and
-    /// from the workstation `pin`, `client-key`), documented in
+    /// `image` (an image that cannot be read, or none in the default
+    /// entry), from the workstation `pin`, `client-key`), documented in
     /// docs/preflight.md.
     pub id: String,
     pub status: Status,

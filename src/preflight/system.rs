@@ -107,6 +107,10 @@ pub trait System {
     fn read_file(&self, path: &Path) -> Option<Vec<u8>>;
     /// The running kernel's command line.
     fn cmdline(&self) -> Option<String>;
+    /// The running kernel's release: sysfs's "built in" is only true of it.
+    fn running_kernel(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The machine itself, every path under `root`.
@@ -300,6 +304,11 @@ impl System for RealSystem {
     fn cmdline(&self) -> Option<String> {
         self.text("/proc/cmdline").map(|s| s.trim().to_string())
     }
+
+    fn running_kernel(&self) -> Option<String> {
+        self.text("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+    }
 }
 
 impl RealSystem {
@@ -491,6 +500,7 @@ pub mod fake {
         pub builtin: HashMap<String, String>,
         pub files: HashMap<PathBuf, Vec<u8>>,
         pub cmdline: Option<String>,
+        pub running: Option<String>,
     }
 
     impl System for FakeSystem {
@@ -540,6 +550,9 @@ pub mod fake {
         }
         fn cmdline(&self) -> Option<String> {
             self.cmdline.clone()
+        }
+        fn running_kernel(&self) -> Option<String> {
+            self.running.clone()
         }
     }
 }

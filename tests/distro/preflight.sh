@@ -406,9 +406,10 @@ preflight_initramfs_tools() {
     dlog "preflight 1: a LUKS2 keyslot needs more argon2 memory than the VM has"
     pf_guest argon2
     pf_rc 14 "$PF_OUT" "keyslot above the RAM: will fail"
-    pf_expect "$PF_OUT" argon2-memory fail 'cryptsetup luksConvertKey /dev/vdb --key-slot 1' "argon2 keyslot named with its fix"
-    # The fix's luksConvertKey would need that slot opened (1.5 GiB here);
-    # its passphrase is an old one: remove the slot (-q: no passphrase of
+    pf_expect "$PF_OUT" argon2-memory fail 'cryptsetup luksKillSlot /dev/vdb 1' "argon2 keyslot named with its fix"
+    # The fix: a lighter slot with another passphrase, then this one
+    # removed (luksConvertKey would need it opened, 1.5 GiB here). Its
+    # passphrase is an old one here: remove the slot (-q: no passphrase of
     # another slot asked; cryptsetup notes "Nothing to read on input").
     gssh 'cryptsetup luksKillSlot -q /dev/vdb 1' </dev/null
     pf_guest argon2-repaired

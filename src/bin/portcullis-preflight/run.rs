@@ -31,13 +31,21 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
             .clone()
             .or_else(|| entry.map(|e| e.cmdline.clone()))
             .or_else(|| system.cmdline());
+        // No --cmdline and no boot entry with a line of its own: the line
+        // is the running system's (see soften_guessed_cmdline).
+        let guessed =
+            args.cmdline.is_none() && entry.is_none_or(|e| e.source.ends_with("(/proc/cmdline)"));
         let target = Target {
             image,
             name,
             kernel,
             cmdline,
         };
-        checks::run(&target, &system, &only)
+        let mut report = checks::run(&target, &system, &only);
+        if guessed {
+            checks::soften_guessed_cmdline(&mut report);
+        }
+        report
     };
     if let Some(dir) = &args.dir {
         let image = Image::from_dir(dir).map_err(|e| {

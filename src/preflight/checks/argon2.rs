@@ -64,6 +64,14 @@ pub fn argon2_memory(ctx: &Ctx<'_>) -> Check {
                 (ram / 4).clamp(32 * 1024, 1024 * 1024)
             );
             if need > hard {
+                // luksConvertKey would have to open this slot, which is what
+                // this machine cannot do: replace the slot instead.
+                let fix = format!(
+                    "replace it: cryptsetup luksAddKey {dev} --pbkdf-memory {mem} (with another slot's passphrase), then cryptsetup luksKillSlot {dev} {id}; or luksConvertKey it on a machine with more RAM",
+                    dev = d.path.display(),
+                    mem = (ram / 4).clamp(32 * 1024, 1024 * 1024),
+                    id = s.id,
+                );
                 return fail(
                     ID,
                     format!("{what}: opening it fails like a wrong passphrase"),
@@ -128,7 +136,14 @@ mod tests {
         );
         assert_eq!(
             c.fix.unwrap(),
-            "lower it: cryptsetup luksConvertKey /dev/vda2 --key-slot 0 --pbkdf-memory 131072"
+            "replace it: cryptsetup luksAddKey /dev/vda2 --pbkdf-memory 131072 (with another slot's passphrase), then cryptsetup luksKillSlot /dev/vda2 0; or luksConvertKey it on a machine with more RAM"
+        );
+        let c = check("argon2-memory", &Image::default(), &sys(2048, 1100), "");
+        assert!(
+            c.fix
+                .unwrap()
+                .starts_with("lower it: cryptsetup luksConvertKey /dev/vda2 --key-slot 0"),
+            "a slot that fits can be converted in place"
         );
     }
 

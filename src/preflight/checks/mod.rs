@@ -255,6 +255,24 @@ pub fn fail(id: &str, summary: impl Into<String>, fix: impl Into<String>) -> Che
 }
 
 /// Runs the selected checks on one image.
+/// When no boot entry gives the command line, it is the running system's:
+/// right on the server itself, wrong in a chroot or for another boot
+/// loader's entry. A network failure judged on it is then a warning that
+/// says so, never a silent pass.
+pub fn soften_guessed_cmdline(report: &mut ImageReport) {
+    for c in &mut report.checks {
+        if c.id == "network-config" && c.status == Status::Fail {
+            c.status = Status::Warn;
+            c.summary.push_str(
+                " (judged on the running system's command line: no boot entry gives one)",
+            );
+            if let Some(fix) = &mut c.fix {
+                fix.push_str("; or give the boot entry's line with --cmdline");
+            }
+        }
+    }
+}
+
 pub fn run(target: &Target<'_>, system: &dyn System, only: &Selection) -> ImageReport {
     let ctx = Ctx::new(target, system);
     let mut report = ImageReport {
@@ -405,5 +423,31 @@ mod tests {
         fixture::file(&mut img, "config", b"HOOKS=\"base udev portcullis\"\n");
         let t = Target { image: &img, ..t };
         assert_eq!(Ctx::new(&t, &sys).rebuild(), "mkinitcpio -P");
+    }
+
+    #[test]
+    fn a_guessed_command_line_turns_a_network_failure_into_a_warning() {
+        let mut r = ImageReport {
+            image: "i".into(),
+            kernel: None,
+            cmdline: None,
+            host_keys: vec![],
+            authorized_keys: vec![],
+            checks: vec![
+                fail(
+                    "network-config",
+                    "no ip=".to_string(),
+                    "add ip=dhcp".to_string(),
+                ),
+                fail("nic-driver", "no driver".to_string(), "add it".to_string()),
+            ],
+        };
+        soften_guessed_cmdline(&mut r);
+        assert_eq!(r.checks[0].status, Status::Warn);
+        assert!(r.checks[0]
+            .summary
+            .contains("running system's command line"));
+        assert!(r.checks[0].fix.as_ref().unwrap().contains("--cmdline"));
+        assert_eq!(r.checks[1].status, Status::Fail, "only the network line");
     }
 }

@@ -347,11 +347,7 @@ fn one_driver(ctx: &Ctx<'_>, iface: &str, driver: NicDriver) -> Result<Option<St
                 "run preflight as root on the server the image boots",
             ))
         }
-        NicDriver::BuiltIn(d) => {
-            return Ok(Some(format!(
-                "{iface}: driver {d} is built into the kernel"
-            )))
-        }
+        NicDriver::BuiltIn(d) => return built_in(ctx, iface, &d),
         NicDriver::Module(m) => m,
     };
     let m = module.clone();
@@ -383,6 +379,40 @@ fn one_driver(ctx: &Ctx<'_>, iface: &str, driver: NicDriver) -> Result<Option<St
                 format!("{add}, then run {}", ctx.rebuild()),
             ))
         }
+    }
+}
+
+/// sysfs says `driver` is built into the RUNNING kernel; that holds for
+/// the image only when it is for the same kernel. Otherwise look for it
+/// as a module of the image's kernel (driver and module names agree for
+/// NIC drivers, up to `-`/`_`).
+fn built_in(ctx: &Ctx<'_>, iface: &str, driver: &str) -> Result<Option<String>, Check> {
+    const ID: &str = "nic-driver";
+    let running = ctx.system.running_kernel();
+    if running.is_none() || running == ctx.kernel || ctx.kernel.is_none() {
+        return Ok(Some(format!(
+            "{iface}: driver {driver} is built into the kernel"
+        )));
+    }
+    let module = driver.replace('-', "_");
+    match kmod::find(ctx, &module) {
+        Some(Found::Image) => Ok(Some(format!("{iface}: module {module} in the image"))),
+        Some(Found::BuiltIn) => Ok(Some(format!(
+            "{iface}: {module} is built into the kernel"
+        ))),
+        _ => Err(warn(
+            ID,
+            format!(
+                "{iface}: driver {driver} is built into the running kernel {}, but the image is for {}, which has no module {module} in the image",
+                running.unwrap_or_default(),
+                ctx.kernel.as_deref().unwrap_or_default()
+            ),
+            format!(
+                "boot {} and run preflight again, or add {module} to the image and run {}",
+                ctx.kernel.as_deref().unwrap_or_default(),
+                ctx.rebuild()
+            ),
+        )),
     }
 }
 
@@ -649,6 +679,39 @@ mod tests {
         assert!(c.summary.contains("built into"));
         s.drivers.insert("ens3".into(), NicDriver::Virtual);
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Skip);
+        s.routes.clear();
+        assert_eq!(check("nic-driver", &img, &s, "").status, Status::Warn);
+    }
+
+    /// "Built in" from sysfs is about the running kernel: for an image of
+    /// another kernel the module must be found for that kernel.
+    #[test]
+    fn built_in_on_the_running_kernel_only_counts_for_that_kernel() {
+        let mut s = sys();
+        s.drivers
+            .insert("ens3".into(), NicDriver::BuiltIn("virtio_net".into()));
+        s.running = Some("6.1.0-test".into());
+        assert_eq!(
+            check("nic-driver", &tools_image(), &s, "").status,
+            Status::Pass
+        );
+        s.running = Some("6.12.0-host".into());
+        let c = check("nic-driver", &tools_image(), &s, "");
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.summary.contains("running kernel 6.12.0-host"), "{c:?}");
+        let mut img = tools_image();
+        file(
+            &mut img,
+            "usr/lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko.zst",
+            b"",
+        );
+        assert_eq!(check("nic-driver", &img, &s, "").status, Status::Pass);
+    }
+
+    #[test]
+    fn nic_driver_routes_gone_warn() {
+        let mut s = sys();
+        let img = tools_image();
         s.routes.clear();
         assert_eq!(check("nic-driver", &img, &s, "").status, Status::Warn);
     }
