@@ -92,8 +92,9 @@ root=$run_dir/root
 dlog "copying the initramfs-tools root"
 cp -a "$src_root" "$root"
 # Leftovers of tests/distro's source install into the shared root.
-rm -rf "$root/etc/portcullis" "$root/usr/local/sbin/portcullisd" \
-    "$root"/etc/initramfs-tools/{hooks,scripts/init-premount,scripts/init-bottom,conf.d}/portcullis
+rm -rf "$root/etc/portcullis" "$root/usr/local/sbin/portcullisd" "$root/usr/local/sbin/portcullis-preflight" \
+    "$root"/etc/initramfs-tools/{hooks,scripts/init-premount,scripts/init-bottom,conf.d}/portcullis \
+    "$root/etc/initramfs/post-update.d/portcullis" "$root/usr/lib/portcullis"
 prepare_guest_root "$root" "luks,discard,initramfs"
 mkdir -p "$root/etc/cryptsetup-initramfs"
 echo 'CRYPTSETUP=y' >"$root/etc/cryptsetup-initramfs/conf-hook"
