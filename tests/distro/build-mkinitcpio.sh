@@ -136,6 +136,15 @@ case $variant in
         ;;
 esac
 write_conf "$hooks"
+# The boot entry's command line, as kernel-install and UKIs keep it: the
+# build-time preflight (post hook) judges the network on it. Without it,
+# it would fall back to this build machine's own /proc/cmdline and warn.
+# The boots below pass their own ip= variants.
+mkdir -p "$root/etc/kernel"
+case $variant in
+    busybox) echo "root=/dev/mapper/root rw init=/lib/systemd/systemd ip=dhcp" ;;
+    systemd) echo "root=/dev/mapper/root rw ip=dhcp" ;;
+esac >"$root/etc/kernel/cmdline"
 
 dlog "mkinitcpio (upstream, $src) -k $kver, HOOKS=($hooks)"
 start=$SECONDS
