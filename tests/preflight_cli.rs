@@ -433,3 +433,27 @@ fn the_default_entry_and_every_kernel() {
         "{out}"
     );
 }
+
+/// With no boot entry for the image, `/etc/kernel/cmdline` is the line it
+/// boots with. Only without it is the running system's line used, and a
+/// network failure judged on that guess is a warning that says so (a chroot
+/// build would otherwise judge the build machine's own line).
+#[test]
+fn etc_kernel_cmdline_before_the_running_systems_line() {
+    let f = Fixture::new(65536);
+    write(f.root.path(), "proc/cmdline", b"ro ip=off\n", 0o644);
+    let o = f.run(&["--only", "network-config"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(15), "{out}");
+    assert!(out.contains("running system's command line"), "{out}");
+
+    write(f.root.path(), "etc/kernel/cmdline", b"ro ip=off\n", 0o644);
+    let o = f.run(&["--only", "network-config"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(14), "{out}");
+    assert!(!out.contains("running system's"), "{out}");
+
+    write(f.root.path(), "etc/kernel/cmdline", b"ro ip=dhcp\n", 0o644);
+    let o = f.run(&["--only", "network-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

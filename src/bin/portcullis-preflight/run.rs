@@ -26,15 +26,26 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
             .clone()
             .or_else(|| entry.and_then(|e| e.kernel.clone()))
             .or_else(|| kernel_from_name(&name));
-        let cmdline = args
-            .cmdline
-            .clone()
-            .or_else(|| entry.map(|e| e.cmdline.clone()))
-            .or_else(|| system.cmdline());
-        // No --cmdline and no boot entry with a line of its own: the line
-        // is the running system's (see soften_guessed_cmdline).
-        let guessed =
-            args.cmdline.is_none() && entry.is_none_or(|e| e.source.ends_with("(/proc/cmdline)"));
+        // The command line: --cmdline, else the boot entry's own, else
+        // /etc/kernel/cmdline (kernel-install, UKIs; also what an image
+        // named with --image and matching no entry will boot with), else
+        // the running system's, which is only a guess (see
+        // soften_guessed_cmdline).
+        let own = entry.filter(|e| !e.source.ends_with("(/proc/cmdline)"));
+        let (cmdline, guessed) = if let Some(c) = &args.cmdline {
+            (Some(c.clone()), false)
+        } else if let Some(e) = own {
+            (Some(e.cmdline.clone()), false)
+        } else if let Some(c) = kernel_cmdline(&system) {
+            (Some(c), false)
+        } else {
+            (
+                entry
+                    .map(|e| e.cmdline.clone())
+                    .or_else(|| system.cmdline()),
+                true,
+            )
+        };
         let target = Target {
             image,
             name,
@@ -124,6 +135,17 @@ pub fn run(args: &PreflightCli) -> Result<Report> {
         }
     }
     Ok(Report::new(images))
+}
+
+/// `/etc/kernel/cmdline` of the system, on one line; `None` when absent
+/// or empty.
+fn kernel_cmdline(system: &RealSystem) -> Option<String> {
+    let bytes = system.read_file(Path::new("/etc/kernel/cmdline"))?;
+    let line = String::from_utf8_lossy(&bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!line.is_empty()).then_some(line)
 }
 
 fn unreadable(e: &ImageError) -> anyhow::Error {
