@@ -140,6 +140,20 @@ pub fn ssh_config_with_keys(host_keys: Vec<PrivateKey>, limits: &Limits) -> russ
     }
 }
 
+/// Resolves when SIGTERM arrives: the initramfs stops us with it before
+/// switch-root. Registered now, so a SIGTERM sent from here on is seen.
+fn sigterm() -> impl std::future::Future<Output = ()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// Serves on `listeners` until every volume is open or SIGTERM arrives
 /// (both return `Ok`).
 pub async fn serve(
@@ -149,17 +163,7 @@ pub async fn serve(
     keys: AuthorizedKeys,
     limits: Limits,
 ) -> Result<()> {
-    // The initramfs stops us with SIGTERM before switch-root.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async move {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    serve_until(listeners, config, backend, keys, limits, terminated).await
+    serve_until(listeners, config, backend, keys, limits, sigterm()).await
 }
 
 /// [`serve`], also serving the connections an outbound relay forwards
@@ -173,15 +177,7 @@ pub async fn serve_relayed(
     keys: AuthorizedKeys,
     limits: Limits,
 ) -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async move {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let terminated = sigterm();
     serve_all(
         listeners,
         Some(relayed),
