@@ -5,13 +5,16 @@
 //! admin's files, a relative `--config`, and the `--list-files` answer the
 //! image hooks copy from (item 5).
 
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn portcullisd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_portcullisd"));
+    let mut c = Command::new(listener_bin::portcullisd());
     c.env_remove("PORTCULLIS_LOG").stdin(Stdio::null());
     c
 }

@@ -4,15 +4,16 @@
 //! `ssh` and with our client. `PORTCULLISD_BIN` points the tests at another
 //! build of the listener (e.g. the "small" release build).
 
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> PathBuf {
-    std::env::var_os("PORTCULLISD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullisd").into())
+    listener_bin::portcullisd()
 }
 
 fn daemon(args: &[&str]) -> Output {

@@ -2,11 +2,14 @@
 //! files are written or refused, exit codes, and errors that stay one short
 //! line whatever the input.
 
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
 use std::path::Path;
 use std::process::Command;
 
 fn portcullisd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullisd"))
+    let out = Command::new(listener_bin::portcullisd())
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

@@ -6,6 +6,9 @@
 //! flush cases need root (a private mount and network namespace through
 //! `unshare`) and say so when skipped.
 
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -69,7 +72,8 @@ fn config_files_come_from_the_listener() {
         "host-key = '/etc/portcullis/custom key'\nauthorized-keys = \"/etc/portcullis/admins\"\n",
     )
     .unwrap();
-    let pd = env!("CARGO_BIN_EXE_portcullisd");
+    let pd = listener_bin::portcullisd();
+    let pd = pd.to_str().unwrap();
     let root = t.path().to_str().unwrap();
     let script = "portcullis_config_files \"$1\" /etc/portcullis/portcullisd.toml \"$2\" || \
                   { echo \"failed: $PORTCULLIS_ERROR\"; exit 1; }\n\

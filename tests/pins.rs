@@ -2,9 +2,12 @@
 //! the stock OpenSSH client against a real listener on 127.0.0.1, with
 //! known_hosts files written by portcullis and hashed by the real
 //! `ssh-keygen -H`.
+
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
 
 use common::{start, Fixture};
 use portcullis::authkeys::fingerprint;
@@ -759,7 +762,7 @@ fn check_serves_one_key_per_type() {
     let etc = t.path().join("etc/portcullis");
     std::fs::create_dir_all(&etc).unwrap();
     let pd = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_portcullisd"))
+        let o = Command::new(listener_bin::portcullisd())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -806,7 +809,7 @@ fn check_serves_one_key_per_type() {
         "{out}"
     );
     // What the hooks copy: every host key, one line each.
-    let o = Command::new(env!("CARGO_BIN_EXE_portcullisd"))
+    let o = Command::new(listener_bin::portcullisd())
         .args([
             "check",
             "--list-files",

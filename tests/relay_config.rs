@@ -3,6 +3,9 @@
 //! key in `--list-files`, and the hooks' shared library puts it with the
 //! private keys every generator copies mode 0600.
 
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -39,7 +42,7 @@ fn tree(relay_key: bool) -> tempfile::TempDir {
 }
 
 fn check(t: &Path, extra: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_portcullisd"))
+    let o = Command::new(listener_bin::portcullisd())
         .args([
             "check",
             "--config",
@@ -152,7 +155,7 @@ fn the_hooks_copy_the_relay_key_as_a_private_key() {
         .arg("-c")
         .arg(script)
         .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_portcullisd"))
+        .arg(listener_bin::portcullisd())
         .arg(t.path())
         .env("LIB", LIB)
         .output()

@@ -1,10 +1,35 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit and in-process tests, shell checks,
 # and the QEMU end-to-end tests on a real kernel. CI runs exactly this.
+#
+# PORTCULLIS_SMALL=1 tests/run-all.sh: the same run against the opt-in small
+# listener (tests/build-release.sh, PORTCULLIS_SMALL): the tests that start
+# `portcullisd` as a process get it through PORTCULLISD_BIN, and every VM
+# suite builds it through build-release.sh. Not in CI (no time for a second
+# run): run it before shipping the small build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n### %s\n' "$*"; }
+# Which listener build the suite just finished tested (build-release.sh
+# writes target/dist/BUILD); with PORTCULLIS_SMALL=1 anything but the small
+# listener is a failure, not a silent fallback.
+listener_tested() {
+    local build
+    build=$(cat target/dist/BUILD 2>/dev/null) || build="none (no target/dist/BUILD)"
+    printf 'listener tested: %s\n' "$build"
+    if [ "${PORTCULLIS_SMALL:-}" = 1 ] && [[ $build != *"small listener"* ]]; then
+        echo "run-all.sh: PORTCULLIS_SMALL=1 but that was not the small listener" >&2
+        exit 1
+    fi
+}
+
+if [ "${PORTCULLIS_SMALL:-}" = 1 ]; then
+    step "the small listener (PORTCULLIS_SMALL=1 tests/build-release.sh)"
+    tests/build-release.sh >/dev/null
+    listener_tested
+    export PORTCULLISD_BIN=$PWD/target/dist/portcullisd
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -24,14 +49,18 @@ done | sort -u)
 shellcheck -S warning -x "${scripts[@]}"
 step "aarch64: cross-built static binaries under qemu-aarch64 user emulation"
 tests/arch/aarch64.sh
+listener_tested
 step "QEMU end-to-end: minimal image, portcullis and stock OpenSSH"
 tests/vm/e2e.sh
+listener_tested
 if [ -x tests/distro/run.sh ]; then
     step "QEMU end-to-end: images built by initramfs-tools, dracut, mkinitcpio"
     tests/distro/run.sh
+    listener_tested
 fi
 step "QEMU: the Debian packages installed, upgraded and purged with apt, booted and unlocked"
 tests/pkg/run.sh
+listener_tested
 step "QEMU: portcullis rescue from a RAM rescue system to the main system by kexec"
 tests/rescue/run.sh
-step "all tests passed"
+step "all tests passed (listener: $(cat target/dist/BUILD))"
