@@ -11,11 +11,16 @@
 # sudo): it checks what the build needs and, when something is missing,
 # names each piece with the command that gets it and exits 1.
 #
-# PORTCULLIS_NO_MUSL=1: static glibc instead (native only; the listener is
+# PORTCULLIS_NO_RELAY=1: the listener without the outbound relay's client
+# (cargo --no-default-features; about 54 KB zstd smaller; it refuses a
+# [relay] section). PORTCULLIS_NO_MUSL=1: static glibc instead (native only; the listener is
 # 3.3 MB instead of 2.5). PORTCULLIS_SMALL=1: the opt-in small listener,
 # below (native only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+no_relay=
+[ "${PORTCULLIS_NO_RELAY:-}" != 1 ] || no_relay=1
 
 die() { printf 'build-release.sh: %s\n' "$*" >&2; exit 1; }
 
@@ -92,11 +97,11 @@ build() { # triple [rustflags]
         # The listener alone links without PT_GNU_EH_FRAME (see below); a
         # target of its own, so both stay fresh across calls.
         RUSTFLAGS="${2:-}" cargo rustc --release --locked --target "$1" --bin portcullisd \
-            -- -C link-arg=-Wl,--no-eh-frame-hdr >&2 &&
+            ${no_relay:+--no-default-features} -- -C link-arg=-Wl,--no-eh-frame-hdr >&2 &&
         cp "target/$1/release/portcullisd" "target/$1/release/portcullis" \
             "target/$1/release/portcullis-preflight" "$dist/" &&
         strip_unwind_tables "$dist/portcullisd" &&
-        echo "$1${2:+ ($2)}" >"$dist/BUILD"
+        echo "$1${2:+ ($2)}${no_relay:+ (listener without the relay)}" >"$dist/BUILD"
 }
 
 # The listener's unwind tables (about 80 KB of every image, zstd): it is
