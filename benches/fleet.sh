@@ -19,7 +19,8 @@
 # Usage: benches/fleet.sh [HOSTS...]      (default: 1 500; add 2000 for memory)
 # Environment: RUNS (3), PARALLEL (default: the client's own), UNLOCK_MS (200),
 # BOOT_MS (1000), KEEP=1 keeps the work directory (inventory, JSON outputs,
-# time -v reports of client and simulator).
+# time -v reports of client and simulator), CLIENT / SIM: other builds of
+# the two binaries to compare (no cargo build then).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -45,9 +46,11 @@ for tool in /usr/bin/time jq; do
         exit 1
     fi
 done
-cargo build --release --quiet --bin portcullis --example fleet-sim
-client="$repo/target/release/portcullis"
-sim="$repo/target/release/examples/fleet-sim"
+client=${CLIENT:-$repo/target/release/portcullis}
+sim=${SIM:-$repo/target/release/examples/fleet-sim}
+if [ -z "${CLIENT:-}${SIM:-}" ]; then
+    cargo build --release --quiet --bin portcullis --example fleet-sim
+fi
 
 # Seconds from a `time -v` "Elapsed (wall clock)" value (m:ss.cc or h:mm:ss).
 wall_secs() {
