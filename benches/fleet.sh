@@ -7,8 +7,8 @@
 # Every row size runs RUNS times, the sizes interleaved round by round (1,
 # 500, 1, 500, …) with a fresh simulator each time, and prints min / median
 # / max of: the client's wall time, the ratio to the 1-host run of the same
-# round, the client's CPU per host, its peak RSS, the simulator's CPU per
-# host and the load average before the run.
+# round, when the last unlock reply came, the client's CPU per host, its
+# peak RSS, the simulator's CPU per host and the load average before the run.
 #
 # The 1-host baseline goes through the same fleet runner: one host named
 # alone gets the single-host command, which does not wait for the system, so
@@ -98,9 +98,13 @@ one_run() {
         tail -3 "$dir/err" >&2
         exit 1
     fi
+    # When the last unlock reply came (the key exchanges and logins are
+    # done by then; what follows is each system's boot and the polls).
+    local last_unlock
+    last_unlock=$(jq -s 'map(."unlocked-after" // 0) | max' "$dir/out")
     echo "$(wall_secs "$dir/time") $(cpu_per_host "$dir/time" "$n") \
 $(awk -F': ' '/Maximum resident set size/ {print $2}' "$dir/time") \
-$(cpu_per_host "$dir/sim.time" "$n") $load" >>"$work/$n.rows"
+$(cpu_per_host "$dir/sim.time" "$n") $load $last_unlock" >>"$work/$n.rows"
 }
 
 # min / median / max of column C of FILE, printed with FORMAT.
@@ -122,11 +126,12 @@ for r in $(seq "$runs"); do
         awk -v t="$t" -v b="$base" 'BEGIN { printf "%.2f\n", t / b }' >>"$work/$n.ratio"
     done
 done
-printf '%6s  %-17s  %-17s  %-17s  %-20s  %-17s  %s\n' hosts "total (s)" "ratio to 1 host" \
-    "client CPU/host ms" "client peak RSS KiB" "sim CPU/host ms" "load before"
+printf '%6s  %-17s  %-17s  %-17s  %-17s  %-20s  %-17s  %s\n' hosts "total (s)" "ratio to 1 host" \
+    "last unlock (s)" "client CPU/host ms" "client peak RSS KiB" "sim CPU/host ms" "load before"
 for n in "$@"; do
-    printf '%6s  %-17s  %-17s  %-17s  %-20s  %-17s  %s\n' "$n" \
+    printf '%6s  %-17s  %-17s  %-17s  %-17s  %-20s  %-17s  %s\n' "$n" \
         "$(stats "$work/$n.rows" 1 %.2f)" "$(stats "$work/$n.ratio" 1 %.2f)" \
+        "$(stats "$work/$n.rows" 6 %.2f)" \
         "$(stats "$work/$n.rows" 2 %.2f)" "$(stats "$work/$n.rows" 3 %d)" \
         "$(stats "$work/$n.rows" 4 %.2f)" "$(stats "$work/$n.rows" 5 %.2f)"
 done
