@@ -11,11 +11,20 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 umask 077
 
+# The listener without the relay's client first (PORTCULLIS_NO_RELAY=1), then
+# the default build, which the rest of this measures.
+if [ -z "${PORTCULLIS_SMALL:-}" ]; then
+    PORTCULLIS_NO_RELAY=1 tests/build-release.sh >/dev/null
+    cp target/dist/portcullisd "$work/portcullisd-no-relay"
+fi
 tests/build-release.sh >/dev/null
 bin="$repo/target/dist"
 echo "== size"
 size=$(stat -c %s "$bin/portcullisd")
 echo "portcullisd release binary: $size bytes ($(cat target/dist/BUILD); $(file -b "$bin/portcullisd" | grep -oE "static[-a-z]*|dynamically linked" | head -n1))"
+if [ -f "$work/portcullisd-no-relay" ]; then
+    echo "portcullisd without the relay (PORTCULLIS_NO_RELAY=1): $(stat -c %s "$work/portcullisd-no-relay") bytes, $(zstd -19 -q -c "$work/portcullisd-no-relay" | wc -c) after zstd -19 (default build: $(zstd -19 -q -c "$bin/portcullisd" | wc -c))"
+fi
 echo "portcullis (client) release binary: $(stat -c %s "$bin/portcullis") bytes"
 # Where the listener's bytes go: code, constants, unwind tables (none in the
 # small build), writable data (the P-256/384/521 basepoint tables russh pulls

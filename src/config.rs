@@ -107,6 +107,14 @@ impl Default for Limits {
     }
 }
 
+/// Whether this build carries the relay's client (the `relay` cargo
+/// feature, on by default); a build without it refuses `[relay]` at `check`
+/// and at boot rather than boot a listener nobody can reach.
+pub const RELAY_BUILT_IN: bool = cfg!(feature = "relay");
+const RELAY_MISSING: &str = "this portcullisd was built without the relay \
+    (cargo --no-default-features); install a build with the default features, \
+    or remove the [relay] section";
+
 /// Validated listener settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -280,6 +288,9 @@ impl Settings {
         let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
         if backend == BackendKind::Cryptsetup && volumes.is_empty() && !volumes_from_cmdline {
             bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
+        }
+        if raw.relay.is_some() && !RELAY_BUILT_IN {
+            bail!("{file}: [relay]: {RELAY_MISSING}");
         }
         let relay = raw
             .relay
@@ -511,6 +522,27 @@ mod tests {
         assert_eq!(s.listen[0].port(), 2222);
         assert_eq!(s.limits.login_grace, Duration::from_secs(10));
         assert!(s.volumes.is_empty() && s.volumes_from_cmdline);
+    }
+
+    /// A build without the `relay` feature refuses `[relay]` with one line
+    /// saying what to install; the default build takes it.
+    #[test]
+    fn a_relay_section_needs_the_relay_build() {
+        let text = "[[volume]]\nname = \"root\"\ndevice = \"/dev/vda2\"\n\n[relay]\n\
+                    host = \"192.0.2.7\"\nuser = \"u\"\nkey = \"/etc/portcullis/relay_key\"\n\
+                    host-key-fingerprints = [\"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"]\n\
+                    remote-port = 2201\n";
+        let got = parse(text);
+        if RELAY_BUILT_IN {
+            assert_eq!(got.unwrap().relay.unwrap().remote_port, 2201);
+        } else {
+            let e = format!("{:#}", got.unwrap_err());
+            assert!(
+                e.contains("[relay]: this portcullisd was built without the relay"),
+                "{e}"
+            );
+            assert!(!e.contains('\n'));
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@
     clippy::panic
 )]
 
+use crate::sys::{Runner, SystemRunner};
 use anyhow::{bail, Context, Result};
-use russh::keys::ssh_key::private::{Ed25519Keypair, RsaKeypair};
+use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::{EcdsaCurve, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
 use std::io::{Read, Write};
@@ -141,7 +142,7 @@ pub fn generate_with(path: &Path, comment: &str, force: bool) -> Result<PrivateK
     generate_typed(path, comment, force, KeyType::Ed25519)
 }
 
-/// A fresh key of type `ty`.
+/// A fresh ed25519 or ECDSA key (RSA keys come from [`rsa_by_ssh_keygen`]).
 fn new_key(ty: KeyType) -> Result<PrivateKey> {
     match ty {
         KeyType::Ed25519 => {
@@ -158,11 +159,56 @@ fn new_key(ty: KeyType) -> Result<PrivateKey> {
             },
         )
         .context("making an ECDSA key"),
-        // 3072 bits, ssh-keygen's default size.
-        KeyType::Rsa => RsaKeypair::random(&mut russh::keys::key::safe_rng(), 3072)
-            .map(PrivateKey::from)
-            .context("making an RSA key"),
+        KeyType::Rsa => bail!("RSA keys are made by ssh-keygen"),
     }
+}
+
+/// The ssh-keygen that makes RSA host keys.
+const SSH_KEYGEN: &str = "ssh-keygen";
+
+/// Makes a 3072-bit RSA key (ssh-keygen's default size) at `path` and
+/// `path.pub` with OpenSSH's own generator, and loads it back. RSA key
+/// generation (prime search) would add about 38 KB zstd to every initramfs
+/// for a key type few hosts need (docs/rotation.md), and keygen runs on the
+/// installed system, where ssh-keygen is at hand; the listener only loads
+/// and signs with RSA keys. Both paths must be free (the caller checked).
+fn rsa_by_ssh_keygen(runner: &dyn Runner, path: &Path, comment: &str) -> Result<PrivateKey> {
+    let args: Vec<String> = [
+        "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", comment, "-f",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([path.display().to_string()])
+    .collect();
+    let out = runner
+        .run(Path::new(SSH_KEYGEN), &args, None)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "--type rsa uses OpenSSH's ssh-keygen, which is not installed: install \
+                 openssh-client (openssh on Arch and Fedora), or make an ed25519 key (the default)"
+                )
+            } else {
+                anyhow::anyhow!("running ssh-keygen for an RSA key: {e}")
+            }
+        })?;
+    if out.code != Some(0) {
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = why.lines().map(str::trim).find(|l| !l.is_empty());
+        bail!(
+            "ssh-keygen could not make an RSA key at {}: {}",
+            path.display(),
+            why.unwrap_or("it failed without a message")
+        );
+    }
+    // ssh-keygen writes 0600; refuse anything looser rather than trust it.
+    if world_or_group_readable(path)? {
+        bail!(
+            "ssh-keygen left {} readable by others; remove it and try again",
+            path.display()
+        );
+    }
+    load(path)
 }
 
 /// [`generate_with`] for a key of type `ty`.
@@ -187,6 +233,9 @@ pub fn generate_typed(path: &Path, comment: &str, force: bool, ty: KeyType) -> R
             }
             std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
         }
+    }
+    if ty == KeyType::Rsa {
+        return rsa_by_ssh_keygen(&SystemRunner, path, comment);
     }
     let mut key = new_key(ty)?;
     key.set_comment(comment);
@@ -251,6 +300,70 @@ mod tests {
         std::fs::write(t.path().join("junk"), "not a key").unwrap();
         let e = load(&t.path().join("junk")).unwrap_err();
         assert!(format!("{e:#}").contains("portcullisd keygen"));
+    }
+
+    /// `--type rsa` gets OpenSSH's key: 3072 bits, 0600, the comment, both
+    /// halves, and it loads; a second run refuses to overwrite it.
+    #[test]
+    fn rsa_keys_come_from_ssh_keygen() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("host_key.rsa");
+        let k = generate_typed(&p, "portcullis-initramfs", false, KeyType::Rsa).unwrap();
+        assert!(matches!(k.algorithm(), Algorithm::Rsa { .. }));
+        assert_eq!(k.comment().to_string(), "portcullis-initramfs");
+        assert_eq!(load(&p).unwrap().public_key(), k.public_key());
+        assert!(!world_or_group_readable(&p).unwrap());
+        let public = std::fs::read_to_string(public_path(&p)).unwrap();
+        assert!(public.starts_with("ssh-rsa "), "{public}");
+        assert_eq!(k.public_key().key_data().rsa().unwrap().key_size(), 3072);
+        let e = format!(
+            "{:#}",
+            generate_typed(&p, "c", false, KeyType::Rsa).unwrap_err()
+        );
+        assert!(e.contains("never overwritten"), "{e}");
+    }
+
+    struct FakeKeygen(std::io::ErrorKind, Option<i32>, &'static str);
+    impl Runner for FakeKeygen {
+        fn run(
+            &self,
+            program: &Path,
+            args: &[String],
+            _: Option<&[u8]>,
+        ) -> std::io::Result<crate::sys::Output> {
+            assert_eq!(program, Path::new("ssh-keygen"));
+            assert!(args.windows(2).any(|w| w == ["-b", "3072"]));
+            if self.1.is_none() {
+                return Err(std::io::Error::new(self.0, "no such file"));
+            }
+            Ok(crate::sys::Output {
+                code: self.1,
+                stdout: vec![],
+                stderr: self.2.as_bytes().to_vec(),
+            })
+        }
+    }
+
+    #[test]
+    fn rsa_keygen_failures_say_what_to_do() {
+        let p = Path::new("/nonexistent/k");
+        let e = rsa_by_ssh_keygen(&FakeKeygen(std::io::ErrorKind::NotFound, None, ""), p, "c");
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(
+            e.contains("install openssh-client") && e.contains("ed25519"),
+            "{e}"
+        );
+        let fail = FakeKeygen(
+            std::io::ErrorKind::Other,
+            Some(1),
+            "\nSaving key failed: denied\n",
+        );
+        let e = format!("{:#}", rsa_by_ssh_keygen(&fail, p, "c").unwrap_err());
+        assert_eq!(
+            e,
+            "ssh-keygen could not make an RSA key at /nonexistent/k: Saving key failed: denied"
+        );
+        assert!(!e.contains('\n'));
     }
 
     #[test]

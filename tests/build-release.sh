@@ -11,11 +11,16 @@
 # sudo): it checks what the build needs and, when something is missing,
 # names each piece with the command that gets it and exits 1.
 #
-# PORTCULLIS_NO_MUSL=1: static glibc instead (native only; the listener is
+# PORTCULLIS_NO_RELAY=1: the listener without the outbound relay's client
+# (cargo --no-default-features; about 54 KB zstd smaller; it refuses a
+# [relay] section). PORTCULLIS_NO_MUSL=1: static glibc instead (native only; the listener is
 # 3.3 MB instead of 2.5). PORTCULLIS_SMALL=1: the opt-in small listener,
 # below (native only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+no_relay=
+[ "${PORTCULLIS_NO_RELAY:-}" != 1 ] || no_relay=1
 
 die() { printf 'build-release.sh: %s\n' "$*" >&2; exit 1; }
 
@@ -49,6 +54,11 @@ fi
 
 # Everything the build needs that is missing, as "what: command" lines.
 missing=()
+if $cross; then objcopy=$arch-linux-gnu-objcopy; else objcopy=objcopy; fi
+if ! command -v "$objcopy" >/dev/null; then
+    if $cross; then pkg=binutils-$arch-linux-gnu; else pkg=binutils; fi
+    missing+=("$objcopy, to strip the listener's unwind tables: apt-get install $pkg")
+fi
 std_missing() { [ ! -d "$(rustc --print sysroot)/lib/rustlib/$1/lib" ]; }
 if std_missing "$triple"; then
     missing+=("Rust's standard library for $triple: rustup target add $triple")
@@ -73,13 +83,38 @@ report_missing() { # what-this-build-is [hint]
     return 1
 }
 
+# musl builds: relative relocations packed (RELR; musl >= 1.2.4 applies
+# them in a static-pie, binutils >= 2.38 writes them), so the binaries keep
+# their ASLR with a fraction of the .rela.dyn table (-35 KB zstd in the
+# listener).
+relr="-C link-arg=-Wl,-z,pack-relative-relocs"
+
 build() { # triple [rustflags]
     # Chained: set -e does not apply inside a function called from `if !`.
     mkdir -p "$dist" &&
-        RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" --bins >&2 &&
+        RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" \
+            --bin portcullis --bin portcullis-preflight >&2 &&
+        # The listener alone links without PT_GNU_EH_FRAME (see below); a
+        # target of its own, so both stay fresh across calls.
+        RUSTFLAGS="${2:-}" cargo rustc --release --locked --target "$1" --bin portcullisd \
+            ${no_relay:+--no-default-features} -- -C link-arg=-Wl,--no-eh-frame-hdr >&2 &&
         cp "target/$1/release/portcullisd" "target/$1/release/portcullis" \
             "target/$1/release/portcullis-preflight" "$dist/" &&
-        echo "$1${2:+ ($2)}" >"$dist/BUILD"
+        strip_unwind_tables "$dist/portcullisd" &&
+        echo "$1${2:+ ($2)}${no_relay:+ (listener without the relay)}" >"$dist/BUILD"
+}
+
+# The listener's unwind tables (about 80 KB of every image, zstd): it is
+# built with panic = "abort", so nothing unwinds; a panic still prints its
+# message, only RUST_BACKTRACE's stack trace comes out empty. Stable Rust
+# links std's prebuilt tables whatever the flags (the small build makes none),
+# so they go after linking, and the header that would point at them is not
+# written. objcopy drops the PT_GNU_RELRO header with them:
+# musl's static-pie start-up never applied it (no mprotect at start, checked
+# with strace), so no protection is lost. The client keeps its tables.
+strip_unwind_tables() { # binary
+    "$objcopy" --remove-section=.eh_frame_hdr --remove-section=.eh_frame \
+        --remove-section=.gcc_except_table "$1" "$1.tmp" && mv "$1.tmp" "$1"
 }
 
 # Opt-in "small" build (PORTCULLIS_SMALL=1): nightly Rust rebuilds std from
@@ -103,7 +138,7 @@ small() {
         -Zbuild-std-features=optimize_for_size \
         --release --locked --target "$triple" --bin portcullisd \
         -- -Clink-arg=-Wl,-z,pack-relative-relocs >&2
-    build "$triple"
+    build "$triple" "$relr"
     cp "target/small/$triple/release/portcullisd" "$dist/"
     echo "$triple (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)" \
         >"$dist/BUILD"
@@ -123,6 +158,6 @@ else
     hint=
     $cross || hint="Or, without musl: PORTCULLIS_NO_MUSL=1 tests/build-release.sh (static glibc; the listener is 3.3 MB)."
     report_missing "$triple" "$hint" || exit 1
-    build "$triple"
+    build "$triple" "$relr"
 fi
 echo "$dist"

@@ -427,6 +427,90 @@ async fn one_hundred_listeners_in_parallel() {
     assert_eq!(Arc::strong_count(&pass), 1);
 }
 
+/// A TCP relay on loopback in front of `port` that counts the connections
+/// it forwards: how many times the client came to a listener.
+async fn counting_relay(port: u16) -> (u16, Arc<std::sync::atomic::AtomicU32>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = l.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (relay_port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_costs_one_listener_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client_key");
+    sim::write_client_key(&key);
+    let shard = sim::start(vec![Spec::new(300, RIGHT)]);
+    let host = &shard.hosts[0];
+    let (relay_port, count) = counting_relay(host.port).await;
+    let pass = Arc::new(Passphrase::new(RIGHT.to_vec()).unwrap());
+    let mut p = plan(host, &key, &pass);
+    p.opts.target.port = relay_port;
+    let settings = run::Settings {
+        parallel: 4,
+        listener_wait: None,
+        up_timeout: Some(Duration::from_secs(30)),
+        poll: Duration::from_millis(200),
+    };
+    let reports = run::run(vec![p], &settings, None).await;
+    assert_eq!(reports[0].outcome, HostOutcome::Up, "{:?}", reports[0]);
+    // The passphrase went in the connection that checked the key: no key
+    // probe first (a second key exchange for every host and listener).
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(host.attempts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_already_up_at_the_listeners_address_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client_key");
+    sim::write_client_key(&key);
+    let shard = sim::start(vec![Spec::new(301, RIGHT)]);
+    let host = &shard.hosts[0];
+    let pass = Arc::new(Passphrase::new(RIGHT.to_vec()).unwrap());
+    let settings = run::Settings {
+        parallel: 4,
+        listener_wait: None,
+        up_timeout: Some(Duration::from_secs(30)),
+        poll: Duration::from_millis(200),
+    };
+    let first = run::run(vec![plan(host, &key, &pass)], &settings, None).await;
+    assert_eq!(first[0].outcome, HostOutcome::Up, "{:?}", first[0]);
+    // Now the system's sshd answers where the listener was (one port for
+    // both, as on most hosts): already up, the passphrase not sent, and
+    // with --accept-new the system's key is not pinned as the listener's.
+    let kh = dir.path().join("known_hosts");
+    for policy in [
+        HostKeyPolicy::Fingerprint(host.fingerprint.clone()),
+        HostKeyPolicy::KnownHosts {
+            path: kh.clone(),
+            accept_new: true,
+            ask: false,
+        },
+    ] {
+        let mut p = plan(host, &key, &pass);
+        p.opts.target.port = host.system_port;
+        p.opts.host_key = policy;
+        let again = run::run(vec![p], &settings, None).await;
+        assert_eq!(again[0].outcome, HostOutcome::AlreadyUp, "{:?}", again[0]);
+        assert!(again[0].unlock.is_none());
+    }
+    assert_eq!(host.attempts.load(Ordering::SeqCst), 1);
+    assert!(!kh.exists() || std::fs::read_to_string(&kh).unwrap().trim().is_empty());
+}
+
 fn watch_settings() -> watch::Settings {
     watch::Settings {
         interval: Duration::from_millis(200),

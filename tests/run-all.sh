@@ -37,6 +37,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked
+step "cargo test --no-default-features: the listener without the relay refuses [relay]"
+cargo test --locked --no-default-features --lib config::
 step "shellcheck"
 # Every tracked shell script: *.sh, and files whose first line is a sh/bash
 # shebang (hooks and guest scripts have no extension).

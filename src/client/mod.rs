@@ -160,6 +160,11 @@ pub enum ClientError {
     /// have opened the volumes. Never "unreachable": retrying blindly
     /// could burn a try.
     ReplyLost(String),
+    /// The server proved it holds one of the booted system's keys (see
+    /// [`unlock_unless_up`]): the system is up, nothing was sent.
+    SystemUp {
+        fingerprint: String,
+    },
     Other(anyhow::Error),
 }
 
@@ -174,6 +179,8 @@ impl ClientError {
             // Busy is "could not get in now", like unreachable.
             ClientError::Unreachable(_) | ClientError::Busy(_) => exit::UNREACHABLE,
             ClientError::ReplyLost(_) => exit::REPLY_LOST,
+            // Nothing left to unlock, as `already-up` says.
+            ClientError::SystemUp { .. } => exit::UNLOCKED,
             ClientError::Other(_) => exit::ERROR,
         }
     }
@@ -188,6 +195,7 @@ impl ClientError {
             ClientError::Unreachable(_) => "unreachable",
             ClientError::Busy(_) => "busy",
             ClientError::ReplyLost(_) => "reply-lost",
+            ClientError::SystemUp { .. } => "already-up",
             ClientError::Other(_) => "error",
         }
     }
@@ -232,6 +240,10 @@ impl std::fmt::Display for ClientError {
                  `portcullis status` on the host to see whether the volumes opened \
                  before sending it again"
             ),
+            ClientError::SystemUp { fingerprint } => write!(
+                f,
+                "the booted system answered with its pinned key {fingerprint}; nothing to unlock"
+            ),
             ClientError::Other(e) => write!(f, "{e:#}"),
         }
     }
@@ -274,6 +286,12 @@ pub(crate) struct Checker {
     /// Time spent waiting for the human's answer, which `--timeout` must
     /// not count.
     asking: Arc<Mutex<AskClock>>,
+    /// Fingerprints of the booted system's keys: a server proving one is
+    /// the system, not the listener, and is refused before the policy
+    /// (which could pin it with `--accept-new`) and before any login.
+    system_keys: Arc<[String]>,
+    /// The fingerprint of the key the policy accepted.
+    accepted: Arc<Mutex<Option<String>>>,
 }
 
 /// How long the host-key question has kept the human busy.
@@ -475,19 +493,29 @@ impl russh::client::Handler for Checker {
             )));
             return Ok(false);
         };
+        let got = fingerprint(key);
+        if self.system_keys.contains(&got) {
+            *lock(&self.verdict) = Some(ClientError::SystemUp { fingerprint: got });
+            return Ok(false);
+        }
         // The known-hosts check may prompt; keep it off the async threads.
         let this = Checker {
             policy: self.policy.clone(),
             host_id: self.host_id.clone(),
             verdict: self.verdict.clone(),
             asking: self.asking.clone(),
+            system_keys: self.system_keys.clone(),
+            accepted: self.accepted.clone(),
         };
         let key = key.clone();
         let r = tokio::task::spawn_blocking(move || this.decide(&key))
             .await
             .map_err(|e| anyhow!("host key check: {e}"))?;
         match r {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                *lock(&self.accepted) = Some(got);
+                Ok(true)
+            }
             Err(e) => {
                 *lock(&self.verdict) = Some(e);
                 Ok(false)
@@ -509,13 +537,24 @@ const BUSY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration
 /// Connects, verifies the host key and authenticates; retries an
 /// unreachable listener, and a busy one with backoff, while `wait` lasts.
 pub(crate) async fn connect(opts: &Options) -> Result<Conn, ClientError> {
+    Ok(connect_unless_up(opts, &[]).await?.0)
+}
+
+/// [`connect`], refusing a server that proves it holds one of
+/// `system_keys` ([`ClientError::SystemUp`]); also returns the fingerprint
+/// of the listener key the policy accepted.
+async fn connect_unless_up(
+    opts: &Options,
+    system_keys: &[String],
+) -> Result<(Conn, String), ClientError> {
+    let system_keys: Arc<[String]> = system_keys.into();
     let deadline = opts.wait.map(|w| Instant::now() + w);
     let mut announced = false;
     let mut busy_announced = false;
     let mut backoff = BUSY_BACKOFF.0;
     loop {
         let in_time = deadline.is_some_and(|d| Instant::now() < d);
-        match connect_once(opts).await {
+        match connect_once(opts, &system_keys).await {
             Err(ClientError::Unreachable(m)) if in_time => {
                 if !announced {
                     eprintln!("{}: not answering yet ({m}); waiting", opts.target);
@@ -635,8 +674,12 @@ fn host_key_preference(policy: &HostKeyPolicy, host_id: &str) -> russh::Preferre
     }
 }
 
-async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
+async fn connect_once(
+    opts: &Options,
+    system_keys: &Arc<[String]>,
+) -> Result<(Conn, String), ClientError> {
     let verdict = Arc::new(Mutex::new(None));
+    let accepted = Arc::new(Mutex::new(None));
     let asking = Arc::new(Mutex::new(AskClock::default()));
     let host_id = known_hosts::host_id(&opts.target.host, opts.target.port);
     let preferred = host_key_preference(&opts.host_key, &host_id);
@@ -645,6 +688,8 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
         host_id,
         verdict: verdict.clone(),
         asking: asking.clone(),
+        system_keys: system_keys.clone(),
+        accepted: accepted.clone(),
     };
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: Some(Duration::from_secs(120)),
@@ -713,7 +758,11 @@ async fn connect_once(opts: &Options) -> Result<Conn, ClientError> {
         }
     };
     authenticate(&mut conn, opts).await?;
-    Ok(conn)
+    // Set whenever russh went past the host-key check.
+    let accepted = lock(&accepted)
+        .take()
+        .ok_or_else(|| ClientError::Other(anyhow!("internal error: no host key was checked")))?;
+    Ok((conn, accepted))
 }
 
 async fn authenticate(conn: &mut Conn, opts: &Options) -> Result<(), ClientError> {
@@ -932,12 +981,25 @@ fn parse_reply<T: serde::de::DeserializeOwned>(out: &[u8]) -> Result<T> {
 /// Sends the passphrase; returns the listener's answer.
 #[tracing::instrument(skip_all)]
 pub async fn unlock(opts: &Options, pass: &Passphrase) -> Result<UnlockReply, ClientError> {
-    let conn = connect(opts).await?;
+    Ok(unlock_unless_up(opts, pass, &[]).await?.0)
+}
+
+/// [`unlock`] for a host whose booted system may already answer at the
+/// listener's address: a server proving one of `system_keys` gets
+/// [`ClientError::SystemUp`] and nothing. One connection does what a key
+/// probe and then an unlock did (a fleet's hosts cost one key exchange
+/// less each). Also returns the fingerprint of the listener's key.
+pub async fn unlock_unless_up(
+    opts: &Options,
+    pass: &Passphrase,
+    system_keys: &[String],
+) -> Result<(UnlockReply, String), ClientError> {
+    let (conn, listener_key) = connect_unless_up(opts, system_keys).await?;
     let (out, _) = exec(&conn, &protocol::machine_command("unlock"), Some(pass))
         .await
         .map_err(|e| e.into_client(true))?;
     let _ = conn.disconnect(Disconnect::ByApplication, "", "").await;
-    Ok(parse_reply(&out)?)
+    Ok((parse_reply(&out)?, listener_key))
 }
 
 pub async fn status(opts: &Options) -> Result<StatusReply, ClientError> {

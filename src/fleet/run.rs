@@ -2,9 +2,9 @@
 //! bounding how many talk to the network at a time, and a report per host.
 //! One host failing never stops the others.
 //!
-//! Per host: wait for the listener (the host may still be booting), send the
-//! passphrase once, then wait until the real system answers with its own,
-//! separately pinned key. The passphrase is never re-sent after it left:
+//! Per host: connect to the listener (retrying while the host is still
+//! booting) and send the passphrase once in that same connection, then
+//! wait until the real system answers with its own, separately pinned key. The passphrase is never re-sent after it left:
 //! a lost reply is reported, not retried, since a retry of a wrong
 //! passphrase would burn one of the host's tries.
 
@@ -173,6 +173,7 @@ impl HostOutcome {
             ClientError::AuthRefused(_) => HostOutcome::AuthRefused,
             ClientError::Unreachable(_) | ClientError::Busy(_) => HostOutcome::Unreachable,
             ClientError::ReplyLost(_) => HostOutcome::ReplyLost,
+            ClientError::SystemUp { .. } => HostOutcome::AlreadyUp,
             ClientError::Other(_) => HostOutcome::Error,
         }
     }
@@ -326,20 +327,35 @@ async fn one(
     let timeout = plan.opts.connect_timeout;
     let deadline = s.listener_wait.map(|w| Instant::now() + w);
     let mut pause = FIRST_POLL.min(s.poll);
-    // 1. Find the listener, or notice the system is already up.
-    let initramfs_key = loop {
-        match look(sem, &plan.opts.target, timeout).await {
-            Seen::Key(k) => {
-                if plan.system.as_ref().is_some_and(|(_, p)| p.matches(&k)) {
-                    return report(
-                        plan,
-                        HostOutcome::AlreadyUp,
-                        "the system answered with its pinned key; nothing to unlock".into(),
-                    );
-                }
-                break k;
+    // A server at the listener's address proving a system key means the
+    // system is up: the client refuses it before the host-key policy and
+    // before any login, so nothing is pinned and nothing is sent.
+    let system_keys: &[String] = plan
+        .system
+        .as_ref()
+        .map_or(&[], |(_, p)| p.fingerprints.as_slice());
+    // 1. and 2. in one connection (the host may still be booting): verify
+    // the pinned initramfs key (fail closed), authenticate, send the
+    // passphrase once. A key probe first would cost every host (and every
+    // listener) a second key exchange.
+    let (reply, initramfs_fp) = loop {
+        let r = {
+            let _turn = sem.acquire().await;
+            tell(Phase::Unlocking);
+            client::unlock_unless_up(&plan.opts, &plan.pass, system_keys).await
+        };
+        match r {
+            Ok(r) => break r,
+            Err(ClientError::SystemUp { .. }) => {
+                return report(
+                    plan,
+                    HostOutcome::AlreadyUp,
+                    "the system answered with its pinned key; nothing to unlock".into(),
+                );
             }
-            Seen::Nothing(why) => {
+            // Nothing was sent: the listener could not be used yet.
+            Err(ClientError::Unreachable(why) | ClientError::Busy(why)) => {
+                tell(Phase::Waiting);
                 // The listener may be gone because the system is up on
                 // another address or port.
                 if let Some((sys, pins)) = &plan.system {
@@ -362,37 +378,25 @@ async fn one(
                 }
                 return report(plan, HostOutcome::Unreachable, why);
             }
+            Err(ClientError::HostKeyUnknown { fingerprint, .. }) => {
+                // The single-host hint (--fingerprint, a terminal) does not
+                // fit a fleet: say where the pin goes instead.
+                return report(
+                    plan,
+                    HostOutcome::HostKeyUnknown,
+                    format!(
+                        "initramfs key {fingerprint} is not pinned: compare it with what \
+                         `portcullisd keygen` printed, then add fingerprint = \"{fingerprint}\" \
+                         to this host in the inventory (or run once with --accept-new)"
+                    ),
+                );
+            }
+            Err(e) => {
+                return report(plan, HostOutcome::from_error(&e), e.to_string());
+            }
         }
-    };
-
-    // 2. Send the passphrase, once. The listener's key is verified again by
-    // the client (fail closed); the probe's key only helps recognise the
-    // initramfs while we wait for the system below.
-    let reply = {
-        let _turn = sem.acquire().await;
-        tell(Phase::Unlocking);
-        client::unlock(&plan.opts, &plan.pass).await
     };
     let unlocked_at = Instant::now();
-    let reply = match reply {
-        Ok(r) => r,
-        Err(ClientError::HostKeyUnknown { fingerprint, .. }) => {
-            // The single-host hint (--fingerprint, a terminal) does not fit
-            // a fleet: say where the pin goes instead.
-            return report(
-                plan,
-                HostOutcome::HostKeyUnknown,
-                format!(
-                    "initramfs key {fingerprint} is not pinned: compare it with what \
-                     `portcullisd keygen` printed, then add fingerprint = \"{fingerprint}\" \
-                     to this host in the inventory (or run once with --accept-new)"
-                ),
-            );
-        }
-        Err(e) => {
-            return report(plan, HostOutcome::from_error(&e), e.to_string());
-        }
-    };
     let mut r = report(plan, HostOutcome::from_unlock(reply.outcome), String::new());
     r.detail = crate::protocol::describe_unlock(&reply);
     r.unlock = Some(reply);
@@ -414,7 +418,6 @@ async fn one(
         return r;
     };
     tell(Phase::Booting);
-    let initramfs_fp = fingerprint(&initramfs_key);
     match wait_for_system(
         sys,
         pins,

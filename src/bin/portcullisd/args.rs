@@ -118,9 +118,10 @@ Options:
       --force            Replace an existing key and public file (clients that
                          pinned the old key will refuse the new one until
                          re-pinned)
-      --type <TYPE>      Key type; a listener can serve one key of each type at
-                         once (docs/rotation.md) [default: ed25519] [possible
-                         values: ed25519, ecdsa, rsa]
+      --type <TYPE>      Key type (rsa runs OpenSSH's ssh-keygen); a listener
+                         can serve one key of each type at once
+                         (docs/rotation.md) [default: ed25519] [possible values:
+                         ed25519, ecdsa, rsa]
   -v, --verbose          More log output
   -h, --help             Print help
 ";

@@ -33,8 +33,8 @@ pub enum DaemonCommand {
         /// the old key will refuse the new one until re-pinned).
         #[arg(long)]
         force: bool,
-        /// Key type; a listener can serve one key of each type at once
-        /// (docs/rotation.md).
+        /// Key type (rsa runs OpenSSH's ssh-keygen); a listener can serve
+        /// one key of each type at once (docs/rotation.md).
         #[arg(long = "type", value_name = "TYPE", default_value = "ed25519",
               value_parser = ["ed25519", "ecdsa", "rsa"])]
         key_type: String,
