@@ -119,9 +119,9 @@ strip_unwind_tables() { # binary
 
 # Opt-in "small" build (PORTCULLIS_SMALL=1): nightly Rust rebuilds std from
 # source with panics that abort at once (no message, no backtrace code), no
-# unwind tables, no panic locations, and std's size-optimized algorithms. Packages may ship it only where the whole test suite
-# passed against it (PORTCULLISD_BIN=target/dist/portcullisd cargo test
-# --test daemon_cli, and the VM tests, which use target/dist). A panic then
+# unwind tables, no panic locations, and std's size-optimized algorithms.
+# Packages may ship it only where the whole test suite passed against it:
+# PORTCULLIS_SMALL=1 tests/run-all.sh (docs/testing.md). A panic then
 # ends the listener without a word; the stable build prints the message.
 # Only the listener: panic hooks do not run under immediate-abort, and the
 # client's hook puts the terminal's echo back (src/client/tty.rs), so the
@@ -136,11 +136,11 @@ small() {
     RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none" \
         CARGO_TARGET_DIR=target/small cargo +nightly rustc -Zbuild-std=std,panic_abort \
         -Zbuild-std-features=optimize_for_size \
-        --release --locked --target "$triple" --bin portcullisd \
+        --release --locked --target "$triple" --bin portcullisd ${no_relay:+--no-default-features} \
         -- -Clink-arg=-Wl,-z,pack-relative-relocs >&2
     build "$triple" "$relr"
     cp "target/small/$triple/release/portcullisd" "$dist/"
-    echo "$triple (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)" \
+    echo "$triple (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)${no_relay:+ (listener without the relay)}" \
         >"$dist/BUILD"
 }
 
