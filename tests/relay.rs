@@ -252,6 +252,25 @@ struct Server {
     stdins: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
+/// A relay sshd for `s` on a fresh forward port, and the admin's `ssh`
+/// wrapper that reaches the listener through it.
+fn relay_for(s: &Server) -> (u16, Relay, PathBuf) {
+    let fwd = free_port();
+    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
+    let ssh = relay.admin_ssh(&s.admin_key);
+    (fwd, relay, ssh)
+}
+
+/// Waits until nothing answers on the relay's forward port, failing with
+/// `what` after `within`.
+async fn closes_within(fwd: u16, within: Duration, what: &str) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", fwd)).is_ok() {
+        assert!(t.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn server() -> Server {
     server_with("")
 }
@@ -418,9 +437,7 @@ async fn unlock_through_the_relay_with_the_key_pinned_end_to_end() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, relay, ssh) = relay_for(&s);
     let srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
     assert!(
         forwarded(fwd, Duration::from_secs(15)).await,
@@ -536,14 +553,7 @@ async fn unlock_through_the_relay_with_the_key_pinned_end_to_end() {
     // Unlocked: the listener stops, and the relay no longer listens.
     let r = tokio::time::timeout(Duration::from_secs(10), srv).await;
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", fwd)).is_ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the relay still forwards"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    closes_within(fwd, Duration::from_secs(10), "the relay still forwards").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,9 +562,7 @@ async fn a_relay_with_another_host_key_gets_no_login_and_no_forward() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, relay, ssh) = relay_for(&s);
     let other = format!("SHA256:{}", "B".repeat(43));
     let settings = s.settings(&relay, &other, fwd);
     let m = relay_error(&s, &settings).await;
@@ -585,9 +593,7 @@ async fn a_relay_that_refuses_the_forward_is_a_clear_error_on_both_sides() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (_permitted, relay, ssh) = relay_for(&s);
     // The listener asks for a port its authorized_keys line does not permit.
     let asked = free_port();
     let m = relay_error(&s, &s.settings(&relay, &relay.host_fp, asked)).await;
@@ -608,9 +614,7 @@ async fn the_listener_reconnects_after_the_relay_restarts() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let mut relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, mut relay, ssh) = relay_for(&s);
     let _srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
     assert!(
         forwarded(fwd, Duration::from_secs(15)).await,
@@ -618,14 +622,12 @@ async fn the_listener_reconnects_after_the_relay_restarts() {
         relay.log()
     );
     relay.kill_all();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", fwd)).is_ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the forward outlived the relay"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    closes_within(
+        fwd,
+        Duration::from_secs(5),
+        "the forward outlived the relay",
+    )
+    .await;
     // Down for a while: the listener keeps trying (with backoff).
     tokio::time::sleep(Duration::from_secs(3)).await;
     relay.restart();
@@ -648,9 +650,7 @@ async fn the_next_listener_gets_the_port_after_one_died() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, relay, ssh) = relay_for(&s);
     let (_srv, kill) = s.serve_killable(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
     assert!(
         forwarded(fwd, Duration::from_secs(15)).await,
@@ -658,14 +658,12 @@ async fn the_next_listener_gets_the_port_after_one_died() {
         relay.log()
     );
     kill();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", fwd)).is_ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the relay kept the dead listener's port"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    closes_within(
+        fwd,
+        Duration::from_secs(10),
+        "the relay kept the dead listener's port",
+    )
+    .await;
     let _srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
     assert!(
         forwarded(fwd, Duration::from_secs(15)).await,
@@ -684,9 +682,7 @@ async fn relayed_connections_count_against_the_listener_limits() {
         return;
     }
     let s = server();
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, relay, ssh) = relay_for(&s);
     let limits = Limits {
         max_unauthenticated: 4,
         ..Limits::default()
@@ -738,9 +734,7 @@ async fn from_restricted_keys_are_refused_through_the_relay() {
         return;
     }
     let s = server_with("from=\"127.0.0.1\"");
-    let fwd = free_port();
-    let relay = Relay::start(s.dir.path(), fwd, &s.relay_pub, &s.admin_pub);
-    let ssh = relay.admin_ssh(&s.admin_key);
+    let (fwd, relay, ssh) = relay_for(&s);
     let _srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
     assert!(
         forwarded(fwd, Duration::from_secs(15)).await,
