@@ -3,58 +3,52 @@
 //! system. Only the listener asks: `keygen` and `check` run on the admin's
 //! machine and must not write into its kernel log. Secrets never reach a log
 //! call: the types that hold them have redacted `Debug` output.
+//!
+//! A small subscriber of our own ([`subscriber`]) writes the lines that
+//! tracing-subscriber's `fmt` layer wrote before (about 27 KB of the
+//! listener went to that crate and its helpers); `filter` reads
+//! `PORTCULLIS_LOG` as its `Targets` did. As before, a newline in a message
+//! or a `%display` field is written as is (only terminal escapes are
+//! spelled out), so text a client controls is escaped before it is logged
+//! (`listener::shown`) or logged as `?value`, which quotes it.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod fields;
+mod filter;
+mod subscriber;
+#[cfg(test)]
+mod tests;
+
+use filter::Filter;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use tracing::{Level, Metadata};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use subscriber::{LineSubscriber, Sink};
+use tracing::Level;
 
 type Kmsg = Arc<Mutex<std::fs::File>>;
 
 /// The kernel log, once [`init`] opened it.
 static KMSG: OnceLock<Kmsg> = OnceLock::new();
 
-#[derive(Clone)]
-struct Tee {
-    kmsg: Option<Kmsg>,
-}
-
-struct TeeWriter {
-    kmsg: Option<Kmsg>,
-    priority: u8,
-    line: Vec<u8>,
-}
-
-impl Write for TeeWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for TeeWriter {
-    fn drop(&mut self) {
-        let _ = std::io::stderr().write_all(&self.line);
-        if let Some(k) = &self.kmsg {
-            to_kmsg(k, self.priority, &self.line);
-        }
-    }
-}
-
 /// One write per record: kmsg takes each write as one message. The
 /// priority makes the journal show an error as an error.
 fn to_kmsg(kmsg: &Kmsg, priority: u8, line: &[u8]) {
     if let Ok(mut f) = kmsg.lock() {
-        let mut rec = format!("<{priority}>portcullisd: ").into_bytes();
-        rec.extend_from_slice(line);
-        let _ = f.write_all(&rec);
+        let _ = f.write_all(&kmsg_record(priority, line));
     }
+}
+
+/// `<priority>portcullisd: ` and the line.
+fn kmsg_record(priority: u8, line: &[u8]) -> Vec<u8> {
+    let mut rec = format!("<{priority}>portcullisd: ").into_bytes();
+    rec.extend_from_slice(line);
+    rec
 }
 
 /// syslog priorities: err, warning, info, debug.
@@ -67,22 +61,23 @@ fn priority(level: &Level) -> u8 {
     }
 }
 
-impl<'a> MakeWriter<'a> for Tee {
-    type Writer = TeeWriter;
-    fn make_writer(&'a self) -> TeeWriter {
-        TeeWriter {
-            kmsg: self.kmsg.clone(),
-            priority: 6,
-            line: Vec::new(),
+/// The filter for a `PORTCULLIS_LOG` value: the value when it parses, else
+/// the standard one (`info,russh=warn`, `debug,…` with `verbose`).
+fn filter(value: Option<&str>, verbose: bool) -> Filter {
+    value
+        .and_then(Filter::parse)
+        .unwrap_or_else(|| Filter::standard(if verbose { Level::DEBUG } else { Level::INFO }))
+}
+
+/// Writes a line to stderr (and the kernel log): the whole line in one
+/// `write_all`, under stderr's lock, so threads do not interleave.
+fn sink(kmsg: Option<Kmsg>) -> Sink {
+    Box::new(move |level, line| {
+        let _ = std::io::stderr().write_all(line);
+        if let Some(k) = &kmsg {
+            to_kmsg(k, priority(level), line);
         }
-    }
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> TeeWriter {
-        TeeWriter {
-            kmsg: self.kmsg.clone(),
-            priority: priority(meta.level()),
-            line: Vec::new(),
-        }
-    }
+    })
 }
 
 /// Initializes logging. `kmsg` adds `/dev/kmsg` when it can be opened: only
@@ -103,25 +98,9 @@ pub fn init(kmsg: bool, verbose: bool) {
     if let Some(k) = &kmsg {
         let _ = KMSG.set(k.clone());
     }
-    let default = if verbose { "debug" } else { "info" };
-    let filter: Targets = std::env::var("PORTCULLIS_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            format!("{default},russh=warn")
-                .parse()
-                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
-        });
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(Tee { kmsg })
-                .with_ansi(false)
-                .without_time()
-                .with_target(false),
-        )
-        .with(filter)
-        .try_init();
+    let value = std::env::var("PORTCULLIS_LOG").ok();
+    let filter = filter(value.as_deref(), verbose);
+    let _ = tracing::subscriber::set_global_default(LineSubscriber::new(filter, sink(kmsg)));
 }
 
 /// The error a command ends with, printed once: `portcullisd: error: …` on
