@@ -64,6 +64,12 @@ impl LineSubscriber {
         }
     }
 
+    /// Spans still held open (tests: none may leak).
+    #[cfg(test)]
+    pub(super) fn open_spans(&self) -> usize {
+        self.table().iter().flatten().count()
+    }
+
     fn table(&self) -> MutexGuard<'_, Vec<Option<SpanData>>> {
         // A panic elsewhere while holding the lock leaves consistent data.
         self.spans.lock().unwrap_or_else(PoisonError::into_inner)

@@ -177,6 +177,7 @@ fn battery() {
         "fields"
     );
     tracing::info!(r#type = "raw ident", a.b = 1, "dotted");
+    tracing::info!("r#quoted" = 1, "a field name spelled with r#");
     tracing::info!(only = 1);
     tracing::info!(message = "message as a field", after = 2);
     tracing::warn!(
@@ -194,6 +195,8 @@ fn battery() {
     tracing::trace!(target: "portcullisd::run", "daemon trace");
     tracing::info!(target: "special", special = 1, "with the field");
     tracing::info!(target: "special", "without the field");
+    tracing::debug!(target: "special", special = 2, "debug with the field");
+    tracing::debug!(target: "special", "debug without the field");
 
     let outer = tracing::info_span!("outer", volume = "root", n = 2);
     let guard = outer.enter();
@@ -223,6 +226,8 @@ fn battery() {
     russh.in_scope(|| tracing::warn!("inside a russh span"));
     let sp = tracing::info_span!(target: "special", "sp", special = 1);
     sp.in_scope(|| tracing::info!("inside a span with the field"));
+    let sp2 = tracing::debug_span!(target: "special", "sp2");
+    sp2.in_scope(|| tracing::info!("inside a span without the field"));
     drop((outer, inner, late, child, other));
 
     tokio::runtime::Builder::new_current_thread()
@@ -358,6 +363,30 @@ fn the_standard_filter_is_info_with_russh_at_warn() {
         );
         assert!(!t.contains("plain"), "{v}: {t}");
     }
+}
+
+/// A long-running listener must not keep closed spans: every span of the
+/// battery (nested, entered twice, parents held by children) is freed.
+#[test]
+fn closed_spans_are_freed() {
+    let sub = LineSubscriber::new(filter(Some("trace"), false), Box::new(|_, _| {}));
+    let dispatch = tracing::Dispatch::new(sub);
+    let open = || {
+        dispatch
+            .downcast_ref::<LineSubscriber>()
+            .unwrap()
+            .open_spans()
+    };
+    tracing::dispatcher::with_default(&dispatch, || {
+        let outer = tracing::info_span!("outer");
+        let child = outer.in_scope(|| tracing::info_span!("child"));
+        drop(outer);
+        // The child holds its parent.
+        assert_eq!(open(), 2);
+        drop(child);
+        battery();
+    });
+    assert_eq!(open(), 0);
 }
 
 #[test]
