@@ -401,6 +401,32 @@ fn kmsg_records_carry_the_priority_and_the_name() {
     assert_eq!(priority(&Level::TRACE), 7);
 }
 
+/// A newline in the message (or a `%display` field) is written as is, as
+/// `fmt` did: text from a client could forge a second line there, which is
+/// why the listener escapes such text (`listener::shown`) or logs it as
+/// `?value`. Terminal escapes are spelled out in the message either way.
+#[test]
+fn newlines_pass_in_messages_and_are_escaped_in_debug_fields() {
+    let forged = "root\n INFO unlocked: root\x1b[2K";
+    let got = ours(None, false, || {
+        tracing::warn!("{forged}");
+        tracing::warn!(user = forged, "refused");
+        tracing::warn!(user = ?forged, "refused");
+    });
+    let got: Vec<String> = got
+        .into_iter()
+        .map(|(_, l)| String::from_utf8(l).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            " WARN root\n INFO unlocked: root\\x1b[2K\n",
+            " WARN refused user=\"root\\n INFO unlocked: root\\u{1b}[2K\"\n",
+            " WARN refused user=\"root\\n INFO unlocked: root\\u{1b}[2K\"\n",
+        ]
+    );
+}
+
 #[test]
 fn a_megabyte_message_is_one_line() {
     let big = "x".repeat(1 << 20);

@@ -1,0 +1,138 @@
+//! The listener's log as a process shows it: `PORTCULLIS_LOG` and `-v`
+//! reach the filter (a malformed value falls back to the standard one), and
+//! every line on stderr has the `fmt` shape (`LEVEL message fields`). The
+//! exact bytes are compared with tracing-subscriber in src/logging/tests.rs.
+
+#[path = "support/listener_bin.rs"]
+mod listener_bin;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn image(dir: &Path, port: u16) -> std::path::PathBuf {
+    let o = Command::new(listener_bin::portcullisd())
+        .arg("keygen")
+        .arg(dir.join("host_key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Any valid key: nobody logs in.
+    std::fs::copy(dir.join("host_key.pub"), dir.join("authorized_keys")).unwrap();
+    let config = dir.join("portcullisd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nhost-key = \"{d}/host_key\"\n\
+             authorized-keys = \"{d}/authorized_keys\"\nbackend = \"cryptsetup\"\n\
+             cryptsetup = \"/bin/false\"\nvolumes-from-cmdline = false\n\
+             [[volume]]\nname = \"never-opened\"\ndevice = \"/dev/null\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Starts the listener, opens and drops one TCP connection (a debug line),
+/// stops it with SIGTERM and returns its stderr.
+fn log_of(log: Option<&str>, verbose: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = image(dir.path(), port);
+    let mut cmd = Command::new(listener_bin::portcullisd());
+    if verbose {
+        cmd.arg("-v");
+    }
+    cmd.arg("--config")
+        .arg(&config)
+        .env_remove("PORTCULLIS_LOG");
+    if let Some(v) = log {
+        cmd.env("PORTCULLIS_LOG", v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "listener exited");
+        assert!(Instant::now() < deadline, "listener never accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: a plain kill(2) of the child this test started.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    err
+}
+
+fn levels(log: &str) -> Vec<&str> {
+    log.lines().map(|l| l.get(..5).unwrap_or(l)).collect()
+}
+
+#[test]
+fn portcullis_log_and_verbose_reach_the_filter() {
+    let standard = log_of(None, false);
+    assert!(
+        standard.contains(" INFO listening on 127.0.0.1:"),
+        "{standard}"
+    );
+    assert!(
+        standard.contains(" WARN unauthenticated connections"),
+        "{standard}"
+    );
+    assert!(!standard.contains("DEBUG "), "{standard}");
+    for l in standard.lines() {
+        assert!(
+            [" INFO ", " WARN ", "ERROR "]
+                .iter()
+                .any(|p| l.starts_with(p)),
+            "not a log line: {l:?}"
+        );
+    }
+
+    let verbose = log_of(None, true);
+    assert!(verbose.contains("DEBUG connection"), "{verbose}");
+    let debug = log_of(Some("debug"), false);
+    assert!(debug.contains("DEBUG connection"), "{debug}");
+
+    let warn = log_of(Some("warn"), true);
+    assert!(
+        !warn.contains(" INFO ") && !warn.contains("DEBUG "),
+        "{warn}"
+    );
+    assert!(warn.contains(" WARN unauthenticated connections"), "{warn}");
+
+    // A value that does not parse is the standard filter (`-v` included),
+    // not silence and not everything.
+    for garbage in ["a=b=c", "portcullis=loud", "x[{y}=info"] {
+        assert_eq!(
+            levels(&log_of(Some(garbage), false)),
+            levels(&standard),
+            "{garbage}"
+        );
+        let v = log_of(Some(garbage), true);
+        assert!(
+            v.contains("DEBUG connection") && !v.contains("TRACE"),
+            "{garbage}: {v}"
+        );
+    }
+}
