@@ -4,7 +4,7 @@
 //! their `Debug` form (so a `&str` is quoted and escaped, a `%display` value
 //! is not), an error with its chain of sources. Terminal control
 //! characters in the message and in errors are escaped; a newline is not
-//! (see `docs` in [`super`] on forged lines).
+//! (see [`super`] on forged lines).
 
 use std::error::Error;
 use std::fmt::{self, Write as _};
