@@ -12,63 +12,43 @@
 )]
 
 use crate::authkeys::AuthorizedKeys;
-use crate::text::{clip, clip_message};
+use crate::text::clip;
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
 use anyhow::{bail, Context, Result};
+use fields::Fields;
 use russh::keys::PrivateKey;
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub(crate) mod fields;
+pub(crate) mod toml_subset;
 
 pub const DEFAULT_PATH: &str = "/etc/portcullis/portcullisd.toml";
 
 /// Longest `device =` accepted (well above any /dev/disk/by-* path).
 const MAX_DEVICE_LEN: usize = 1024;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
-    #[serde(default)]
-    listen: Option<Vec<String>>,
-    host_key: Option<HostKeyPaths>,
-    authorized_keys: Option<PathBuf>,
-    #[serde(default)]
-    backend: Option<String>,
-    cryptsetup: Option<PathBuf>,
-    max_tries: Option<u32>,
-    volumes_from_cmdline: Option<bool>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    volume: Vec<RawVolume>,
-    relay: Option<crate::relay::RawRelay>,
-}
+/// The top-level keys.
+const KEYS: &[&str] = &[
+    "listen",
+    "host-key",
+    "authorized-keys",
+    "backend",
+    "cryptsetup",
+    "max-tries",
+    "volumes-from-cmdline",
+    "limits",
+    "volume",
+    "relay",
+];
 
-/// `host-key = "/path"` or, to serve keys of several algorithms (a key-type
-/// migration), `host-key = ["/a", "/b"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a path or a list of paths")]
-enum HostKeyPaths {
-    One(PathBuf),
-    Many(Vec<PathBuf>),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawLimits {
-    auth_attempts: Option<u32>,
-    login_grace_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    max_unauthenticated: Option<u32>,
-    max_sessions: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawVolume {
-    name: String,
-    device: String,
+/// One `[[volume]]` as written: its line, for messages.
+#[derive(Debug)]
+struct RawVolume<'a> {
+    name: &'a str,
+    device: &'a str,
+    line: usize,
 }
 
 /// Which unlock backend to use.
@@ -141,87 +121,91 @@ impl Settings {
         Self::parse(&text, path)
     }
 
-    /// Validates TOML text; `path` is only used in messages.
+    /// Validates the text of a config file (the TOML subset of
+    /// [`toml_subset`]); `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let file = path.display();
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines with a snippet; keep it on one.
-            let msg = clip_message(e.message());
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text.get(..s.start).unwrap_or("").matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            anyhow::anyhow!("{file}{at}: {msg}")
-        })?;
-        let listen = raw
-            .listen
-            .unwrap_or_else(|| vec!["0.0.0.0:22".into()])
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "{file}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
-                        clip(a)
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if listen.is_empty() {
-            bail!("{file}: listen = []: give at least one address");
-        }
-        check_listen(&file, &listen)?;
-        let backend = match raw.backend.as_deref().unwrap_or("auto") {
-            "auto" => BackendKind::Auto,
-            "cryptsetup" => BackendKind::Cryptsetup,
-            "systemd" => BackendKind::Systemd,
-            "askpass" => BackendKind::Askpass,
-            other => bail!(
-                "{file}: backend = {}: expected \"auto\", \"cryptsetup\", \"systemd\" or \"askpass\"",
+        let root = toml_subset::parse(text)
+            .map_err(|e| anyhow::anyhow!("{file} (line {}): {}", e.line, e.msg))?;
+        let f = Fields::new(&file, String::new(), "", &root, KEYS)?;
+        let listen = match f.strs("listen", "a list of addresses")? {
+            None => vec!["0.0.0.0:22".parse::<SocketAddr>()?],
+            Some(list) => {
+                if list.is_empty() {
+                    let line = f.node("listen").map_or(0, |n| n.line);
+                    bail!("{}: listen = []: give at least one address", f.at(line));
+                }
+                list.iter()
+                    .map(|&(a, line)| {
+                        a.parse::<SocketAddr>().map_err(|_| {
+                            anyhow::anyhow!(
+                                "{}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
+                                f.at(line),
+                                clip(a)
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        let listen_line = f.node("listen").map_or(0, |n| n.line);
+        check_listen(&f.at(listen_line), &listen)?;
+        let backend = match f.str("backend")? {
+            None | Some(("auto", _)) => BackendKind::Auto,
+            Some(("cryptsetup", _)) => BackendKind::Cryptsetup,
+            Some(("systemd", _)) => BackendKind::Systemd,
+            Some(("askpass", _)) => BackendKind::Askpass,
+            Some((other, line)) => bail!(
+                "{}: backend = {}: expected \"auto\", \"cryptsetup\", \"systemd\" or \"askpass\"",
+                f.at(line),
                 clip(other)
             ),
         };
-        let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
-            let p = p.unwrap_or_else(|| PathBuf::from(default));
+        let abs = |key: &str, value: Option<(&str, usize)>, default: &str| -> Result<PathBuf> {
+            let (p, line) = value.unwrap_or((default, 0));
+            let at = f.at(line);
             // Hooks read `portcullisd check --list-files` line by line.
-            if p.to_string_lossy().chars().any(char::is_control) {
+            if p.chars().any(char::is_control) {
                 bail!(
-                    "{file}: {key} = {}: a path with control characters (a newline?); rename the file",
-                    clip(&p.display().to_string())
+                    "{at}: {key} = {}: a path with control characters (a newline?); rename the file",
+                    clip(p)
                 );
             }
+            let p = PathBuf::from(p);
             if !p.is_absolute() {
                 bail!(
-                    "{file}: {key} = {} must be an absolute path",
+                    "{at}: {key} = {} must be an absolute path",
                     clip(&p.display().to_string())
                 );
             }
             // Later errors name the path in full; no usable path is longer.
             if p.as_os_str().len() > crate::text::MAX_PATH {
                 bail!(
-                    "{file}: {key} = {}: longer than {} bytes",
+                    "{at}: {key} = {}: longer than {} bytes",
                     clip(&p.display().to_string()),
                     crate::text::MAX_PATH
                 );
             }
             Ok(p)
         };
-        let host_keys = match raw.host_key {
+        const PATHS: &str = "a path or a list of paths";
+        let host_keys = match f.node("host-key").map(|n| &n.value) {
             None => vec![abs("host-key", None, "/etc/portcullis/host_key")?],
-            Some(HostKeyPaths::One(p)) => vec![abs("host-key", Some(p), "")?],
-            Some(HostKeyPaths::Many(ps)) => {
+            Some(toml_subset::Value::Str(_)) => vec![abs("host-key", f.str("host-key")?, "")?],
+            Some(_) => {
+                let ps = f.strs("host-key", PATHS)?.unwrap_or_default();
                 if ps.is_empty() {
-                    bail!("{file}: host-key = []: give at least one key file");
+                    let line = f.node("host-key").map_or(0, |n| n.line);
+                    bail!("{}: host-key = []: give at least one key file", f.at(line));
                 }
                 let mut seen = std::collections::HashSet::with_capacity(ps.len());
                 let mut out = Vec::with_capacity(ps.len());
-                for p in ps {
-                    let p = abs("host-key", Some(p), "")?;
+                for (p, line) in ps {
+                    let p = abs("host-key", Some((p, line)), "")?;
                     if !seen.insert(p.clone()) {
                         bail!(
-                            "{file}: host-key lists {} twice; list each key file once",
+                            "{}: host-key lists {} twice; list each key file once",
+                            f.at(line),
                             clip(&p.display().to_string())
                         );
                     }
@@ -232,70 +216,81 @@ impl Settings {
         };
         let authorized_keys = abs(
             "authorized-keys",
-            raw.authorized_keys,
+            f.str("authorized-keys")?,
             "/etc/portcullis/authorized_keys",
         )?;
-        let cryptsetup = abs("cryptsetup", raw.cryptsetup, "/sbin/cryptsetup")?;
-        let max_tries = raw.max_tries.unwrap_or(10);
-        if max_tries == 0 || max_tries > 1000 {
-            bail!("{file}: max-tries = {max_tries}: expected 1 to 1000");
-        }
+        let cryptsetup = abs("cryptsetup", f.str("cryptsetup")?, "/sbin/cryptsetup")?;
+        let max_tries = int(&f, "max-tries", 10, 1, 1000)?;
         let d = Limits::default();
-        let l = raw.limits;
-        let limits = Limits {
-            auth_attempts: range(
-                &file,
-                "limits.auth-attempts",
-                l.auth_attempts,
-                d.auth_attempts,
-                1,
-                100,
-            )?,
-            login_grace: Duration::from_secs(range(
-                &file,
-                "limits.login-grace-secs",
-                l.login_grace_secs,
-                d.login_grace.as_secs(),
-                1,
-                3600,
-            )?),
-            idle_timeout: Duration::from_secs(range(
-                &file,
-                "limits.idle-timeout-secs",
-                l.idle_timeout_secs,
-                d.idle_timeout.as_secs(),
-                1,
-                86400,
-            )?),
-            max_unauthenticated: range(
-                &file,
-                "limits.max-unauthenticated",
-                l.max_unauthenticated,
-                d.max_unauthenticated,
-                1,
-                1024,
-            )?,
-            max_sessions: range(
-                &file,
-                "limits.max-sessions",
-                l.max_sessions,
-                d.max_sessions,
-                1,
-                1024,
-            )?,
+        let empty = toml_subset::Table::default();
+        let l = f.table("limits")?.unwrap_or(&empty);
+        let l = Fields::new(
+            &file,
+            "limits.".into(),
+            "[limits]",
+            l,
+            &[
+                "auth-attempts",
+                "login-grace-secs",
+                "idle-timeout-secs",
+                "max-unauthenticated",
+                "max-sessions",
+            ],
+        )?;
+        let secs = |key: &str, default: Duration, hi: i64| -> Result<Duration> {
+            int(&l, key, default.as_secs(), 1, hi).map(Duration::from_secs)
         };
-        let volumes = validate_volumes(&file, &raw.volume)?;
-        let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
+        let limits = Limits {
+            auth_attempts: int(&l, "auth-attempts", d.auth_attempts, 1, 100)?,
+            login_grace: secs("login-grace-secs", d.login_grace, 3600)?,
+            idle_timeout: secs("idle-timeout-secs", d.idle_timeout, 86400)?,
+            max_unauthenticated: int(&l, "max-unauthenticated", d.max_unauthenticated, 1, 1024)?,
+            max_sessions: int(&l, "max-sessions", d.max_sessions, 1, 1024)?,
+        };
+        let raw_volumes = f
+            .tables("volume")?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let v = Fields::new(
+                    &file,
+                    format!("volume[{i}]."),
+                    "[[volume]]",
+                    t,
+                    &["name", "device"],
+                )?;
+                let (name, _) = v.required_str("name")?;
+                let (device, _) = v.required_str("device")?;
+                Ok(RawVolume {
+                    name,
+                    device,
+                    line: t.line,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let volumes = validate_volumes(&file, &raw_volumes)?;
+        let volumes_from_cmdline = f.bool("volumes-from-cmdline")?.unwrap_or(true);
         if backend == BackendKind::Cryptsetup && volumes.is_empty() && !volumes_from_cmdline {
             bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
         }
-        if raw.relay.is_some() && !RELAY_BUILT_IN {
-            bail!("{file}: [relay]: {RELAY_MISSING}");
-        }
-        let relay = raw
-            .relay
-            .map(|r| crate::relay::RelaySettings::from_raw(&file, r))
-            .transpose()?;
+        let relay = match f.table("relay")? {
+            None => None,
+            Some(t) => {
+                let at = f.at(t.line);
+                if !RELAY_BUILT_IN {
+                    bail!("{at}: [relay]: {RELAY_MISSING}");
+                }
+                let r = Fields::new(
+                    &file,
+                    "relay.".into(),
+                    "[relay]",
+                    t,
+                    crate::relay::RawRelay::KEYS,
+                )?;
+                let raw = crate::relay::RawRelay::read(&r)?;
+                Some(crate::relay::RelaySettings::from_raw(&at, raw)?)
+            }
+        };
         Ok(Settings {
             listen,
             host_keys,
@@ -452,28 +447,29 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
     // took minutes for 200 000 volumes).
     let mut names = std::collections::HashSet::with_capacity(raw.len());
     for (i, v) in raw.iter().enumerate() {
-        if !valid_mapper_name(&v.name) {
+        let at = format!("{file} (line {})", v.line);
+        if !valid_mapper_name(v.name) {
             bail!(
-                "{file}: volume[{i}].name = {}: use letters, digits, '-', '_', '.', '+'",
-                clip(&v.name)
+                "{at}: volume[{i}].name = {}: use letters, digits, '-', '_', '.', '+'",
+                clip(v.name)
             );
         }
-        if !names.insert(v.name.as_str()) {
-            bail!("{file}: volume[{i}].name = {} is used twice", clip(&v.name));
+        if !names.insert(v.name) {
+            bail!("{at}: volume[{i}].name = {} is used twice", clip(v.name));
         }
         // DeviceSpec's own errors quote the whole value; no real device
         // spec is this long, so say so before it can be echoed.
         if v.device.len() > MAX_DEVICE_LEN {
             bail!(
-                "{file}: volume[{i}].device = {}: longer than {MAX_DEVICE_LEN} bytes; \
+                "{at}: volume[{i}].device = {}: longer than {MAX_DEVICE_LEN} bytes; \
                  use UUID=…, LABEL=… or a /dev path",
-                clip(&v.device)
+                clip(v.device)
             );
         }
-        let device = DeviceSpec::parse(&v.device)
-            .map_err(|e| anyhow::anyhow!("{file}: volume[{i}].device: {e}"))?;
+        let device = DeviceSpec::parse(v.device)
+            .map_err(|e| anyhow::anyhow!("{at}: volume[{i}].device: {e}"))?;
         volumes.push(Volume {
-            name: v.name.clone(),
+            name: v.name.to_owned(),
             device,
             options: Default::default(),
         });
@@ -481,22 +477,13 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
     Ok(volumes)
 }
 
-fn range<T>(
-    file: &impl std::fmt::Display,
-    key: &str,
-    v: Option<T>,
-    default: T,
-    lo: T,
-    hi: T,
-) -> Result<T>
-where
-    T: PartialOrd + Copy + std::fmt::Display,
-{
-    let v = v.unwrap_or(default);
-    if v < lo || v > hi {
-        bail!("{file}: {key} = {v}: expected {lo} to {hi}");
+/// `key` of `f` as a `T` from `lo` to `hi`, or `default` when absent.
+fn int<T: TryFrom<i64>>(f: &Fields, key: &str, default: T, lo: i64, hi: i64) -> Result<T> {
+    match f.int(key, lo, hi)? {
+        None => Ok(default),
+        // Unreachable for the ranges used here, which all fit T.
+        Some(v) => T::try_from(v).map_err(|_| anyhow::anyhow!("{key} = {v}: out of range")),
     }
-    Ok(v)
 }
 
 #[cfg(test)]
@@ -691,19 +678,28 @@ mod tests {
         // check. Straight to the validation: TOML parsing of that many
         // tables in a debug build would dominate the test's time.
         let n = 200_000;
-        let mut raw: Vec<RawVolume> = (0..n)
-            .map(|i| RawVolume {
-                name: format!("v{i}"),
-                device: format!("/dev/d{i}"),
+        let names: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("v{i}"), format!("/dev/d{i}")))
+            .collect();
+        let mut raw: Vec<RawVolume> = names
+            .iter()
+            .map(|(name, device)| RawVolume {
+                name,
+                device,
+                line: 1,
             })
             .collect();
         assert_eq!(validate_volumes(&"f", &raw).unwrap().len(), n);
         raw.push(RawVolume {
-            name: "v7".into(),
-            device: "/dev/x".into(),
+            name: "v7",
+            device: "/dev/x",
+            line: 9,
         });
         let m = format!("{:#}", validate_volumes(&"f", &raw).unwrap_err());
-        assert_eq!(m, format!("f: volume[{n}].name = \"v7\" is used twice"));
+        assert_eq!(
+            m,
+            format!("f (line 9): volume[{n}].name = \"v7\" is used twice")
+        );
         // And through the whole parser, on a smaller file.
         let mut text = String::new();
         for i in 0..2000 {
