@@ -708,3 +708,6 @@ impl Parser<'_> {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests;
