@@ -573,6 +573,64 @@ mod tests {
         assert!(m.contains("line 1"), "{m}");
     }
 
+    /// What serde's derived readers checked, now checked by hand: unknown
+    /// keys in every section, types, required keys, ranges; each error on
+    /// one line naming the file, the line and the key.
+    #[test]
+    fn typed_reading_names_file_line_and_key() {
+        let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        let cases = [
+            (
+                "max-tries = 3\n[limits]\nauth-attemps = 3\n",
+                "(line 3): unknown field `auth-attemps` in [limits], expected one of `auth-attempts`,",
+            ),
+            (
+                "[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\nopts = \"x\"\n",
+                "(line 4): unknown field `opts` in [[volume]], expected one of `name`, `device`",
+            ),
+            ("\n\nmax-tries = \"many\"\n", "(line 3): max-tries: invalid type: string \"many\", expected an integer"),
+            ("max-tries = 0\n", "(line 1): max-tries = 0: expected 1 to 1000"),
+            ("max-tries = -1\n", "(line 1): max-tries = -1: expected 1 to 1000"),
+            ("max-tries = 9223372036854775807\n", "max-tries = 9223372036854775807: expected 1 to 1000"),
+            ("volumes-from-cmdline = 1\n", "volumes-from-cmdline: invalid type: integer 1, expected true or false"),
+            ("backend = true\n", "(line 1): backend: invalid type: boolean true, expected a string"),
+            ("listen = \"0.0.0.0:22\"\n", "listen: invalid type: string \"0.0.0.0:22\", expected a list of addresses"),
+            ("listen = [\n\"0.0.0.0:22\",\n22]\n", "(line 3): listen: invalid type: integer 22, expected a string in the list"),
+            ("listen = []\n", "(line 1): listen = []: give at least one address"),
+            ("listen = [\"0.0.0.0:22\",\n\"0.0.0.0\"]\n", "(line 2): listen = \"0.0.0.0\" is not an address:port"),
+            ("host-key = [[\"/a\"]]\n", "host-key: invalid type: an array, expected a string in the list"),
+            ("host-key = true\n", "host-key: invalid type: boolean true, expected a path or a list of paths"),
+            ("limits = 3\n", "limits: invalid type: integer 3, expected a table: [limits]"),
+            ("[[limits]]\n", "limits: invalid type: an array of tables, expected a table: [limits]"),
+            ("volume = 1\n", "volume: invalid type: integer 1, expected [[volume]] tables"),
+            ("volume = [1]\n", "volume: invalid type: an array, expected [[volume]] tables"),
+            ("[volume]\nname = \"r\"\n", "volume: invalid type: a table, expected [[volume]] tables"),
+            ("\n[[volume]]\nname = \"r\"\n", "(line 2): missing field `device` in [[volume]]; add device = …"),
+            ("[[volume]]\nname = 1\ndevice = \"/dev/a\"\n", "(line 2): volume[0].name: invalid type: integer 1, expected a string"),
+            ("[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\n[[volume]]\nname = \"r\"\ndevice = \"/dev/b\"\n", "(line 4): volume[1].name = \"r\" is used twice"),
+            ("[limits]\nmax-sessions = 1025\n", "(line 2): limits.max-sessions = 1025: expected 1 to 1024"),
+            ("limits.max-sessions = 0\n", "(line 1): limits.max-sessions = 0: expected 1 to 1024"),
+            ("relay = 1\n", "relay: invalid type: integer 1, expected a table: [relay]"),
+            ("a = 1.5\n", "(line 1): a = \"1.5\": floats are not supported in portcullisd.toml"),
+            ("[limits]\nmax-sessions = 1\n[limits]\n", "(line 3): [limits] is defined twice (first on line 1); merge the two"),
+        ];
+        for (doc, want) in cases {
+            let m = e(doc);
+            assert!(
+                m.starts_with("/etc/portcullis/portcullisd.toml (line "),
+                "{m}"
+            );
+            assert!(m.contains(want), "{doc:?}:\n got  {m}\n want {want}");
+            assert!(!m.contains('\n'), "{m}");
+        }
+        // Dotted keys, CRLF and a byte-order mark read as the plain form.
+        let s = parse("\u{feff}limits.auth-attempts = 3\r\nlimits.max-sessions = 4\r\n").unwrap();
+        assert_eq!((s.limits.auth_attempts, s.limits.max_sessions), (3, 4));
+        let s = parse("volume = []\nlisten = [\n  '[::]:22', # v6\n]\n").unwrap();
+        assert!(s.volumes.is_empty());
+        assert_eq!(s.listen, vec!["[::]:22".parse().unwrap()]);
+    }
+
     #[test]
     fn host_key_is_a_path_or_a_list() {
         let s = parse("").unwrap();
@@ -648,6 +706,82 @@ mod tests {
     fn shipped_example_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/portcullisd.toml");
         Settings::load(&p).unwrap();
+    }
+
+    /// Every config the repository ships reads here as the `toml` crate
+    /// reads it: the example, the docs' ```toml blocks, and the configs the
+    /// VM, distro and bench scripts write (their shell variables filled in);
+    /// the complete ones also validate.
+    #[test]
+    fn shipped_configs_read_as_the_toml_crate_reads_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+        let mut docs: Vec<(String, String)> = vec![(
+            "examples/portcullisd.toml".into(),
+            read("examples/portcullisd.toml"),
+        )];
+        let md = [
+            "docs/config.md",
+            "docs/relay.md",
+            "docs/install/README.md",
+            "docs/install/network.md",
+            "docs/install/from-mkinitcpio-systemd-tool.md",
+        ];
+        for p in md {
+            for (i, block) in read(p).split("```toml\n").skip(1).enumerate() {
+                let body = block.split("```").next().unwrap();
+                docs.push((format!("{p} block {i}"), body.to_owned()));
+            }
+        }
+        let scripts = [
+            "tests/vm/demo.sh",
+            "tests/vm/e2e.sh",
+            "tests/distro/lib.sh",
+            "tests/distro/build-mkinitcpio.sh",
+            "benches/listener.sh",
+        ];
+        let fill = [
+            ("${relay_port}", "2222"),
+            ("$relay_port", "2222"),
+            ("$fwd_port", "2201"),
+            (
+                "$relay_fp",
+                "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+            ("$backend", "auto"),
+            ("$extra", ""),
+            ("$tool", "/etc/tool"),
+            ("$port", "2222"),
+            ("$work", "/tmp/w"),
+        ];
+        for p in scripts {
+            let text = read(p);
+            for (i, block) in text.split("<<TOML\n").skip(1).enumerate() {
+                let mut body = block.split("\nTOML\n").next().unwrap().to_owned() + "\n";
+                for (var, value) in fill {
+                    body = body.replace(var, value);
+                }
+                docs.push((format!("{p} heredoc {i}"), body));
+            }
+        }
+        assert!(docs.len() >= 10, "{} configs found", docs.len());
+        let mut validated = 0;
+        for (name, doc) in &docs {
+            let theirs =
+                toml::from_str::<toml::Table>(doc).unwrap_or_else(|e| panic!("{name}: toml: {e}"));
+            let ours = toml_subset::parse(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                toml::Value::Table(theirs),
+                toml_subset::tests::to_toml(&ours),
+                "{name}"
+            );
+            let complete = !doc.contains('$') && !doc.contains('…');
+            if complete {
+                Settings::parse(doc, Path::new(name)).unwrap_or_else(|e| panic!("{e:#}"));
+                validated += 1;
+            }
+        }
+        assert!(validated >= 5, "{validated} validated");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! [`MAX_DEPTH`] deep. Every message clips what it quotes
 //! ([`crate::text::clip`]).
 //!
-//! The differential tests in `config/tests.rs` hold it to the `toml`
+//! The differential tests in `toml_subset/tests.rs` hold it to the `toml`
 //! crate's answers.
 
 #![deny(
@@ -710,4 +710,4 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

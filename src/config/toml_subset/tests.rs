@@ -10,7 +10,7 @@
 use super::*;
 
 /// Our tree in `toml`'s terms, to compare.
-fn to_toml(t: &Table) -> toml::Value {
+pub(crate) fn to_toml(t: &Table) -> toml::Value {
     toml::Value::Table(
         t.entries
             .iter()
@@ -327,9 +327,23 @@ impl Gen {
         match self.below(6) {
             0 => self
                 .pick(&[
-                    "0", "-0", "+0", "1", "-1", "+42", "1_000", "01", "1__0", "_1", "1_",
-                    "9223372036854775807", "9223372036854775808", "-9223372036854775808",
-                    "-9223372036854775809", "+-1", "1-2",
+                    "0",
+                    "-0",
+                    "+0",
+                    "1",
+                    "-1",
+                    "+42",
+                    "1_000",
+                    "01",
+                    "1__0",
+                    "_1",
+                    "1_",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "-9223372036854775808",
+                    "-9223372036854775809",
+                    "+-1",
+                    "1-2",
                 ])
                 .to_owned(),
             _ => {
@@ -350,12 +364,41 @@ impl Gen {
 
     fn string(&mut self) -> String {
         const GOOD: &[&str] = &[
-            "a", "Z", " ", "é", "☃", "😀", "#", "=", "[", "]", ",", "\t", "\\n", "\\t", "\\b",
-            "\\f", "\\r", "\\\"", "\\\\", "\\u00e9", "\\u0000", "\\uE000", "\\U0001F600",
+            "a",
+            "Z",
+            " ",
+            "é",
+            "☃",
+            "😀",
+            "#",
+            "=",
+            "[",
+            "]",
+            ",",
+            "\t",
+            "\\n",
+            "\\t",
+            "\\b",
+            "\\f",
+            "\\r",
+            "\\\"",
+            "\\\\",
+            "\\u00e9",
+            "\\u0000",
+            "\\uE000",
+            "\\U0001F600",
         ];
         const BAD: &[&str] = &[
-            "\\uD800", "\\uDFFF", "\\U00110000", "\\x41", "\\e", "\\u12", "'", "\u{1}",
-            "\u{7f}", "\\",
+            "\\uD800",
+            "\\uDFFF",
+            "\\U00110000",
+            "\\x41",
+            "\\e",
+            "\\u12",
+            "'",
+            "\u{1}",
+            "\u{7f}",
+            "\\",
         ];
         let n = self.below(6);
         let body: String = (0..n)
@@ -377,12 +420,27 @@ impl Gen {
     fn value(&mut self, depth: usize) -> String {
         match self.below(if depth < 3 { 13 } else { 12 }) {
             0..=3 => self.int(),
-            4 => self.pick(&["true", "false", "true", "false", "True", "yes"]).to_owned(),
+            4 => self
+                .pick(&["true", "false", "true", "false", "True", "yes"])
+                .to_owned(),
             5..=9 => self.string(),
             10 => self
                 .pick(&[
-                    "1.5", "1e3", "inf", "nan", "0x1f", "0o7", "0b1", "1979-05-27", "07:32:00",
-                    "{ x = 1 }", "{}", "\"\"\"s\"\"\"", "'''s'''", "bare", "",
+                    "1.5",
+                    "1e3",
+                    "inf",
+                    "nan",
+                    "0x1f",
+                    "0o7",
+                    "0b1",
+                    "1979-05-27",
+                    "07:32:00",
+                    "{ x = 1 }",
+                    "{}",
+                    "\"\"\"s\"\"\"",
+                    "'''s'''",
+                    "bare",
+                    "",
                 ])
                 .to_owned(),
             _ => {
@@ -480,7 +538,11 @@ fn hostile_input_gets_short_errors_on_the_right_line() {
         format!("a = 1 # {long}\0\n"),
         "[".repeat(1 << 20),
         format!("a = {}", "[".repeat(1 << 20)),
-        format!("a = {}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1)),
+        format!(
+            "a = {}{}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        ),
         format!("{} = 1\n", vec!["k"; MAX_DEPTH + 1].join(".")),
         format!("[{}]\n", vec!["k"; 1 << 18].join(".")),
     ];
@@ -503,13 +565,22 @@ fn hostile_input_gets_short_errors_on_the_right_line() {
     assert_eq!(line("a = 1\n\nb = \"x\n"), 3);
     assert_eq!(line("a = 1\r\n\r\nb = \"x\r\n"), 3);
     assert_eq!(line("a = [\n 1,\n 2,\n 'x\n]\n"), 4);
-    assert_eq!(line("a = [\n 1,\n 2,\n"), 1, "an unclosed array: where it opens");
+    assert_eq!(
+        line("a = [\n 1,\n 2,\n"),
+        1,
+        "an unclosed array: where it opens"
+    );
     assert_eq!(line("[t]\nx = 1\n\n[t]\n"), 4);
     assert_eq!(line("a = [ # c\n # c\n 1.5 ]\n"), 3);
     assert_eq!(line("\u{feff}a = 1\nb = 1.5\n"), 2);
     let m = parse("[t]\nx = 1\n\n[t]\n").unwrap_err().to_string();
-    assert_eq!(m, "line 4: [t] is defined twice (first on line 1); merge the two");
-    let m = parse("limits = { auth-attempts = 3 }\n").unwrap_err().to_string();
+    assert_eq!(
+        m,
+        "line 4: [t] is defined twice (first on line 1); merge the two"
+    );
+    let m = parse("limits = { auth-attempts = 3 }\n")
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         m,
         "line 1: limits = {…}: inline tables are not supported in portcullisd.toml; \
