@@ -12,9 +12,9 @@
 )]
 
 use crate::authkeys::AuthorizedKeys;
+use crate::error::{bail, Context, Result};
 use crate::text::{clip, clip_message};
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
-use anyhow::{bail, Context, Result};
 use russh::keys::PrivateKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -154,7 +154,7 @@ impl Settings {
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            anyhow::anyhow!("{file}{at}: {msg}")
+            crate::err!("{file}{at}: {msg}")
         })?;
         let listen = raw
             .listen
@@ -162,7 +162,7 @@ impl Settings {
             .iter()
             .map(|a| {
                 a.parse::<SocketAddr>().map_err(|_| {
-                    anyhow::anyhow!(
+                    crate::err!(
                         "{file}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
                         clip(a)
                     )
@@ -333,8 +333,8 @@ impl Settings {
         let keys = self.load_host_keys(root)?;
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
-        let ak = AuthorizedKeys::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+        let ak =
+            AuthorizedKeys::parse(&text).map_err(|e| crate::err!("{}: {e}", ak_path.display()))?;
         if ak.keys.is_empty() {
             bail!(
                 "{}: no keys: nobody could unlock; add an admin's public key (one ssh-ed25519 … line)",
@@ -471,7 +471,7 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
             );
         }
         let device = DeviceSpec::parse(&v.device)
-            .map_err(|e| anyhow::anyhow!("{file}: volume[{i}].device: {e}"))?;
+            .map_err(|e| crate::err!("{file}: volume[{i}].device: {e}"))?;
         volumes.push(Volume {
             name: v.name.clone(),
             device,

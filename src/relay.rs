@@ -20,8 +20,8 @@
     clippy::panic
 )]
 
+use crate::error::{bail, Context, Result};
 use crate::text::clip;
-use anyhow::{bail, Context, Result};
 use russh::keys::PrivateKey;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};

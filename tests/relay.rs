@@ -315,7 +315,7 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    ) -> tokio::task::JoinHandle<portcullis::error::Result<()>> {
         self.serve_killable(settings, limits).0
     }
 
@@ -325,7 +325,10 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, impl FnOnce()) {
+    ) -> (
+        tokio::task::JoinHandle<portcullis::error::Result<()>>,
+        impl FnOnce(),
+    ) {
         let p = self.dir.path();
         let backend = Arc::new(Cryptsetup::new(
             FakeCryptsetup {
