@@ -38,13 +38,9 @@ fn can_run_sshd() -> bool {
     std::fs::create_dir_all("/run/sshd").is_ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/free_port.rs"]
+mod free_port;
+use free_port::free_port;
 
 fn keygen(path: &Path, comment: &str) -> String {
     let st = Command::new("ssh-keygen")
