@@ -12,9 +12,9 @@
 )]
 
 use crate::authkeys::AuthorizedKeys;
+use crate::error::{bail, Context, Result};
 use crate::text::clip;
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
-use anyhow::{bail, Context, Result};
 use fields::Fields;
 use russh::keys::PrivateKey;
 use std::net::SocketAddr;
@@ -126,7 +126,7 @@ impl Settings {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let file = path.display();
         let root = toml_subset::parse(text)
-            .map_err(|e| anyhow::anyhow!("{file} (line {}): {}", e.line, e.msg))?;
+            .map_err(|e| crate::err!("{file} (line {}): {}", e.line, e.msg))?;
         let f = Fields::new(&file, String::new(), "", &root, KEYS)?;
         let listen = match f.strs("listen", "a list of addresses")? {
             None => vec!["0.0.0.0:22".parse::<SocketAddr>()?],
@@ -138,7 +138,7 @@ impl Settings {
                 list.iter()
                     .map(|&(a, line)| {
                         a.parse::<SocketAddr>().map_err(|_| {
-                            anyhow::anyhow!(
+                            crate::err!(
                                 "{}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
                                 f.at(line),
                                 clip(a)
@@ -328,8 +328,8 @@ impl Settings {
         let keys = self.load_host_keys(root)?;
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
-        let ak = AuthorizedKeys::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+        let ak =
+            AuthorizedKeys::parse(&text).map_err(|e| crate::err!("{}: {e}", ak_path.display()))?;
         if ak.keys.is_empty() {
             bail!(
                 "{}: no keys: nobody could unlock; add an admin's public key (one ssh-ed25519 … line)",
@@ -467,7 +467,7 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
             );
         }
         let device = DeviceSpec::parse(v.device)
-            .map_err(|e| anyhow::anyhow!("{at}: volume[{i}].device: {e}"))?;
+            .map_err(|e| crate::err!("{at}: volume[{i}].device: {e}"))?;
         volumes.push(Volume {
             name: v.name.to_owned(),
             device,
@@ -482,7 +482,7 @@ fn int<T: TryFrom<i64>>(f: &Fields, key: &str, default: T, lo: i64, hi: i64) -> 
     match f.int(key, lo, hi)? {
         None => Ok(default),
         // Unreachable for the ranges used here, which all fit T.
-        Some(v) => T::try_from(v).map_err(|_| anyhow::anyhow!("{key} = {v}: out of range")),
+        Some(v) => T::try_from(v).map_err(|_| crate::err!("{key} = {v}: out of range")),
     }
 }
 

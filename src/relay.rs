@@ -20,8 +20,8 @@
     clippy::panic
 )]
 
+use crate::error::{bail, Context, Result};
 use crate::text::clip;
-use anyhow::{bail, Context, Result};
 use russh::keys::PrivateKey;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -247,7 +247,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<RelaySettings> {
-        let t = crate::config::toml_subset::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = crate::config::toml_subset::parse(text).map_err(|e| crate::err!("{e}"))?;
         let f = crate::config::fields::Fields::new(
             &"f.toml",
             "relay.".into(),

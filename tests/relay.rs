@@ -38,13 +38,9 @@ fn can_run_sshd() -> bool {
     std::fs::create_dir_all("/run/sshd").is_ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/free_port.rs"]
+mod free_port;
+use free_port::free_port;
 
 fn keygen(path: &Path, comment: &str) -> String {
     let st = Command::new("ssh-keygen")
@@ -315,7 +311,7 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    ) -> tokio::task::JoinHandle<portcullis::error::Result<()>> {
         self.serve_killable(settings, limits).0
     }
 
@@ -325,7 +321,10 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, impl FnOnce()) {
+    ) -> (
+        tokio::task::JoinHandle<portcullis::error::Result<()>>,
+        impl FnOnce(),
+    ) {
         let p = self.dir.path();
         let backend = Arc::new(Cryptsetup::new(
             FakeCryptsetup {

@@ -12,8 +12,8 @@
 )]
 
 use super::toml_subset::{Node, Table, Value};
+use crate::error::{bail, err, Error, Result};
 use crate::text::clip;
-use anyhow::{anyhow, bail, Error, Result};
 use std::fmt::Display;
 
 /// One table, read key by key.
@@ -76,7 +76,7 @@ impl<'a> Fields<'a> {
 
     /// "invalid type" for `key`, saying what was found and what is wanted.
     pub fn wrong(&self, key: &str, node: &Node, expected: &str) -> Error {
-        anyhow!(
+        err!(
             "{}: {}{key}: invalid type: {}, expected {expected}",
             self.at(node.line),
             self.prefix,
@@ -86,7 +86,7 @@ impl<'a> Fields<'a> {
 
     /// "missing field" for a key the section must have.
     pub fn missing(&self, key: &str) -> Error {
-        anyhow!(
+        err!(
             "{}: missing field `{key}` in {}; add {key} = …",
             self.at(self.table.line),
             self.section

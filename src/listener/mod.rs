@@ -22,11 +22,11 @@ pub mod terminal;
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};
 use crate::config::Limits;
+use crate::error::Result;
 use crate::protocol::{self, exit, Command, Outcome, StatusReply, UnlockReply, VolumeState};
 use crate::secret::{Passphrase, SecretBuf, SecretError};
 use crate::unlock::{Backend, Gate};
 use admission::{Decision, Ended, Policy, Source, Table};
-use anyhow::Result;
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, SshId};
@@ -578,7 +578,7 @@ fn accept<S>(
 
 /// Logs the end of a session. Before authentication anybody can cause it,
 /// so it goes to debug only (the summary line counts it).
-fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>, authenticated: bool) {
+fn log_end(peer: SocketAddr, r: Result<(), crate::error::Error>, authenticated: bool) {
     match r {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client closing its socket after the reply is the normal end.
@@ -800,7 +800,7 @@ impl Conn {
 }
 
 impl russh::server::Handler for Conn {
-    type Error = anyhow::Error;
+    type Error = crate::error::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(reject())
@@ -870,7 +870,7 @@ impl russh::server::Handler for Conn {
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         let Ok(permit) = self.shared.sessions.clone().try_acquire_owned() else {
             tracing::warn!(peer = %self.peer, "authenticated, but max-sessions are in use; disconnecting");
-            anyhow::bail!("too many sessions");
+            crate::bail!("too many sessions");
         };
         self.session_permit = Some(permit);
         if let Some(id) = self.admission_id.take() {
