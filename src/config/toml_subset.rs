@@ -351,7 +351,7 @@ impl Parser<'_> {
                     .into(),
             )),
             Some(_) => Err(self.err(format!(
-                "unexpected {} after the value; put one key = value or [table] per line",
+                "unexpected {} here; put one key = value or [table] per line",
                 clip(&self.rest().chars().take(16).collect::<String>())
             ))),
         }
@@ -498,10 +498,11 @@ impl Parser<'_> {
             _ => {}
         }
         let digits = tok.trim_start_matches(['+', '-']);
-        let is_date = tok.bytes().take(4).all(|b| b.is_ascii_digit())
-            && tok.as_bytes().get(4) == Some(&b'-')
-            || tok.as_bytes().get(2) == Some(&b':')
-                && tok.bytes().take(2).all(|b| b.is_ascii_digit());
+        // 1979-05-27…, or 07:32:00…
+        let digits_then = |n: usize, sep: u8| {
+            tok.as_bytes().get(n) == Some(&sep) && tok.bytes().take(n).all(|b| b.is_ascii_digit())
+        };
+        let is_date = digits_then(4, b'-') || digits_then(2, b':');
         let bad = |what: &str| {
             Err(self.err_at(
                 self.line,
