@@ -12,63 +12,43 @@
 )]
 
 use crate::authkeys::AuthorizedKeys;
-use crate::text::{clip, clip_message};
+use crate::error::{bail, Context, Result};
+use crate::text::clip;
 use crate::unlock::volume::{valid_mapper_name, DeviceSpec, Volume};
-use anyhow::{bail, Context, Result};
+use fields::Fields;
 use russh::keys::PrivateKey;
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub(crate) mod fields;
+pub(crate) mod toml_subset;
 
 pub const DEFAULT_PATH: &str = "/etc/portcullis/portcullisd.toml";
 
 /// Longest `device =` accepted (well above any /dev/disk/by-* path).
 const MAX_DEVICE_LEN: usize = 1024;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
-    #[serde(default)]
-    listen: Option<Vec<String>>,
-    host_key: Option<HostKeyPaths>,
-    authorized_keys: Option<PathBuf>,
-    #[serde(default)]
-    backend: Option<String>,
-    cryptsetup: Option<PathBuf>,
-    max_tries: Option<u32>,
-    volumes_from_cmdline: Option<bool>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    volume: Vec<RawVolume>,
-    relay: Option<crate::relay::RawRelay>,
-}
+/// The top-level keys.
+const KEYS: &[&str] = &[
+    "listen",
+    "host-key",
+    "authorized-keys",
+    "backend",
+    "cryptsetup",
+    "max-tries",
+    "volumes-from-cmdline",
+    "limits",
+    "volume",
+    "relay",
+];
 
-/// `host-key = "/path"` or, to serve keys of several algorithms (a key-type
-/// migration), `host-key = ["/a", "/b"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a path or a list of paths")]
-enum HostKeyPaths {
-    One(PathBuf),
-    Many(Vec<PathBuf>),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawLimits {
-    auth_attempts: Option<u32>,
-    login_grace_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    max_unauthenticated: Option<u32>,
-    max_sessions: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawVolume {
-    name: String,
-    device: String,
+/// One `[[volume]]` as written: its line, for messages.
+#[derive(Debug)]
+struct RawVolume<'a> {
+    name: &'a str,
+    device: &'a str,
+    line: usize,
 }
 
 /// Which unlock backend to use.
@@ -141,87 +121,91 @@ impl Settings {
         Self::parse(&text, path)
     }
 
-    /// Validates TOML text; `path` is only used in messages.
+    /// Validates the text of a config file (the TOML subset of
+    /// [`toml_subset`]); `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let file = path.display();
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines with a snippet; keep it on one.
-            let msg = clip_message(e.message());
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text.get(..s.start).unwrap_or("").matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            anyhow::anyhow!("{file}{at}: {msg}")
-        })?;
-        let listen = raw
-            .listen
-            .unwrap_or_else(|| vec!["0.0.0.0:22".into()])
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "{file}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
-                        clip(a)
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if listen.is_empty() {
-            bail!("{file}: listen = []: give at least one address");
-        }
-        check_listen(&file, &listen)?;
-        let backend = match raw.backend.as_deref().unwrap_or("auto") {
-            "auto" => BackendKind::Auto,
-            "cryptsetup" => BackendKind::Cryptsetup,
-            "systemd" => BackendKind::Systemd,
-            "askpass" => BackendKind::Askpass,
-            other => bail!(
-                "{file}: backend = {}: expected \"auto\", \"cryptsetup\", \"systemd\" or \"askpass\"",
+        let root = toml_subset::parse(text)
+            .map_err(|e| crate::err!("{file} (line {}): {}", e.line, e.msg))?;
+        let f = Fields::new(&file, String::new(), "", &root, KEYS)?;
+        let listen = match f.strs("listen", "a list of addresses")? {
+            None => vec!["0.0.0.0:22".parse::<SocketAddr>()?],
+            Some(list) => {
+                if list.is_empty() {
+                    let line = f.node("listen").map_or(0, |n| n.line);
+                    bail!("{}: listen = []: give at least one address", f.at(line));
+                }
+                list.iter()
+                    .map(|&(a, line)| {
+                        a.parse::<SocketAddr>().map_err(|_| {
+                            crate::err!(
+                                "{}: listen = {} is not an address:port (e.g. \"0.0.0.0:22\" or \"[::]:22\")",
+                                f.at(line),
+                                clip(a)
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        let listen_line = f.node("listen").map_or(0, |n| n.line);
+        check_listen(&f.at(listen_line), &listen)?;
+        let backend = match f.str("backend")? {
+            None | Some(("auto", _)) => BackendKind::Auto,
+            Some(("cryptsetup", _)) => BackendKind::Cryptsetup,
+            Some(("systemd", _)) => BackendKind::Systemd,
+            Some(("askpass", _)) => BackendKind::Askpass,
+            Some((other, line)) => bail!(
+                "{}: backend = {}: expected \"auto\", \"cryptsetup\", \"systemd\" or \"askpass\"",
+                f.at(line),
                 clip(other)
             ),
         };
-        let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf> {
-            let p = p.unwrap_or_else(|| PathBuf::from(default));
+        let abs = |key: &str, value: Option<(&str, usize)>, default: &str| -> Result<PathBuf> {
+            let (p, line) = value.unwrap_or((default, 0));
+            let at = f.at(line);
             // Hooks read `portcullisd check --list-files` line by line.
-            if p.to_string_lossy().chars().any(char::is_control) {
+            if p.chars().any(char::is_control) {
                 bail!(
-                    "{file}: {key} = {}: a path with control characters (a newline?); rename the file",
-                    clip(&p.display().to_string())
+                    "{at}: {key} = {}: a path with control characters (a newline?); rename the file",
+                    clip(p)
                 );
             }
+            let p = PathBuf::from(p);
             if !p.is_absolute() {
                 bail!(
-                    "{file}: {key} = {} must be an absolute path",
+                    "{at}: {key} = {} must be an absolute path",
                     clip(&p.display().to_string())
                 );
             }
             // Later errors name the path in full; no usable path is longer.
             if p.as_os_str().len() > crate::text::MAX_PATH {
                 bail!(
-                    "{file}: {key} = {}: longer than {} bytes",
+                    "{at}: {key} = {}: longer than {} bytes",
                     clip(&p.display().to_string()),
                     crate::text::MAX_PATH
                 );
             }
             Ok(p)
         };
-        let host_keys = match raw.host_key {
+        const PATHS: &str = "a path or a list of paths";
+        let host_keys = match f.node("host-key").map(|n| &n.value) {
             None => vec![abs("host-key", None, "/etc/portcullis/host_key")?],
-            Some(HostKeyPaths::One(p)) => vec![abs("host-key", Some(p), "")?],
-            Some(HostKeyPaths::Many(ps)) => {
+            Some(toml_subset::Value::Str(_)) => vec![abs("host-key", f.str("host-key")?, "")?],
+            Some(_) => {
+                let ps = f.strs("host-key", PATHS)?.unwrap_or_default();
                 if ps.is_empty() {
-                    bail!("{file}: host-key = []: give at least one key file");
+                    let line = f.node("host-key").map_or(0, |n| n.line);
+                    bail!("{}: host-key = []: give at least one key file", f.at(line));
                 }
                 let mut seen = std::collections::HashSet::with_capacity(ps.len());
                 let mut out = Vec::with_capacity(ps.len());
-                for p in ps {
-                    let p = abs("host-key", Some(p), "")?;
+                for (p, line) in ps {
+                    let p = abs("host-key", Some((p, line)), "")?;
                     if !seen.insert(p.clone()) {
                         bail!(
-                            "{file}: host-key lists {} twice; list each key file once",
+                            "{}: host-key lists {} twice; list each key file once",
+                            f.at(line),
                             clip(&p.display().to_string())
                         );
                     }
@@ -232,70 +216,81 @@ impl Settings {
         };
         let authorized_keys = abs(
             "authorized-keys",
-            raw.authorized_keys,
+            f.str("authorized-keys")?,
             "/etc/portcullis/authorized_keys",
         )?;
-        let cryptsetup = abs("cryptsetup", raw.cryptsetup, "/sbin/cryptsetup")?;
-        let max_tries = raw.max_tries.unwrap_or(10);
-        if max_tries == 0 || max_tries > 1000 {
-            bail!("{file}: max-tries = {max_tries}: expected 1 to 1000");
-        }
+        let cryptsetup = abs("cryptsetup", f.str("cryptsetup")?, "/sbin/cryptsetup")?;
+        let max_tries = int(&f, "max-tries", 10, 1, 1000)?;
         let d = Limits::default();
-        let l = raw.limits;
-        let limits = Limits {
-            auth_attempts: range(
-                &file,
-                "limits.auth-attempts",
-                l.auth_attempts,
-                d.auth_attempts,
-                1,
-                100,
-            )?,
-            login_grace: Duration::from_secs(range(
-                &file,
-                "limits.login-grace-secs",
-                l.login_grace_secs,
-                d.login_grace.as_secs(),
-                1,
-                3600,
-            )?),
-            idle_timeout: Duration::from_secs(range(
-                &file,
-                "limits.idle-timeout-secs",
-                l.idle_timeout_secs,
-                d.idle_timeout.as_secs(),
-                1,
-                86400,
-            )?),
-            max_unauthenticated: range(
-                &file,
-                "limits.max-unauthenticated",
-                l.max_unauthenticated,
-                d.max_unauthenticated,
-                1,
-                1024,
-            )?,
-            max_sessions: range(
-                &file,
-                "limits.max-sessions",
-                l.max_sessions,
-                d.max_sessions,
-                1,
-                1024,
-            )?,
+        let empty = toml_subset::Table::default();
+        let l = f.table("limits")?.unwrap_or(&empty);
+        let l = Fields::new(
+            &file,
+            "limits.".into(),
+            "[limits]",
+            l,
+            &[
+                "auth-attempts",
+                "login-grace-secs",
+                "idle-timeout-secs",
+                "max-unauthenticated",
+                "max-sessions",
+            ],
+        )?;
+        let secs = |key: &str, default: Duration, hi: i64| -> Result<Duration> {
+            int(&l, key, default.as_secs(), 1, hi).map(Duration::from_secs)
         };
-        let volumes = validate_volumes(&file, &raw.volume)?;
-        let volumes_from_cmdline = raw.volumes_from_cmdline.unwrap_or(true);
+        let limits = Limits {
+            auth_attempts: int(&l, "auth-attempts", d.auth_attempts, 1, 100)?,
+            login_grace: secs("login-grace-secs", d.login_grace, 3600)?,
+            idle_timeout: secs("idle-timeout-secs", d.idle_timeout, 86400)?,
+            max_unauthenticated: int(&l, "max-unauthenticated", d.max_unauthenticated, 1, 1024)?,
+            max_sessions: int(&l, "max-sessions", d.max_sessions, 1, 1024)?,
+        };
+        let raw_volumes = f
+            .tables("volume")?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let v = Fields::new(
+                    &file,
+                    format!("volume[{i}]."),
+                    "[[volume]]",
+                    t,
+                    &["name", "device"],
+                )?;
+                let (name, _) = v.required_str("name")?;
+                let (device, _) = v.required_str("device")?;
+                Ok(RawVolume {
+                    name,
+                    device,
+                    line: t.line,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let volumes = validate_volumes(&file, &raw_volumes)?;
+        let volumes_from_cmdline = f.bool("volumes-from-cmdline")?.unwrap_or(true);
         if backend == BackendKind::Cryptsetup && volumes.is_empty() && !volumes_from_cmdline {
             bail!("{file}: no [[volume]] and volumes-from-cmdline = false: nothing to unlock");
         }
-        if raw.relay.is_some() && !RELAY_BUILT_IN {
-            bail!("{file}: [relay]: {RELAY_MISSING}");
-        }
-        let relay = raw
-            .relay
-            .map(|r| crate::relay::RelaySettings::from_raw(&file, r))
-            .transpose()?;
+        let relay = match f.table("relay")? {
+            None => None,
+            Some(t) => {
+                let at = f.at(t.line);
+                if !RELAY_BUILT_IN {
+                    bail!("{at}: [relay]: {RELAY_MISSING}");
+                }
+                let r = Fields::new(
+                    &file,
+                    "relay.".into(),
+                    "[relay]",
+                    t,
+                    crate::relay::RawRelay::KEYS,
+                )?;
+                let raw = crate::relay::RawRelay::read(&r)?;
+                Some(crate::relay::RelaySettings::from_raw(&at, raw)?)
+            }
+        };
         Ok(Settings {
             listen,
             host_keys,
@@ -333,8 +328,8 @@ impl Settings {
         let keys = self.load_host_keys(root)?;
         let text = std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?;
-        let ak = AuthorizedKeys::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+        let ak =
+            AuthorizedKeys::parse(&text).map_err(|e| crate::err!("{}: {e}", ak_path.display()))?;
         if ak.keys.is_empty() {
             bail!(
                 "{}: no keys: nobody could unlock; add an admin's public key (one ssh-ed25519 … line)",
@@ -452,28 +447,29 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
     // took minutes for 200 000 volumes).
     let mut names = std::collections::HashSet::with_capacity(raw.len());
     for (i, v) in raw.iter().enumerate() {
-        if !valid_mapper_name(&v.name) {
+        let at = format!("{file} (line {})", v.line);
+        if !valid_mapper_name(v.name) {
             bail!(
-                "{file}: volume[{i}].name = {}: use letters, digits, '-', '_', '.', '+'",
-                clip(&v.name)
+                "{at}: volume[{i}].name = {}: use letters, digits, '-', '_', '.', '+'",
+                clip(v.name)
             );
         }
-        if !names.insert(v.name.as_str()) {
-            bail!("{file}: volume[{i}].name = {} is used twice", clip(&v.name));
+        if !names.insert(v.name) {
+            bail!("{at}: volume[{i}].name = {} is used twice", clip(v.name));
         }
         // DeviceSpec's own errors quote the whole value; no real device
         // spec is this long, so say so before it can be echoed.
         if v.device.len() > MAX_DEVICE_LEN {
             bail!(
-                "{file}: volume[{i}].device = {}: longer than {MAX_DEVICE_LEN} bytes; \
+                "{at}: volume[{i}].device = {}: longer than {MAX_DEVICE_LEN} bytes; \
                  use UUID=…, LABEL=… or a /dev path",
-                clip(&v.device)
+                clip(v.device)
             );
         }
-        let device = DeviceSpec::parse(&v.device)
-            .map_err(|e| anyhow::anyhow!("{file}: volume[{i}].device: {e}"))?;
+        let device = DeviceSpec::parse(v.device)
+            .map_err(|e| crate::err!("{at}: volume[{i}].device: {e}"))?;
         volumes.push(Volume {
-            name: v.name.clone(),
+            name: v.name.to_owned(),
             device,
             options: Default::default(),
         });
@@ -481,26 +477,17 @@ fn validate_volumes(file: &impl std::fmt::Display, raw: &[RawVolume]) -> Result<
     Ok(volumes)
 }
 
-fn range<T>(
-    file: &impl std::fmt::Display,
-    key: &str,
-    v: Option<T>,
-    default: T,
-    lo: T,
-    hi: T,
-) -> Result<T>
-where
-    T: PartialOrd + Copy + std::fmt::Display,
-{
-    let v = v.unwrap_or(default);
-    if v < lo || v > hi {
-        bail!("{file}: {key} = {v}: expected {lo} to {hi}");
+/// `key` of `f` as a `T` from `lo` to `hi`, or `default` when absent.
+fn int<T: TryFrom<i64>>(f: &Fields, key: &str, default: T, lo: i64, hi: i64) -> Result<T> {
+    match f.int(key, lo, hi)? {
+        None => Ok(default),
+        // Unreachable for the ranges used here, which all fit T.
+        Some(v) => T::try_from(v).map_err(|_| crate::err!("{key} = {v}: out of range")),
     }
-    Ok(v)
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -586,6 +573,64 @@ mod tests {
         assert!(m.contains("line 1"), "{m}");
     }
 
+    /// What serde's derived readers checked, now checked by hand: unknown
+    /// keys in every section, types, required keys, ranges; each error on
+    /// one line naming the file, the line and the key.
+    #[test]
+    fn typed_reading_names_file_line_and_key() {
+        let e = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        let cases = [
+            (
+                "max-tries = 3\n[limits]\nauth-attemps = 3\n",
+                "(line 3): unknown field `auth-attemps` in [limits], expected one of `auth-attempts`,",
+            ),
+            (
+                "[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\nopts = \"x\"\n",
+                "(line 4): unknown field `opts` in [[volume]], expected one of `name`, `device`",
+            ),
+            ("\n\nmax-tries = \"many\"\n", "(line 3): max-tries: invalid type: string \"many\", expected an integer"),
+            ("max-tries = 0\n", "(line 1): max-tries = 0: expected 1 to 1000"),
+            ("max-tries = -1\n", "(line 1): max-tries = -1: expected 1 to 1000"),
+            ("max-tries = 9223372036854775807\n", "max-tries = 9223372036854775807: expected 1 to 1000"),
+            ("volumes-from-cmdline = 1\n", "volumes-from-cmdline: invalid type: integer 1, expected true or false"),
+            ("backend = true\n", "(line 1): backend: invalid type: boolean true, expected a string"),
+            ("listen = \"0.0.0.0:22\"\n", "listen: invalid type: string \"0.0.0.0:22\", expected a list of addresses"),
+            ("listen = [\n\"0.0.0.0:22\",\n22]\n", "(line 3): listen: invalid type: integer 22, expected a string in the list"),
+            ("listen = []\n", "(line 1): listen = []: give at least one address"),
+            ("listen = [\"0.0.0.0:22\",\n\"0.0.0.0\"]\n", "(line 2): listen = \"0.0.0.0\" is not an address:port"),
+            ("host-key = [[\"/a\"]]\n", "host-key: invalid type: an array, expected a string in the list"),
+            ("host-key = true\n", "host-key: invalid type: boolean true, expected a path or a list of paths"),
+            ("limits = 3\n", "limits: invalid type: integer 3, expected a table: [limits]"),
+            ("[[limits]]\n", "limits: invalid type: an array of tables, expected a table: [limits]"),
+            ("volume = 1\n", "volume: invalid type: integer 1, expected [[volume]] tables"),
+            ("volume = [1]\n", "volume: invalid type: an array, expected [[volume]] tables"),
+            ("[volume]\nname = \"r\"\n", "volume: invalid type: a table, expected [[volume]] tables"),
+            ("\n[[volume]]\nname = \"r\"\n", "(line 2): missing field `device` in [[volume]]; add device = …"),
+            ("[[volume]]\nname = 1\ndevice = \"/dev/a\"\n", "(line 2): volume[0].name: invalid type: integer 1, expected a string"),
+            ("[[volume]]\nname = \"r\"\ndevice = \"/dev/a\"\n[[volume]]\nname = \"r\"\ndevice = \"/dev/b\"\n", "(line 4): volume[1].name = \"r\" is used twice"),
+            ("[limits]\nmax-sessions = 1025\n", "(line 2): limits.max-sessions = 1025: expected 1 to 1024"),
+            ("limits.max-sessions = 0\n", "(line 1): limits.max-sessions = 0: expected 1 to 1024"),
+            ("relay = 1\n", "relay: invalid type: integer 1, expected a table: [relay]"),
+            ("a = 1.5\n", "(line 1): a = \"1.5\": floats are not supported in portcullisd.toml"),
+            ("[limits]\nmax-sessions = 1\n[limits]\n", "(line 3): [limits] is defined twice (first on line 1); merge the two"),
+        ];
+        for (doc, want) in cases {
+            let m = e(doc);
+            assert!(
+                m.starts_with("/etc/portcullis/portcullisd.toml (line "),
+                "{m}"
+            );
+            assert!(m.contains(want), "{doc:?}:\n got  {m}\n want {want}");
+            assert!(!m.contains('\n'), "{m}");
+        }
+        // Dotted keys, CRLF and a byte-order mark read as the plain form.
+        let s = parse("\u{feff}limits.auth-attempts = 3\r\nlimits.max-sessions = 4\r\n").unwrap();
+        assert_eq!((s.limits.auth_attempts, s.limits.max_sessions), (3, 4));
+        let s = parse("volume = []\nlisten = [\n  '[::]:22', # v6\n]\n").unwrap();
+        assert!(s.volumes.is_empty());
+        assert_eq!(s.listen, vec!["[::]:22".parse().unwrap()]);
+    }
+
     #[test]
     fn host_key_is_a_path_or_a_list() {
         let s = parse("").unwrap();
@@ -663,6 +708,85 @@ mod tests {
         Settings::load(&p).unwrap();
     }
 
+    /// Every config the repository ships reads here as the `toml` crate
+    /// reads it: the example, the docs' ```toml blocks, and the configs the
+    /// VM, distro and bench scripts write (their shell variables filled in);
+    /// the complete ones also validate.
+    #[test]
+    fn shipped_configs_read_as_the_toml_crate_reads_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+        let mut docs: Vec<(String, String)> = vec![(
+            "examples/portcullisd.toml".into(),
+            read("examples/portcullisd.toml"),
+        )];
+        let md = [
+            "docs/config.md",
+            "docs/relay.md",
+            "docs/install/README.md",
+            "docs/install/network.md",
+            "docs/install/from-mkinitcpio-systemd-tool.md",
+        ];
+        for p in md {
+            for (i, block) in read(p).split("```toml\n").skip(1).enumerate() {
+                let body = block.split("```").next().unwrap();
+                docs.push((format!("{p} block {i}"), body.to_owned()));
+            }
+        }
+        let scripts = [
+            "tests/vm/demo.sh",
+            "tests/vm/e2e.sh",
+            "tests/distro/lib.sh",
+            "tests/distro/build-mkinitcpio.sh",
+            "benches/listener.sh",
+        ];
+        let fill = [
+            ("${relay_port}", "2222"),
+            ("$relay_port", "2222"),
+            ("$fwd_port", "2201"),
+            (
+                "$relay_fp",
+                "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+            ("$backend", "auto"),
+            ("$extra", ""),
+            ("$tool", "/etc/tool"),
+            ("$port", "2222"),
+            ("$work", "/tmp/w"),
+        ];
+        for p in scripts {
+            let text = read(p);
+            for (i, block) in text.split("<<TOML\n").skip(1).enumerate() {
+                let mut body = block.split("\nTOML\n").next().unwrap().to_owned() + "\n";
+                for (var, value) in fill {
+                    body = body.replace(var, value);
+                }
+                docs.push((format!("{p} heredoc {i}"), body));
+            }
+        }
+        assert!(docs.len() >= 10, "{} configs found", docs.len());
+        let mut validated = 0;
+        for (name, doc) in &docs {
+            let theirs =
+                toml::from_str::<toml::Table>(doc).unwrap_or_else(|e| panic!("{name}: toml: {e}"));
+            let ours = toml_subset::parse(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                toml::Value::Table(theirs),
+                toml_subset::tests::to_toml(&ours),
+                "{name}"
+            );
+            // A build without the relay refuses [relay] (tested above).
+            let complete = !doc.contains('$')
+                && !doc.contains('…')
+                && (RELAY_BUILT_IN || !doc.contains("[relay]"));
+            if complete {
+                Settings::parse(doc, Path::new(name)).unwrap_or_else(|e| panic!("{e:#}"));
+                validated += 1;
+            }
+        }
+        assert!(validated >= 5, "{validated} validated");
+    }
+
     #[test]
     fn errors_do_not_echo_unbounded_input() {
         let long = "o".repeat(1 << 20);
@@ -691,19 +815,28 @@ mod tests {
         // check. Straight to the validation: TOML parsing of that many
         // tables in a debug build would dominate the test's time.
         let n = 200_000;
-        let mut raw: Vec<RawVolume> = (0..n)
-            .map(|i| RawVolume {
-                name: format!("v{i}"),
-                device: format!("/dev/d{i}"),
+        let names: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("v{i}"), format!("/dev/d{i}")))
+            .collect();
+        let mut raw: Vec<RawVolume> = names
+            .iter()
+            .map(|(name, device)| RawVolume {
+                name,
+                device,
+                line: 1,
             })
             .collect();
         assert_eq!(validate_volumes(&"f", &raw).unwrap().len(), n);
         raw.push(RawVolume {
-            name: "v7".into(),
-            device: "/dev/x".into(),
+            name: "v7",
+            device: "/dev/x",
+            line: 9,
         });
         let m = format!("{:#}", validate_volumes(&"f", &raw).unwrap_err());
-        assert_eq!(m, format!("f: volume[{n}].name = \"v7\" is used twice"));
+        assert_eq!(
+            m,
+            format!("f (line 9): volume[{n}].name = \"v7\" is used twice")
+        );
         // And through the whole parser, on a smaller file.
         let mut text = String::new();
         for i in 0..2000 {

@@ -3,11 +3,11 @@
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};
 use crate::config::{BackendKind, Settings};
+use crate::error::{Context, Result};
 use crate::sys::{Root, SystemRunner};
 use crate::unlock::cryptsetup::Cryptsetup;
 use crate::unlock::volume::{self, Volume};
 use crate::unlock::{askpass, systemd, Backend};
-use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ pub fn backend(settings: &Settings, root: &Root) -> Result<Arc<dyn Backend>> {
         BackendKind::Auto | BackendKind::Cryptsetup => {
             let vols = volumes(settings, root);
             if vols.is_empty() {
-                anyhow::bail!(
+                crate::bail!(
                     "no volume to unlock: add a [[volume]] to the config or cryptdevice=/rd.luks.name= to the kernel command line"
                 );
             }
@@ -73,9 +73,9 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
         &std::fs::read_to_string(&ak_path)
             .with_context(|| format!("reading authorized keys {}", ak_path.display()))?,
     )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", ak_path.display()))?;
+    .map_err(|e| crate::err!("{}: {e}", ak_path.display()))?;
     if keys.keys.is_empty() {
-        anyhow::bail!("{}: no keys; nobody could log in", ak_path.display());
+        crate::bail!("{}: no keys; nobody could log in", ak_path.display());
     }
     let backend = backend(&settings, root)?;
     if backend.all_open() {
@@ -123,7 +123,7 @@ pub fn run(config: &Path, root: &Root) -> Result<()> {
             }
         }
         if listeners.is_empty() && relay.is_none() {
-            anyhow::bail!("cannot listen on any address ({})", failed.join("; "));
+            crate::bail!("cannot listen on any address ({})", failed.join("; "));
         }
         for v in backend.status() {
             tracing::info!(volume = %v.name, device = %v.device, state = ?v.state, "waiting for a passphrase");

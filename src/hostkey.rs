@@ -10,8 +10,8 @@
     clippy::panic
 )]
 
+use crate::error::{bail, Context, Result};
 use crate::sys::{Runner, SystemRunner};
-use anyhow::{bail, Context, Result};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::{EcdsaCurve, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
@@ -184,12 +184,12 @@ fn rsa_by_ssh_keygen(runner: &dyn Runner, path: &Path, comment: &str) -> Result<
         .run(Path::new(SSH_KEYGEN), &args, None)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
+                crate::err!(
                     "--type rsa uses OpenSSH's ssh-keygen, which is not installed: install \
                  openssh-client (openssh on Arch and Fedora), or make an ed25519 key (the default)"
                 )
             } else {
-                anyhow::anyhow!("running ssh-keygen for an RSA key: {e}")
+                crate::err!("running ssh-keygen for an RSA key: {e}")
             }
         })?;
     if out.code != Some(0) {

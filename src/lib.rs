@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod fleet;
 pub mod hostkey;
 pub mod listener;

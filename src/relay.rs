@@ -20,10 +20,9 @@
     clippy::panic
 )]
 
+use crate::error::{bail, Context, Result};
 use crate::text::clip;
-use anyhow::{bail, Context, Result};
 use russh::keys::PrivateKey;
-use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,8 +42,7 @@ pub const BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::fro
 const QUEUE: usize = 16;
 
 /// `[relay]` as written in the config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug)]
 pub struct RawRelay {
     host: String,
     port: Option<u16>,
@@ -52,6 +50,38 @@ pub struct RawRelay {
     key: PathBuf,
     host_key_fingerprints: Vec<String>,
     remote_port: u16,
+}
+
+impl RawRelay {
+    /// The keys `[relay]` may have.
+    pub const KEYS: &'static [&'static str] = &[
+        "host",
+        "port",
+        "user",
+        "key",
+        "host-key-fingerprints",
+        "remote-port",
+    ];
+
+    /// Reads the section's keys (missing ones and wrong types are errors
+    /// naming the line); [`RelaySettings::from_raw`] checks their values.
+    pub(crate) fn read(f: &crate::config::fields::Fields<'_>) -> Result<Self> {
+        let port = |key: &str| -> Result<Option<u16>> {
+            Ok(f.int(key, 0, u16::MAX.into())?
+                .and_then(|p| u16::try_from(p).ok()))
+        };
+        let pins = f
+            .strs("host-key-fingerprints", "a list of SHA256:… fingerprints")?
+            .ok_or_else(|| f.missing("host-key-fingerprints"))?;
+        Ok(RawRelay {
+            host: f.required_str("host")?.0.to_owned(),
+            port: port("port")?,
+            user: f.required_str("user")?.0.to_owned(),
+            key: PathBuf::from(f.required_str("key")?.0),
+            host_key_fingerprints: pins.into_iter().map(|(s, _)| s.to_owned()).collect(),
+            remote_port: port("remote-port")?.ok_or_else(|| f.missing("remote-port"))?,
+        })
+    }
 }
 
 /// A validated `[relay]` section.
@@ -217,8 +247,15 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<RelaySettings> {
-        let r: RawRelay = toml::from_str(text)?;
-        RelaySettings::from_raw(&"f.toml", r)
+        let t = crate::config::toml_subset::parse(text).map_err(|e| crate::err!("{e}"))?;
+        let f = crate::config::fields::Fields::new(
+            &"f.toml",
+            "relay.".into(),
+            "[relay]",
+            &t,
+            RawRelay::KEYS,
+        )?;
+        RelaySettings::from_raw(&"f.toml", RawRelay::read(&f)?)
     }
 
     #[test]

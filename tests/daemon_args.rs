@@ -142,13 +142,9 @@ impl Drop for Listener {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/free_port.rs"]
+mod free_port;
+use free_port::free_port;
 
 /// Starts the real listener process and waits until it accepts.
 fn listen(config: &Path, port: u16) -> Listener {

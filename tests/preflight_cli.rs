@@ -457,3 +457,28 @@ fn etc_kernel_cmdline_before_the_running_systems_line() {
     let o = f.run(&["--only", "network-config"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// Two commands share the name: the server's `portcullis-preflight(8)` and
+/// the client's `portcullis preflight`, whose git-style page is
+/// `portcullis-preflight(1)`. `man portcullis-preflight` opens section 1
+/// first, so each page names the other.
+#[test]
+fn both_preflight_pages_point_at_each_other() {
+    // Help wraps at the terminal's width: compare words, not lines.
+    let words = |o: &Output| text(o).split_whitespace().collect::<Vec<_>>().join(" ");
+    let server = words(&preflight(&["--help"]));
+    assert!(
+        server.contains("portcullis preflight HOST")
+            && server.contains("man 1 portcullis-preflight"),
+        "{server}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["preflight", "--help"])
+        .output()
+        .unwrap();
+    let client = words(&o);
+    assert!(
+        client.contains("`portcullis-preflight`") && client.contains("man 8 portcullis-preflight"),
+        "{client}"
+    );
+}

@@ -38,13 +38,9 @@ fn can_run_sshd() -> bool {
     std::fs::create_dir_all("/run/sshd").is_ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/free_port.rs"]
+mod free_port;
+use free_port::free_port;
 
 fn keygen(path: &Path, comment: &str) -> String {
     let st = Command::new("ssh-keygen")
@@ -275,6 +271,32 @@ fn server() -> Server {
     server_with("")
 }
 
+/// What the listeners of this test binary logged (every test here serves
+/// through the relay only). Process-global, so installed once.
+fn listener_log() -> &'static Mutex<Vec<u8>> {
+    #[derive(Clone)]
+    struct Sink(&'static Mutex<Vec<u8>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOG: std::sync::OnceLock<&'static Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::default());
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(log))
+            .with_ansi(false)
+            .init();
+        log
+    })
+}
+
 /// `ak_options` prefixes the admin's authorized_keys line.
 fn server_with(ak_options: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
@@ -315,7 +337,7 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    ) -> tokio::task::JoinHandle<portcullis::error::Result<()>> {
         self.serve_killable(settings, limits).0
     }
 
@@ -325,7 +347,10 @@ impl Server {
         &self,
         settings: RelaySettings,
         limits: Limits,
-    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, impl FnOnce()) {
+    ) -> (
+        tokio::task::JoinHandle<portcullis::error::Result<()>>,
+        impl FnOnce(),
+    ) {
         let p = self.dir.path();
         let backend = Arc::new(Cryptsetup::new(
             FakeCryptsetup {
@@ -436,6 +461,7 @@ async fn unlock_through_the_relay_with_the_key_pinned_end_to_end() {
     if !can_run_sshd() {
         return;
     }
+    let log = listener_log();
     let s = server();
     let (fwd, relay, ssh) = relay_for(&s);
     let srv = s.serve(s.settings(&relay, &relay.host_fp, fwd), Limits::default());
@@ -554,6 +580,20 @@ async fn unlock_through_the_relay_with_the_key_pinned_end_to_end() {
     let r = tokio::time::timeout(Duration::from_secs(10), srv).await;
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
     closes_within(fwd, Duration::from_secs(10), "the relay still forwards").await;
+
+    // The relay's loopback address must not read as a local login: every
+    // connection here came through a relay, and each line says so.
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("peer=")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("unlock request") && l.contains("Unlocked")),
+        "{log}"
+    );
+    for l in &lines {
+        assert!(l.contains(" (via relay)"), "{l}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

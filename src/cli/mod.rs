@@ -76,6 +76,10 @@ pub enum ClientCommand {
     Watch(WatchArgs),
     /// Will remote unlock work after the next reboot? Checks each server's
     /// boot image over its running system's SSH (see docs/preflight.md).
+    ///
+    /// The check on the server is its own command, `portcullis-preflight`
+    /// (`man 8 portcullis-preflight`; this page is `man 1
+    /// portcullis-preflight`).
     Preflight(preflight::PreflightArgs),
     /// Drive a clear-text rescue system over SSH: unlock, mount, check,
     /// chroot, kexec into the main system (see docs/rescue.md).

@@ -22,11 +22,11 @@ pub mod terminal;
 
 use crate::authkeys::{fingerprint, AuthorizedKeys};
 use crate::config::Limits;
+use crate::error::Result;
 use crate::protocol::{self, exit, Command, Outcome, StatusReply, UnlockReply, VolumeState};
 use crate::secret::{Passphrase, SecretBuf, SecretError};
 use crate::unlock::{Backend, Gate};
 use admission::{Decision, Ended, Policy, Source, Table};
-use anyhow::Result;
 use russh::keys::PrivateKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, SshId};
@@ -104,8 +104,27 @@ impl Shared {
         (std::collections::hash_map::RandomState::new().hash_one(n) % 100) as u32
     }
 
-    fn ended(&self, why: Ended, peer: SocketAddr) {
-        lock(&self.admission).ended(why, Source::of(peer.ip()));
+    fn ended(&self, why: Ended, peer: Peer) {
+        lock(&self.admission).ended(why, Source::of(peer.addr.ip()));
+    }
+}
+
+/// A connection's address as its log lines show it. Through the relay it
+/// is the relay's word (usually 127.0.0.1, the relay's own loopback), so
+/// the line says so rather than look like a local login.
+#[derive(Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    relayed: bool,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.relayed {
+            write!(f, "{} (via relay)", self.addr)
+        } else {
+            write!(f, "{}", self.addr)
+        }
     }
 }
 
@@ -472,6 +491,10 @@ fn accept<S>(
             id
         }
     };
+    let peer = Peer {
+        addr: peer,
+        relayed: from_ip.is_none(),
+    };
     let authed = Arc::new(AtomicBool::new(false));
     let base = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
@@ -578,7 +601,7 @@ fn accept<S>(
 
 /// Logs the end of a session. Before authentication anybody can cause it,
 /// so it goes to debug only (the summary line counts it).
-fn log_end(peer: SocketAddr, r: Result<(), anyhow::Error>, authenticated: bool) {
+fn log_end(peer: Peer, r: Result<(), crate::error::Error>, authenticated: bool) {
     match r {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client closing its socket after the reply is the normal end.
@@ -610,7 +633,7 @@ struct Chan {
 /// One connection.
 struct Conn {
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: Peer,
     /// What `from=` is checked against (`None` through the relay).
     from_ip: Option<IpAddr>,
     authed: Arc<AtomicBool>,
@@ -800,7 +823,7 @@ impl Conn {
 }
 
 impl russh::server::Handler for Conn {
-    type Error = anyhow::Error;
+    type Error = crate::error::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(reject())
@@ -870,7 +893,7 @@ impl russh::server::Handler for Conn {
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         let Ok(permit) = self.shared.sessions.clone().try_acquire_owned() else {
             tracing::warn!(peer = %self.peer, "authenticated, but max-sessions are in use; disconnecting");
-            anyhow::bail!("too many sessions");
+            crate::bail!("too many sessions");
         };
         self.session_permit = Some(permit);
         if let Some(id) = self.admission_id.take() {

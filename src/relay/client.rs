@@ -11,7 +11,7 @@
 )]
 
 use super::{RelaySettings, Relayed, BACKOFF, LISTEN_ON};
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ pub async fn session(
         tokio::net::TcpStream::connect(SocketAddr::new(s.host, s.port)),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("connecting: timed out (network not up yet?)"))?
+    .map_err(|_| crate::err!("connecting: timed out (network not up yet?)"))?
     .context("connecting")?;
     let _ = tcp.set_nodelay(true);
     let verdict = Arc::new(Mutex::new(None));
@@ -84,7 +84,7 @@ pub async fn session(
         russh::client::connect_stream(config, tcp, handler),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("SSH handshake: timed out"))?;
+    .map_err(|_| crate::err!("SSH handshake: timed out"))?;
     let mut h = match handshake {
         Ok(h) => h,
         Err(e) => {
@@ -157,7 +157,7 @@ pub fn pinned(pins: &[String], fp: &str) -> bool {
 }
 
 impl russh::client::Handler for RelayClient {
-    type Error = anyhow::Error;
+    type Error = crate::error::Error;
 
     async fn check_server_key(
         &mut self,

@@ -55,7 +55,7 @@ pub struct Fixture {
     pub other_key: PathBuf,
     pub stdins: Arc<Mutex<Vec<Vec<u8>>>>,
     pub argvs: Arc<Mutex<Vec<Vec<String>>>>,
-    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub server: tokio::task::JoinHandle<portcullis::error::Result<()>>,
 }
 
 /// Starts a listener guarding two volumes; `ak_options` prefixes the

@@ -92,7 +92,7 @@ pub struct Door {
     pub addr: std::net::SocketAddr,
     pub host_fp: String,
     pub client_key: PathBuf,
-    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub server: tokio::task::JoinHandle<portcullis::error::Result<()>>,
 }
 
 /// Starts a listener in front of `backend`, stopping when `stop` completes.

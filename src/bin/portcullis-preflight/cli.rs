@@ -14,6 +14,10 @@ use std::path::PathBuf;
 /// Exit status: 0 every check passed, 14 remote unlock will fail after the
 /// next reboot, 15 nothing fails but some checks warn, 1 error (an image
 /// that cannot be read, a bad option). See docs/preflight.md.
+///
+/// From the admin's workstation, `portcullis preflight HOST` runs this over
+/// SSH (`man 1 portcullis-preflight`; this page is `man 8
+/// portcullis-preflight`).
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis-preflight",

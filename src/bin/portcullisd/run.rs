@@ -2,7 +2,7 @@
 //! a config (and the files it names) the way an image hook does.
 
 use crate::args::{Args, Command};
-use anyhow::{Context, Result};
+use portcullis::error::{Context, Result};
 use std::path::Path;
 
 /// Runs the command; returns the process exit code.
@@ -18,7 +18,7 @@ pub fn run(args: Args) -> u8 {
             })
             .map_err(|e| e.context("keygen")),
         Command::Check { root, list_files } => check(&args.config, &root, list_files)
-            .map_err(|e| anyhow::anyhow!(as_image_paths(&format!("{e:#}"), &root))),
+            .map_err(|e| portcullis::error::Error::msg(as_image_paths(&format!("{e:#}"), &root))),
         Command::Run => portcullis::daemon::run(&args.config, &portcullis::sys::Root::default()),
     };
     match result {
@@ -60,7 +60,7 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
     // Port 0 (any free port) is for tests; in an image it would listen
     // where no client looks.
     if let Some(a) = settings.listen.iter().find(|a| a.port() == 0) {
-        anyhow::bail!(
+        portcullis::bail!(
             "{}: listen = \"{a}\": port 0 picks a random port at boot; give a port (22)",
             config.display()
         );
@@ -69,7 +69,7 @@ fn check(config: &Path, root: &Path, list_files: bool) -> Result<()> {
     for key in &settings.host_keys {
         let key_path = root.join(key);
         if portcullis::hostkey::world_or_group_readable(&key_path)? {
-            anyhow::bail!(
+            portcullis::bail!(
                 "host key {} is readable by group or others; chmod 600 it",
                 key_path.display()
             );
