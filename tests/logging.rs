@@ -3,6 +3,8 @@
 //! every line on stderr has the `fmt` shape (`LEVEL message fields`). The
 //! exact bytes are compared with tracing-subscriber in src/logging/tests.rs.
 
+#[path = "support/free_port.rs"]
+mod free_port;
 #[path = "support/listener_bin.rs"]
 mod listener_bin;
 
@@ -39,11 +41,7 @@ fn image(dir: &Path, port: u16) -> std::path::PathBuf {
 /// stops it with SIGTERM and returns its stderr.
 fn log_of(log: Option<&str>, verbose: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port::free_port();
     let config = image(dir.path(), port);
     let mut cmd = Command::new(listener_bin::portcullisd());
     if verbose {
