@@ -46,7 +46,7 @@ expect_build_failure() { # DESCRIPTION PATTERN
 cfg=$root/etc/portcullis/portcullisd.toml
 cp "$cfg" "$out/good.toml"
 echo 'backend = "dropbear"' >>"$cfg"
-expect_build_failure "bad config" 'portcullis: portcullisd check failed.*duplicate key `backend`'
+expect_build_failure "bad config" 'portcullis: portcullisd check failed.*backend is defined twice \(first on line [0-9]+\); keep one'
 cp "$out/good.toml" "$cfg"
 mv "$root/etc/portcullis/host_key" "$out/hk.saved"
 expect_build_failure "missing host key" 'host key /etc/portcullis/host_key does not exist'
