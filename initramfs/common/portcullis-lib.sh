@@ -57,7 +57,8 @@ portcullis_stop() {
     rm -f /run/portcullis/pid
     case $_ps_pid in '' | *[!0-9]*) return 0 ;; esac
     portcullis_alive "$_ps_pid" || return 0
-    for _ps_child in $(portcullis_children "$_ps_pid"); do
+    _ps_children=$(portcullis_children "$_ps_pid")
+    for _ps_child in $_ps_children; do
         kill -TERM "$_ps_child" 2>/dev/null
     done
     kill -TERM "$_ps_pid" 2>/dev/null
@@ -70,6 +71,17 @@ portcullis_stop() {
         kill -KILL "$_ps_pid" 2>/dev/null
         portcullis_kmsg 4 "the listener did not stop on SIGTERM; killed"
     fi
+    # Its children (a DHCP client it waits on) were told too, and must be
+    # gone before boot goes on with the network: SIGTERM is delivered
+    # asynchronously, so the listener's death says nothing about theirs.
+    for _ps_child in $_ps_children; do
+        _ps_i=0
+        while portcullis_alive "$_ps_child" && [ "$_ps_i" -lt 20 ]; do
+            sleep 0.1
+            _ps_i=$((_ps_i + 1))
+        done
+        portcullis_alive "$_ps_child" && kill -KILL "$_ps_child" 2>/dev/null
+    done
     return 0
 }
 
