@@ -83,19 +83,7 @@ fn image(dir: &Path, port: u16, admin_pub: &Path) -> PathBuf {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stdout).starts_with("SHA256:"));
     std::fs::copy(admin_pub, dir.join("authorized_keys")).unwrap();
-    let config = dir.join("portcullisd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"127.0.0.1:{port}\"]\nhost-key = \"{d}/host_key\"\n\
-             authorized-keys = \"{d}/authorized_keys\"\nbackend = \"cryptsetup\"\n\
-             cryptsetup = \"/bin/false\"\nvolumes-from-cmdline = false\n\
-             [[volume]]\nname = \"never-opened\"\ndevice = \"/dev/null\"\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    config
+    listener_bin::never_opened_config(dir, port)
 }
 
 fn ssh_keygen(args: &[&str]) {

@@ -22,19 +22,7 @@ fn image(dir: &Path, port: u16) -> std::path::PathBuf {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Any valid key: nobody logs in.
     std::fs::copy(dir.join("host_key.pub"), dir.join("authorized_keys")).unwrap();
-    let config = dir.join("portcullisd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"127.0.0.1:{port}\"]\nhost-key = \"{d}/host_key\"\n\
-             authorized-keys = \"{d}/authorized_keys\"\nbackend = \"cryptsetup\"\n\
-             cryptsetup = \"/bin/false\"\nvolumes-from-cmdline = false\n\
-             [[volume]]\nname = \"never-opened\"\ndevice = \"/dev/null\"\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    config
+    listener_bin::never_opened_config(dir, port)
 }
 
 /// Starts the listener, opens and drops one TCP connection (a debug line),

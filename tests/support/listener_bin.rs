@@ -11,3 +11,23 @@ pub fn portcullisd() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullisd").into())
 }
+
+/// Writes `DIR/portcullisd.toml` for a listener on 127.0.0.1:`port` with
+/// `DIR/host_key` and `DIR/authorized_keys`, whose one volume is never
+/// opened (cryptsetup is /bin/false); returns its path.
+#[allow(dead_code)] // not every test file that includes this starts a listener
+pub fn never_opened_config(dir: &std::path::Path, port: u16) -> PathBuf {
+    let config = dir.join("portcullisd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nhost-key = \"{d}/host_key\"\n\
+             authorized-keys = \"{d}/authorized_keys\"\nbackend = \"cryptsetup\"\n\
+             cryptsetup = \"/bin/false\"\nvolumes-from-cmdline = false\n\
+             [[volume]]\nname = \"never-opened\"\ndevice = \"/dev/null\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
