@@ -29,6 +29,12 @@ impl<'a> Fields<'a> {
 }
 
 impl Visit for Fields<'_> {
+    /// Without this, tracing's default formats through `f64`'s `Debug`,
+    /// which links core's float printing (see [`super::float`]).
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record_debug(field, &super::float::F64(value));
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.result.is_err() {
             return;

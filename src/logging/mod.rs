@@ -21,6 +21,7 @@
 
 mod fields;
 mod filter;
+mod float;
 mod subscriber;
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,10 @@ fn battery() {
         f = 1.5f64,
         tiny = 0.1f64,
         nan = f64::NAN,
-        huge = 1e300f64,
+        // Within float.rs's decimal range; beyond it, it writes exact hex.
+        huge = 1e22f64,
+        small_f = 2.5e-7f64,
+        neg_zero = -0.0f64,
         "numbers {}",
         7
     );
