@@ -2,7 +2,7 @@
 """Time from exec of portcullisd to its port accepting connections.
 
 Usage: time_to_listen.py PORTCULLISD CONFIG PORT [RUNS]
-Prints one line per run and the median, in milliseconds.
+Prints one line per run and min/median/max, in milliseconds.
 """
 import socket
 import statistics
@@ -32,7 +32,10 @@ def main():
         proc.terminate()
         proc.wait()
         print(f"run {i + 1}: exec to listening {times[-1]:.1f} ms")
-    print(f"median: exec to listening {statistics.median(times):.1f} ms")
+    print(
+        f"min/median/max over {runs} runs: exec to listening "
+        f"{min(times):.1f}/{statistics.median(times):.1f}/{max(times):.1f} ms"
+    )
 
 
 main()

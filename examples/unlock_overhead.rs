@@ -4,7 +4,7 @@
 //! A real LUKS2 file, the real listener and client in one process; the
 //! backend runs the real `cryptsetup open --test-passphrase` (the host has
 //! no device-mapper to really open it) and times it. Prints one line per run
-//! and the medians. Usage: unlock_overhead LUKS_FILE PASSPHRASE_FILE [RUNS]
+//! and min/median/max. Usage: unlock_overhead LUKS_FILE PASSPHRASE_FILE [RUNS]
 
 use portcullis::authkeys::AuthorizedKeys;
 use portcullis::client::{self, HostKeyPolicy, Identity, Options, Target};
@@ -47,9 +47,16 @@ impl Runner for TimedCryptsetup {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// `min/median/max ms` of the runs.
+fn spread(mut v: Vec<Duration>) -> String {
     v.sort();
-    v[v.len() / 2]
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "{:.1}/{:.1}/{:.1} ms",
+        ms(&v[0]),
+        ms(&v[v.len() / 2]),
+        ms(&v[v.len() - 1])
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -136,10 +143,10 @@ async fn main() -> anyhow::Result<()> {
         let _ = server.await;
     }
     println!(
-        "median: client start to unlocked {:.1} ms, cryptsetup {:.1} ms, overhead {:.1} ms",
-        median(totals).as_secs_f64() * 1e3,
-        median(crypts).as_secs_f64() * 1e3,
-        median(overheads).as_secs_f64() * 1e3
+        "min/median/max over {runs} runs: client start to unlocked {}, cryptsetup {}, overhead {}",
+        spread(totals),
+        spread(crypts),
+        spread(overheads)
     );
     Ok(())
 }
