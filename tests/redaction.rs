@@ -9,21 +9,10 @@ use portcullis::client;
 use portcullis::config::Limits;
 use portcullis::protocol::Outcome;
 use portcullis::secret::Passphrase;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const WRONG: &[u8] = b"a wrong passphrase 0815";
 
@@ -31,11 +20,13 @@ const WRONG: &[u8] = b"a wrong passphrase 0815";
 async fn passphrase_never_logged_or_shown() {
     let cap = Capture::default();
     let sink = cap.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .init();
+    // The listener's own subscriber and formatter (src/logging), at TRACE
+    // for every crate: what it would write is what is searched.
+    tracing::subscriber::set_global_default(portcullis::logging::subscriber_with_sink(
+        "trace",
+        move |line| sink.0.lock().unwrap().extend_from_slice(line),
+    ))
+    .unwrap();
     // russh logs through the `log` crate: bring those records in too.
     tracing_log::LogTracer::init().unwrap();
 

@@ -45,10 +45,31 @@ fn to_kmsg(kmsg: &Kmsg, priority: u8, line: &[u8]) {
     }
 }
 
-/// `<priority>portcullisd: ` and the line.
+/// The longest write `/dev/kmsg` takes: the kernel refuses a longer one
+/// whole (EINVAL), so the line would be missing from `dmesg`. 6.18 takes
+/// 1024 bytes and refuses 1025 (measured); older kernels stop at 992
+/// (`LOG_LINE_MAX`: 1024 less a 32-byte prefix allowance).
+const KMSG_MAX: usize = 992;
+
+/// Ends a record that had to be cut; stderr has the whole line.
+const KMSG_CUT: &[u8] = " [cut: the whole line is on stderr]\n".as_bytes();
+
+/// `<priority>portcullisd: ` and the line, cut to [`KMSG_MAX`] bytes (on a
+/// character boundary) when it is longer.
 fn kmsg_record(priority: u8, line: &[u8]) -> Vec<u8> {
     let mut rec = format!("<{priority}>portcullisd: ").into_bytes();
-    rec.extend_from_slice(line);
+    let room = KMSG_MAX.saturating_sub(rec.len());
+    if line.len() <= room {
+        rec.extend_from_slice(line);
+        return rec;
+    }
+    let mut keep = room.saturating_sub(KMSG_CUT.len());
+    // Back off to the start of a UTF-8 character (not a continuation byte).
+    while keep > 0 && line.get(keep).is_some_and(|b| b & 0xc0 == 0x80) {
+        keep -= 1;
+    }
+    rec.extend_from_slice(line.get(..keep).unwrap_or_default());
+    rec.extend_from_slice(KMSG_CUT);
     rec
 }
 
@@ -102,6 +123,20 @@ pub fn init(kmsg: bool, verbose: bool) {
     let value = std::env::var("PORTCULLIS_LOG").ok();
     let filter = filter(value.as_deref(), verbose);
     let _ = tracing::subscriber::set_global_default(LineSubscriber::new(filter, sink(kmsg)));
+}
+
+/// The listener's own subscriber, at the level `PORTCULLIS_LOG=value`
+/// gives, writing each line to `sink` instead of stderr: for tests that
+/// must search exactly what the listener would write (tests/redaction.rs).
+#[doc(hidden)]
+pub fn subscriber_with_sink(
+    value: &str,
+    sink: impl Fn(&[u8]) + Send + Sync + 'static,
+) -> impl tracing::Subscriber + Send + Sync {
+    LineSubscriber::new(
+        filter(Some(value), false),
+        Box::new(move |_, line| sink(line)),
+    )
 }
 
 /// The error a command ends with, printed once: `portcullisd: error: …` on

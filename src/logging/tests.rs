@@ -404,6 +404,34 @@ fn kmsg_records_carry_the_priority_and_the_name() {
     assert_eq!(priority(&Level::TRACE), 7);
 }
 
+/// The kernel refuses a /dev/kmsg write over its limit whole: a long line
+/// is cut to fit, on a character boundary, and says so. At the limit it
+/// passes untouched.
+#[test]
+fn long_kmsg_records_are_cut_to_what_the_kernel_takes() {
+    let head = b"<6>portcullisd: ".len();
+    let exact = vec![b'a'; super::KMSG_MAX - head];
+    assert_eq!(kmsg_record(6, &exact).len(), super::KMSG_MAX);
+    assert!(kmsg_record(6, &exact).ends_with(&exact));
+    for pad in 0..4 {
+        // "é" is two bytes and "€" three: every cut point lands in one.
+        let line = format!("{}{} end\n", "x".repeat(pad), "é€".repeat(400));
+        let rec = kmsg_record(3, line.as_bytes());
+        assert!(rec.len() <= super::KMSG_MAX, "{} bytes", rec.len());
+        let text = String::from_utf8(rec).expect("cut inside a character");
+        assert!(text.starts_with("<3>portcullisd: "), "{text}");
+        assert!(
+            text.ends_with(" [cut: the whole line is on stderr]\n"),
+            "{text}"
+        );
+        assert!(
+            text.len() > super::KMSG_MAX - 8,
+            "cut too short: {}",
+            text.len()
+        );
+    }
+}
+
 /// A newline in the message (or a `%display` field) is written as is, as
 /// `fmt` did: text from a client could forge a second line there, which is
 /// why the listener escapes such text (`listener::shown`) or logs it as
