@@ -50,10 +50,10 @@ D := $(DESTDIR)
 
 all: dist docs
 
-dist: $(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight
+dist: $(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullisd-initramfs $(DIST)/portcullis-preflight
 
 # Built only when missing: packages are made from an existing release build.
-$(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullis-preflight:
+$(DIST)/portcullis $(DIST)/portcullisd $(DIST)/portcullisd-initramfs $(DIST)/portcullis-preflight:
 	tests/build-release.sh
 
 docs: $(GEN)/.stamp
@@ -85,6 +85,9 @@ install-client: dist docs
 install-server: dist docs
 	$(INSTALL) -D -m 0755 $(DIST)/portcullisd $(D)$(SBINDIR)/portcullisd
 	$(INSTALL) -D -m 0755 $(DIST)/portcullis-preflight $(D)$(SBINDIR)/portcullis-preflight
+	# The listener the image hooks copy in (listen only; keygen and check
+	# stay in portcullisd on the system). Not on PATH: nothing runs it here.
+	$(INSTALL) -D -m 0755 $(DIST)/portcullisd-initramfs $(D)$(PORTCULLIS_LIB_DIR)/portcullisd-initramfs
 	$(INSTALL) -d $(D)$(MANDIR)/man8
 	$(INSTALL) -m 0644 $(GEN)/man/man8/*.8 $(D)$(MANDIR)/man8/
 	$(INSTALL) -D -m 0644 $(GEN)/man/man5/portcullisd.toml.5 $(D)$(MANDIR)/man5/portcullisd.toml.5
@@ -148,7 +151,8 @@ uninstall-server:
 		$(D)$(INITCPIO_DIR)/install/portcullis $(D)$(INITCPIO_DIR)/install/sd-portcullis \
 		$(D)$(INITCPIO_DIR)/hooks/portcullis $(D)$(PORTCULLIS_LIB_DIR)/lib.sh \
 		$(D)$(INITCPIO_DIR)/post/portcullis $(D)$(PORTCULLIS_LIB_DIR)/preflight-hook.sh \
-		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis $(D)$(PORTCULLIS_LIB_DIR)/net.sh
+		$(D)$(SYSCONFDIR)/initramfs/post-update.d/portcullis $(D)$(PORTCULLIS_LIB_DIR)/net.sh \
+		$(D)$(PORTCULLIS_LIB_DIR)/portcullisd-initramfs
 	-rmdir $(D)$(PORTCULLIS_LIB_DIR) 2>/dev/null
 	rm -rf $(D)$(DRACUT_MODULES_DIR)/95portcullis $(D)$(SYSCONFDIR)/initcpio/portcullis
 	-rmdir $(D)$(DATADIR)/portcullis 2>/dev/null

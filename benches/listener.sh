@@ -2,6 +2,8 @@
 # Prints the listener's figures: release size, bytes added to an initramfs
 # (zstd -19 and gzip -9), time from exec to listening, and what an unlock
 # costs beyond cryptsetup's own time on loopback. Not a test: no thresholds.
+# The image's listener is the initramfs build (portcullisd-initramfs, listen
+# only), which the hooks copy in; the full portcullisd is shown beside it.
 #
 # Usage: benches/listener.sh
 set -euo pipefail
@@ -15,27 +17,29 @@ umask 077
 # the default build, which the rest of this measures.
 if [ -z "${PORTCULLIS_SMALL:-}" ]; then
     PORTCULLIS_NO_RELAY=1 tests/build-release.sh >/dev/null
-    cp target/dist/portcullisd "$work/portcullisd-no-relay"
+    cp target/dist/portcullisd-initramfs "$work/portcullisd-no-relay"
 fi
 tests/build-release.sh >/dev/null
 bin="$repo/target/dist"
 echo "== size"
-size=$(stat -c %s "$bin/portcullisd")
-echo "portcullisd release binary: $size bytes ($(cat target/dist/BUILD); $(file -b "$bin/portcullisd" | grep -oE "static[-a-z]*|dynamically linked" | head -n1))"
+image_bin=$bin/portcullisd-initramfs
+zst() { zstd -19 -q -c "$1" | wc -c; }
+echo "listener as images carry it (portcullisd-initramfs): $(stat -c %s "$image_bin") bytes, $(zst "$image_bin") after zstd -19 ($(cat target/dist/BUILD); $(file -b "$image_bin" | grep -oE "static[-a-z]*|dynamically linked" | head -n1))"
+echo "full portcullisd (listen, keygen, check; stays on the system): $(stat -c %s "$bin/portcullisd") bytes, $(zst "$bin/portcullisd") after zstd -19"
 if [ -f "$work/portcullisd-no-relay" ]; then
-    echo "portcullisd without the relay (PORTCULLIS_NO_RELAY=1): $(stat -c %s "$work/portcullisd-no-relay") bytes, $(zstd -19 -q -c "$work/portcullisd-no-relay" | wc -c) after zstd -19 (default build: $(zstd -19 -q -c "$bin/portcullisd" | wc -c))"
+    echo "initramfs build without the relay (PORTCULLIS_NO_RELAY=1): $(stat -c %s "$work/portcullisd-no-relay") bytes, $(zst "$work/portcullisd-no-relay") after zstd -19"
 fi
 echo "portcullis (client) release binary: $(stat -c %s "$bin/portcullis") bytes"
 # Where the listener's bytes go: code, constants, unwind tables (none in the
 # small build), writable data (the P-256/384/521 basepoint tables russh pulls
 # in live here), relocations (static-pie).
-echo "portcullisd sections (bytes): $(readelf -SW "$bin/portcullisd" | sed 's/\[ */[/' |
+echo "portcullisd-initramfs sections (bytes): $(readelf -SW "$image_bin" | sed 's/\[ */[/' |
     while read -r _ name _ _ _ hex _; do
         case $name in .text | .rodata | .eh_frame | .data | .rela.dyn) printf '%s %d  ' "$name" "$((16#$hex))" ;; esac
     done)"
 # clap stays out of the listener (src/bin/portcullisd/args.rs parses by hand);
 # its source paths in panic locations would show it.
-if strings "$bin/portcullisd" | grep -q clap_builder; then
+if strings "$bin/portcullisd" "$image_bin" | grep -q clap_builder; then
     echo "portcullisd links clap: yes (it should not)"
 else
     echo "portcullisd links clap: no"
@@ -43,7 +47,7 @@ fi
 
 echo "== bytes added to an initramfs (binary + config + keys, cpio newc)"
 mkdir -p "$work/tree/usr/sbin" "$work/tree/etc/portcullis" "$work/empty"
-cp "$bin/portcullisd" "$work/tree/usr/sbin/"
+cp "$image_bin" "$work/tree/usr/sbin/portcullisd"
 cp examples/portcullisd.toml "$work/tree/etc/portcullis/portcullisd.toml"
 "$bin/portcullisd" keygen "$work/tree/etc/portcullis/host_key" >/dev/null
 ssh-keygen -q -t ed25519 -N '' -f "$work/admin"
@@ -106,7 +110,7 @@ volumes-from-cmdline = false
 name = "portcullis-bench-never-opened"
 device = "/dev/null"
 TOML
-python3 benches/time_to_listen.py "$bin/portcullisd" "$work/bench.toml" "$port" 10
+python3 benches/time_to_listen.py "$image_bin" "$work/bench.toml" "$port" 10
 
 echo "== unlock overhead on loopback (real LUKS2 file, cryptsetup --test-passphrase)"
 printf 'bench passphrase' >"$work/pass"

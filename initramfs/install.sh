@@ -4,7 +4,10 @@
 # Usage: initramfs/install.sh GENERATOR [--destdir DIR] [--portcullisd PATH]
 #   GENERATOR: initramfs-tools | dracut | mkinitcpio
 #   --destdir DIR      install under DIR (a chroot or image tree), default /
-#   --portcullisd PATH also install this binary as DIR/usr/local/sbin/portcullisd
+#   --portcullisd PATH also install this binary as DIR/usr/local/sbin/portcullisd,
+#                      and the initramfs build beside it (PATH-initramfs, as
+#                      tests/build-release.sh leaves it) as
+#                      DIR/usr/lib/portcullis/portcullisd-initramfs
 #
 # Installs only the hook files, /usr/lib/portcullis/lib.sh (shared by the
 # hooks of every generator) and /etc/portcullis/initramfs.conf when there is
@@ -77,4 +80,8 @@ if [ ! -e "$destdir/etc/portcullis/initramfs.conf" ]; then
 fi
 if [ -n "$portcullisd" ]; then
     inst 0755 "$portcullisd" /usr/local/sbin/portcullisd
+    # The image hooks copy this one in when it is there (listen only).
+    if [ -f "$portcullisd-initramfs" ]; then
+        inst 0755 "$portcullisd-initramfs" /usr/lib/portcullis/portcullisd-initramfs
+    fi
 fi

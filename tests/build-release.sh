@@ -94,13 +94,17 @@ build() { # triple [rustflags]
     mkdir -p "$dist" &&
         RUSTFLAGS="${2:-}" cargo build --release --locked --target "$1" \
             --bin portcullis --bin portcullis-preflight >&2 &&
-        # The listener alone links without PT_GNU_EH_FRAME (see below); a
-        # target of its own, so both stay fresh across calls.
-        RUSTFLAGS="${2:-}" cargo rustc --release --locked --target "$1" --bin portcullisd \
-            ${no_relay:+--no-default-features} -- -C link-arg=-Wl,--no-eh-frame-hdr >&2 &&
-        cp "target/$1/release/portcullisd" "target/$1/release/portcullis" \
-            "target/$1/release/portcullis-preflight" "$dist/" &&
-        strip_unwind_tables "$dist/portcullisd" &&
+        # The listeners alone link without PT_GNU_EH_FRAME (see below);
+        # targets of their own, so all stay fresh across calls. The full
+        # portcullisd (listen, keygen, check) is what the system runs; the
+        # initramfs build (listen only) is what the image hooks copy in.
+        for listener in portcullisd portcullisd-initramfs; do
+            RUSTFLAGS="${2:-}" cargo rustc --release --locked --target "$1" --bin "$listener" \
+                ${no_relay:+--no-default-features} -- -C link-arg=-Wl,--no-eh-frame-hdr >&2 &&
+                cp "target/$1/release/$listener" "$dist/" &&
+                strip_unwind_tables "$dist/$listener" || return 1
+        done &&
+        cp "target/$1/release/portcullis" "target/$1/release/portcullis-preflight" "$dist/" &&
         echo "$1${2:+ ($2)}${no_relay:+ (listener without the relay)}" >"$dist/BUILD"
 }
 
@@ -133,13 +137,15 @@ small() {
     report_missing "the small listener for $triple" || exit 1
     # Relative relocations packed (RELR, musl >= 1.2.4): a static-pie that
     # keeps its ASLR with a fraction of the .rela.dyn table.
-    RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none" \
-        CARGO_TARGET_DIR=target/small cargo +nightly rustc -Zbuild-std=std,panic_abort \
+    # Both listeners: the initramfs build is what images carry, the full
+    # one what the tests that run the listener as a process start.
+    RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none -Clink-arg=-Wl,-z,pack-relative-relocs" \
+        CARGO_TARGET_DIR=target/small cargo +nightly build -Zbuild-std=std,panic_abort \
         -Zbuild-std-features=optimize_for_size \
-        --release --locked --target "$triple" --bin portcullisd ${no_relay:+--no-default-features} \
-        -- -Clink-arg=-Wl,-z,pack-relative-relocs >&2
+        --release --locked --target "$triple" --bin portcullisd --bin portcullisd-initramfs \
+        ${no_relay:+--no-default-features} >&2
     build "$triple" "$relr"
-    cp "target/small/$triple/release/portcullisd" "$dist/"
+    cp "target/small/$triple/release/portcullisd" "target/small/$triple/release/portcullisd-initramfs" "$dist/"
     echo "$triple (small listener: nightly build-std, panic immediate-abort, no unwind tables, optimize_for_size, RELR)${no_relay:+ (listener without the relay)}" \
         >"$dist/BUILD"
 }

@@ -135,6 +135,55 @@ fn config_files_come_from_the_listener() {
     );
 }
 
+/// The listener an image gets: the initramfs build beside the library when
+/// installed, else PORTCULLISD, or what PORTCULLISD_INITRAMFS names; a
+/// version that differs from PORTCULLISD's fails the build in one line.
+#[test]
+fn the_image_gets_the_initramfs_build_of_the_same_version() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let install = |from: &Path, to: &str| {
+        let dest = root.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dest).unwrap();
+    };
+    install(&listener_bin::portcullisd(), "/usr/sbin/portcullisd");
+    let script = "PORTCULLISD_INITRAMFS=$3\n\
+                  portcullis_image_listener /usr/sbin/portcullisd \"$1\"; rc=$?\n\
+                  echo \"rc=$rc image=[$PORTCULLIS_IMAGE_LISTENER] error=[$PORTCULLIS_ERROR]\"";
+    let r = root.to_str().unwrap();
+    let picked = |explicit: &str| text(&sh(script, &[r, "", explicit]).stdout);
+    // Not installed: the full build goes in, as before.
+    assert_eq!(picked(""), "rc=0 image=[/usr/sbin/portcullisd] error=[]\n");
+    install(
+        &listener_bin::portcullisd_initramfs(),
+        "/usr/lib/portcullis/portcullisd-initramfs",
+    );
+    assert_eq!(
+        picked(""),
+        "rc=0 image=[/usr/lib/portcullis/portcullisd-initramfs] error=[]\n"
+    );
+    // The admin's choice wins, and is held to the same version.
+    install(&listener_bin::portcullisd(), "/opt/custom/portcullisd");
+    assert_eq!(
+        picked("/opt/custom/portcullisd"),
+        "rc=0 image=[/opt/custom/portcullisd] error=[]\n"
+    );
+    let old = root.join("usr/lib/portcullis/portcullisd-initramfs");
+    std::fs::remove_file(&old).unwrap();
+    std::fs::write(&old, "#!/bin/sh\necho portcullisd 0.0.1\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = picked("");
+    let want = format!(
+        "rc=1 image=[/usr/lib/portcullis/portcullisd-initramfs] error=[the listener for the \
+         image (/usr/lib/portcullis/portcullisd-initramfs: portcullisd 0.0.1) is not the \
+         installed /usr/sbin/portcullisd (portcullisd {}): reinstall portcullis-initramfs, or \
+         set PORTCULLISD_INITRAMFS= in /etc/portcullis/initramfs.conf]\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(out, want);
+}
+
 #[test]
 fn a_zombie_is_not_alive() {
     // The `sleep 0.01` child is never reaped: its parent exec'd `sleep 3`.

@@ -4,8 +4,9 @@
 #
 # PORTCULLIS_SMALL=1 tests/run-all.sh: the same run against the opt-in small
 # listener (tests/build-release.sh, PORTCULLIS_SMALL): the tests that start
-# `portcullisd` as a process get it through PORTCULLISD_BIN, and every VM
-# suite builds it through build-release.sh. Not in CI (no time for a second
+# `portcullisd` or its initramfs build as a process get them through
+# PORTCULLISD_BIN and PORTCULLISD_INITRAMFS_BIN, and every VM suite builds
+# them through build-release.sh. Not in CI (no time for a second
 # run): run it before shipping the small build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +30,7 @@ if [ "${PORTCULLIS_SMALL:-}" = 1 ]; then
     tests/build-release.sh >/dev/null
     listener_tested
     export PORTCULLISD_BIN=$PWD/target/dist/portcullisd
+    export PORTCULLISD_INITRAMFS_BIN=$PWD/target/dist/portcullisd-initramfs
 fi
 
 step "cargo fmt --check"

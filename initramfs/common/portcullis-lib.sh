@@ -121,6 +121,33 @@ portcullis_flush() {
     return "$_pf_rc"
 }
 
+# portcullis_image_listener PORTCULLISD [SYSROOT]: which binary the image
+# gets as its listener, in PORTCULLIS_IMAGE_LISTENER (a path on the system,
+# without SYSROOT): PORTCULLISD_INITRAMFS when initramfs.conf sets it, else
+# the initramfs build installed beside this library (listen only), else
+# PORTCULLISD itself. Both must print the same --version: an image whose
+# listener is older or newer than the hooks that built it is refused here
+# rather than found out at boot. Returns 1 with PORTCULLIS_ERROR.
+portcullis_image_listener() {
+    PORTCULLIS_ERROR=
+    PORTCULLIS_IMAGE_LISTENER=${PORTCULLISD_INITRAMFS:-}
+    if [ -z "$PORTCULLIS_IMAGE_LISTENER" ]; then
+        PORTCULLIS_IMAGE_LISTENER=$1
+        if [ -x "${2:-}/usr/lib/portcullis/portcullisd-initramfs" ]; then
+            PORTCULLIS_IMAGE_LISTENER=/usr/lib/portcullis/portcullisd-initramfs
+        fi
+    fi
+    [ "$PORTCULLIS_IMAGE_LISTENER" != "$1" ] && [ -n "$1" ] || return 0
+    _pil_want=$("${2:-}$1" --version 2>&1) || _pil_want="$1 does not run"
+    _pil_got=$("${2:-}$PORTCULLIS_IMAGE_LISTENER" --version 2>&1) ||
+        _pil_got="$PORTCULLIS_IMAGE_LISTENER does not run"
+    if [ "$_pil_want" != "$_pil_got" ]; then
+        PORTCULLIS_ERROR="the listener for the image ($PORTCULLIS_IMAGE_LISTENER: $_pil_got) is not the installed $1 ($_pil_want): reinstall portcullis-initramfs, or set PORTCULLISD_INITRAMFS= in /etc/portcullis/initramfs.conf"
+        return 1
+    fi
+    return 0
+}
+
 # portcullis_config_files PORTCULLISD CONFIG [ROOT] (build hooks): checks
 # CONFIG (under ROOT, default /) and the files it names with the listener
 # itself, which parses the TOML as it will at boot, and sets

@@ -32,7 +32,7 @@ x86=$repo/$(tests/build-release.sh)
 # the x86_64 side is the small listener and the aarch64 side the stable build.
 arm=$repo/$(PORTCULLIS_SMALL='' tests/build-release.sh aarch64-unknown-linux-musl)
 say "builds ready in $((SECONDS - start)) s"
-for b in portcullisd portcullis; do
+for b in portcullisd portcullisd-initramfs portcullis; do
     file -b "$arm/$b" | grep -q 'ARM aarch64.*statically linked' ||
         die "$arm/$b is not a static aarch64 executable: $(file -b "$arm/$b")"
     say "size $b: x86_64 $(stat -c %s "$x86/$b") B, aarch64 $(stat -c %s "$arm/$b") B"
@@ -49,8 +49,8 @@ trap cleanup EXIT
 # Copies of the binaries: nobody may not be able to reach the checkout
 # (e.g. under /root).
 mkdir "$t/x86_64" "$t/aarch64"
-cp "$x86/portcullisd" "$x86/portcullis" "$t/x86_64/"
-cp "$arm/portcullisd" "$arm/portcullis" "$t/aarch64/"
+cp "$x86/portcullisd" "$x86/portcullisd-initramfs" "$x86/portcullis" "$t/x86_64/"
+cp "$arm/portcullisd" "$arm/portcullisd-initramfs" "$arm/portcullis" "$t/aarch64/"
 x86=$t/x86_64 arm=$t/aarch64
 # Unprivileged: the listener's namespace is a user namespace. As root,
 # everything runs as nobody (no /dev/kmsg, no root-only paths).
@@ -115,9 +115,9 @@ if arm64 "$arm/portcullisd" --config "$t/typo.toml" check 2>"$t/check.err"; then
 fi
 grep -q 'volumes-from-cmdlin' "$t/check.err" || die "check's error does not name the key: $(cat "$t/check.err")"
 
-listen_on() { # x86_64|aarch64: starts that listener, waits for its port
-    local cmd=("$x86/portcullisd")
-    [ "$1" = x86_64 ] || cmd=("$qemu" "$arm/portcullisd")
+listen_on() { # x86_64|aarch64: starts that listener (the initramfs build, as images carry it), waits for its port
+    local cmd=("$x86/portcullisd-initramfs")
+    [ "$1" = x86_64 ] || cmd=("$qemu" "$arm/portcullisd-initramfs")
     run rm -f "$t/opened"
     in_ns "${cmd[@]}" --config "$t/portcullisd.toml" run >"$t/listener.log" 2>&1 &
     listener=$!

@@ -254,6 +254,8 @@ ensure_keys() {
 install_portcullis() {
     local root=$1 pd=$2 backend=$3 extra=${4:-}
     install -D -m 0755 "$pd" "$root/usr/local/sbin/portcullisd"
+    # The listener the image hooks copy in, as the packages install it.
+    install -D -m 0755 "$pd-initramfs" "$root/usr/lib/portcullis/portcullisd-initramfs"
     install -d -m 0755 "$root/etc/portcullis"
     install -m 0600 "$KEYS/host_key" "$root/etc/portcullis/host_key"
     install -m 0644 "$KEYS/host_key.pub" "$root/etc/portcullis/host_key.pub"

@@ -140,7 +140,8 @@ rebuilt_all "$run_dir/install1.log"
 grep -q 'W: portcullis: .*NO remote (SSH) unlock' "$run_dir/install1.log" ||
     fail "unconfigured install: no warning from the hook: $(grep -i portcullis "$run_dir/install1.log")"
 ok "unconfigured install: update-initramfs succeeded and warned there is no remote unlock"
-for f in /usr/sbin/portcullisd /usr/sbin/portcullis-preflight /usr/share/initramfs-tools/hooks/portcullis \
+for f in /usr/sbin/portcullisd /usr/sbin/portcullis-preflight /usr/lib/portcullis/portcullisd-initramfs \
+    /usr/share/initramfs-tools/hooks/portcullis \
     /usr/lib/dracut/modules.d/95portcullis/module-setup.sh /usr/lib/initcpio/install/portcullis \
     /usr/share/man/man8/portcullisd.8.gz /usr/share/man/man8/portcullis-preflight.8.gz \
     /usr/share/man/man5/portcullisd.toml.5.gz \
@@ -158,6 +159,20 @@ grep -qF "host key $HOST_FP;" "$run_dir/configure.log" ||
     fail "the hook did not check the config: $(grep portcullis "$run_dir/configure.log")"
 grep -qE '^(usr/)?sbin/portcullisd$' "$(image_listing configured)" || fail "the image lacks the listener"
 ok "configured image holds the listener and passed portcullisd check"
+# The image carries the initramfs build (listen only), not the full binary.
+in_chroot "$root" sh -c "rm -rf /tmp/unpacked && unmkinitramfs /boot/initrd.img-$kver /tmp/unpacked" ||
+    fail "unmkinitramfs failed"
+imaged=$(find "$root/tmp/unpacked" -path '*/sbin/portcullisd' -type f | head -n1)
+[ -n "$imaged" ] || fail "no sbin/portcullisd in the unpacked image"
+cmp -s "$imaged" "$root/usr/lib/portcullis/portcullisd-initramfs" ||
+    fail "the image's listener is not /usr/lib/portcullis/portcullisd-initramfs"
+if in_chroot "$root" sh -c "${imaged#"$root"} keygen /tmp/k" 2>"$run_dir/imaged-keygen.err"; then
+    fail "the image's listener ran keygen: it is not the initramfs build"
+fi
+grep -q 'not in the initramfs build' "$run_dir/imaged-keygen.err" ||
+    fail "the image's listener refused keygen without saying why: $(cat "$run_dir/imaged-keygen.err")"
+rm -rf "$root/tmp/unpacked"
+ok "the image's listener is the initramfs build: $(stat -c %s "$imaged") bytes, against $(stat -c %s "$root/usr/sbin/portcullisd") for the full portcullisd"
 
 pc() { # SUBCOMMAND ARGS...: the packaged client, pinned to the printed fingerprint
     local sub=$1

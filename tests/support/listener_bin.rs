@@ -12,6 +12,15 @@ pub fn portcullisd() -> PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullisd").into())
 }
 
+/// The initramfs build (listen only) that the image hooks copy in, or the
+/// build `PORTCULLISD_INITRAMFS_BIN` names.
+#[allow(dead_code)] // only tests/initramfs_build.rs starts it
+pub fn portcullisd_initramfs() -> PathBuf {
+    std::env::var_os("PORTCULLISD_INITRAMFS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullisd-initramfs").into())
+}
+
 /// Writes `DIR/portcullisd.toml` for a listener on 127.0.0.1:`port` with
 /// `DIR/host_key` and `DIR/authorized_keys`, whose one volume is never
 /// opened (cryptsetup is /bin/false); returns its path.

@@ -90,7 +90,8 @@ TOML
     true # paths in the config point into the image; the image build checks them
 
 log "building the image"
-"$here/build-image.sh" "$work/image" --portcullisd "$portcullisd" \
+# The image carries the initramfs build (listen only), as the hooks copy it.
+"$here/build-image.sh" "$work/image" --portcullisd "$portcullisd-initramfs" \
     --config "$work/portcullisd.toml" --host-key "$work/host_key" \
     --authorized-keys "$work/authorized_keys" --passphrase-file "$work/pass" \
     --extra-file "$work/relay_key:/etc/portcullis/relay_key:0600" >/dev/null

@@ -12,6 +12,8 @@
 portcullis_conf() {
     PORTCULLIS_CONFIG=/etc/portcullis/portcullisd.toml
     PORTCULLISD=
+    # shellcheck disable=SC2034 # read by portcullis_image_listener (lib.sh)
+    PORTCULLISD_INITRAMFS=
     PORTCULLIS_NETWORK_DIR=/etc/portcullis/network
     if [[ -r $dracutsysrootdir/etc/portcullis/initramfs.conf ]]; then
         # shellcheck disable=SC1091
@@ -71,8 +73,11 @@ install() {
         portcullis_fail "portcullisd check failed: $PORTCULLIS_ERROR"
     fi
     authorized_keys=$PORTCULLIS_AUTHORIZED_KEYS
+    # The initramfs build of the listener when installed (listen only).
+    portcullis_image_listener "$PORTCULLISD" "$dracutsysrootdir" ||
+        portcullis_fail "$PORTCULLIS_ERROR"
 
-    inst_binary "$PORTCULLISD" /usr/sbin/portcullisd
+    inst_binary "$PORTCULLIS_IMAGE_LISTENER" /usr/sbin/portcullisd
     inst_simple "$PORTCULLIS_CONFIG" /etc/portcullis/portcullisd.toml
     # Every host key: a key-type migration serves two (docs/rotation.md).
     while IFS= read -r host_key; do
