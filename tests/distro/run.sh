@@ -12,7 +12,7 @@
 #   target/distro-run/FLAVOUR/ and are kept. Installs the host packages it
 #   needs (debootstrap, qemu-system-x86, cryptsetup-bin, ...).
 #   Builds the binaries with tests/build-release.sh unless PORTCULLIS_BIN_DIR
-#   names a folder holding portcullisd (static) and portcullis.
+#   names a folder holding portcullisd, portcullisd-initramfs (static) and portcullis.
 set -euo pipefail
 # shellcheck source=tests/distro/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -63,9 +63,11 @@ if [ -z "$bin_dir" ]; then
 fi
 # Private copies: the build tree may change while the VMs run.
 install -m 0755 "$bin_dir/portcullisd" "$run_dir/portcullisd.new"
+install -m 0755 "$bin_dir/portcullisd-initramfs" "$run_dir/portcullisd-initramfs.new"
 install -m 0755 "$bin_dir/portcullis" "$run_dir/portcullis.new"
 install -m 0755 "$bin_dir/portcullis-preflight" "$run_dir/portcullis-preflight.new"
 mv -f "$run_dir/portcullisd.new" "$run_dir/portcullisd"
+mv -f "$run_dir/portcullisd-initramfs.new" "$run_dir/portcullisd-initramfs"
 mv -f "$run_dir/portcullis.new" "$run_dir/portcullis"
 mv -f "$run_dir/portcullis-preflight.new" "$run_dir/portcullis-preflight"
 PD=$run_dir/portcullisd

@@ -35,8 +35,8 @@ for pair in dh:debhelper lintian:lintian; do
 done
 
 bin_dir=${PORTCULLIS_BIN_DIR:-$distro_repo/target/dist}
-if [ ! -x "$bin_dir/portcullisd" ] || [ ! -x "$bin_dir/portcullis" ] ||
-    [ ! -x "$bin_dir/portcullis-preflight" ]; then
+if [ ! -x "$bin_dir/portcullisd" ] || [ ! -x "$bin_dir/portcullisd-initramfs" ] ||
+    [ ! -x "$bin_dir/portcullis" ] || [ ! -x "$bin_dir/portcullis-preflight" ]; then
     dlog "building the release binaries"
     "$distro_repo/tests/build-release.sh" >/dev/null
     bin_dir=$distro_repo/target/dist
