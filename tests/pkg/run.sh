@@ -171,8 +171,9 @@ if in_chroot "$root" sh -c "${imaged#"$root"} keygen /tmp/k" 2>"$run_dir/imaged-
 fi
 grep -q 'not in the initramfs build' "$run_dir/imaged-keygen.err" ||
     fail "the image's listener refused keygen without saying why: $(cat "$run_dir/imaged-keygen.err")"
+imaged_size=$(stat -c %s "$imaged")
 rm -rf "$root/tmp/unpacked"
-ok "the image's listener is the initramfs build: $(stat -c %s "$imaged") bytes, against $(stat -c %s "$root/usr/sbin/portcullisd") for the full portcullisd"
+ok "the image's listener is the initramfs build: $imaged_size bytes, against $(stat -c %s "$root/usr/sbin/portcullisd") for the full portcullisd"
 
 pc() { # SUBCOMMAND ARGS...: the packaged client, pinned to the printed fingerprint
     local sub=$1
