@@ -12,7 +12,7 @@ mod listener_bin;
 use listener_bin::{portcullisd, portcullisd_initramfs};
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn run(bin: &std::path::Path, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().unwrap()
@@ -81,35 +81,14 @@ fn it_listens_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut conn = loop {
-        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            break c;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the listener exited");
-        assert!(Instant::now() < deadline, "the listener never accepted");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut conn = listener_bin::first_connection(&mut child, port);
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut banner = [0u8; 8];
     conn.read_exact(&mut banner).unwrap();
     assert_eq!(&banner, b"SSH-2.0-");
     drop(conn);
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = listener_bin::sigterm(child);
     assert!(status.success(), "exit {status:?}: {err}");
     assert!(err.contains("listening on 127.0.0.1:"), "{err}");
 }

@@ -8,10 +8,9 @@ mod free_port;
 #[path = "support/listener_bin.rs"]
 mod listener_bin;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn image(dir: &Path, port: u16) -> std::path::PathBuf {
     let o = Command::new(listener_bin::portcullisd())
@@ -46,28 +45,9 @@ fn log_of(log: Option<&str>, verbose: bool) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "listener exited");
-        assert!(Instant::now() < deadline, "listener never accepted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    drop(listener_bin::first_connection(&mut child, port));
     std::thread::sleep(Duration::from_millis(300));
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    child.wait().unwrap();
-    err
+    listener_bin::sigterm(child).1
 }
 
 fn levels(log: &str) -> Vec<&str> {

@@ -40,3 +40,42 @@ pub fn never_opened_config(dir: &std::path::Path, port: u16) -> PathBuf {
     .unwrap();
     config
 }
+
+/// The first connection to 127.0.0.1:`port` once the listener `child`
+/// accepts; fails the test if it exits first or takes over 30 s.
+#[allow(dead_code)] // not every test file that includes this starts a listener
+pub fn first_connection(child: &mut std::process::Child, port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            return c;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the listener exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never accepted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Stops `child` with SIGTERM; its exit status and its (piped) stderr,
+/// read to the end before waiting so a full pipe cannot stall it.
+#[allow(dead_code)] // not every test file that includes this starts a listener
+pub fn sigterm(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: a plain kill(2) of the child the test started.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
