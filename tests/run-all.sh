@@ -11,7 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n### %s\n' "$*"; }
+# Each step says how much disk is left: the VM suites write several GB of
+# images, and a full disk shows up as some tool's write error.
+step() {
+    printf '\n### %s\n' "$*"
+    df -Pm . | awk 'NR == 2 { printf "(disk: %d MiB free of %d MiB)\n", $4, $2 }'
+}
 # Which listener build the suite just finished tested (build-release.sh
 # writes target/dist/BUILD); with PORTCULLIS_SMALL=1 anything but the small
 # listener is a failure, not a silent fallback.

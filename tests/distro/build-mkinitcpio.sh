@@ -187,7 +187,10 @@ ok "only Arch's busybox applets: $(grep -cE ' -> busybox$' <<<"$listing") links,
 key_line=$(grep -E ' etc/(portcullis/host_key|ssh/ssh_host_ed25519_key)$' <<<"$listing") ||
     fail "host key missing from the image"
 case $key_line in -rw-------*) ;; *) fail "host key in the image is not 0600: $key_line" ;; esac
-config=$(in_chroot "$root" sh -c 'cd "$(mktemp -d)" && lsinitcpio -x /boot/initramfs-linux.img && cat config')
+# Unpacked in a directory of its own, removed again: left in the root's
+# /tmp, each run's unpacked image (100 MB) went into the next root disk.
+config=$(in_chroot "$root" sh -c 'd=$(mktemp -d) && cd "$d" && lsinitcpio -x /boot/initramfs-linux.img &&
+    cat config; rc=$?; cd / && rm -rf "$d"; exit $rc')
 grep -qx "$runtime_hooks" <<<"$config" || fail "runtime HOOKS not as expected ($runtime_hooks): $config"
 grep -qx "$cleanup_hooks" <<<"$config" || fail "CLEANUPHOOKS not as expected ($cleanup_hooks): $config"
 ok "mkinitcpio image: runtime hooks $(tr '\n' ' ' <<<"$config")"
