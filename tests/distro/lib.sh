@@ -114,13 +114,24 @@ free_space() {
     df -Pm "$1" | awk 'NR == 2 { printf "%d MiB free of %d MiB on %s", $4, $2, $6 }'
 }
 
-# need_free_mib DIR MIB WHAT: dies, saying so, unless DIR's filesystem has
-# MIB MiB free and 256 MiB to spare (the VMs' snapshot overlays, logs).
+# free_mib DIR: MiB free on DIR's filesystem.
+free_mib() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
+
+# need_free_mib DIR MIB WHAT: DIR's filesystem has MIB MiB free and 256 MiB
+# to spare (the VMs' snapshot overlays, logs). When it has not, the disks
+# other suites made (DIR's sibling img-* folders: caches, made again when
+# missing, and suites run one after another) go first; then it dies,
+# saying what to do, if that was not enough.
 need_free_mib() {
-    local avail
-    avail=$(df -Pm "$1" | awk 'NR == 2 { print $4 }')
-    [ "$avail" -ge $(($2 + 256)) ] ||
-        die "$3 needs $2 MiB and 256 to spare: $(free_space "$1"). Free some space (old caches under target/: cargo clean, rm -rf target/distro-cache) and run again"
+    local dir=$1 need=$(($2 + 256)) what=$3 other
+    [ "$(free_mib "$dir")" -lt "$need" ] || return 0
+    for other in "$(dirname "$dir")"/img-*; do
+        [ -d "$other" ] && [ "$other" != "$dir" ] || continue
+        dlog "low on disk for $what ($(free_space "$dir")): removing the cached disks in $other"
+        rm -rf "$other"
+        [ "$(free_mib "$dir")" -lt "$need" ] || return 0
+    done
+    die "$what needs $2 MiB and 256 to spare: $(free_space "$dir"). Free some space (old caches under target/: cargo clean, rm -rf target/distro-cache) and run again"
 }
 
 # image_tree ROOT STAGE: STAGE becomes ROOT as a guest disk holds it,
