@@ -305,10 +305,31 @@ Host *
 CFG
 }
 
-# gssh CMD: run CMD (a shell command line) on the guest system as root.
-gssh() {
-    HOME=$PF_HOME ssh -F "$PF_HOME/.ssh/config" -o BatchMode=yes -o ConnectTimeout=10 \
+# gssh_once CMD: run CMD (a shell command line) on the guest system as root.
+gssh_once() {
+    HOME=$PF_HOME ssh -F "$PF_HOME/.ssh/config" -o BatchMode=yes -o ConnectTimeout=30 \
         -p "$VM_SYS_PORT" root@127.0.0.1 "$@"
+}
+
+# gssh CMD: gssh_once, tried again (3 tries in all) when ssh failed before
+# it logged in. The guest runs in software emulation beside the rest of the
+# run, and its sshd once took over 10 s to send its banner, seconds after
+# it had answered twice (CI at 26f7713). A failure that early ran nothing
+# on the guest and read none of stdin, so trying again changes nothing
+# there; every other exit is the command's own and is returned as it is.
+# stderr is passed on, so callers' redirections see what ssh said.
+gssh() {
+    local try rc err=$case_dir/gssh.err
+    for try in 1 2 3; do
+        rc=0
+        gssh_once "$@" 2>"$err" || rc=$?
+        cat "$err" >&2
+        [ "$rc" -eq 255 ] &&
+            grep -qE 'during banner exchange|kex_exchange_identification|connect to host .*(refused|timed out)' "$err" ||
+            return "$rc"
+        dlog "ssh to the guest system failed before login (try $try of 3): $(tr '\n' ' ' <"$err")"
+    done
+    return "$rc"
 }
 
 # pf_wait_system: until the guest system's sshd answers; mounts the
@@ -316,7 +337,7 @@ gssh() {
 pf_wait_system() {
     local deadline=$((SECONDS + 180)) t=$SECONDS
     pf_home
-    until gssh true 2>"$case_dir/pf-ssh.err"; do
+    until gssh_once true 2>"$case_dir/pf-ssh.err"; do
         [ "$SECONDS" -lt "$deadline" ] ||
             fail "the guest system's sshd did not answer on 127.0.0.1:$VM_SYS_PORT: $(tail -n 3 "$case_dir/pf-ssh.err") (serial log $VM_LOG)"
         vm_running || fail "the VM stopped (serial log $VM_LOG)"
@@ -371,9 +392,10 @@ fingerprint = "$pin"
 system-port = $VM_SYS_PORT
 identity = "$KEYS/admin"
 TOML
+    # --timeout 60s: the guest's sshd can be slow to send its banner (gssh).
     set +e
     PATH="$case_dir/pf-bin:$PATH" HOME=$PF_HOME XDG_CONFIG_HOME=$PF_HOME/.config "$PC" preflight \
-        --inventory "$case_dir/pf-inventory.toml" --no-agent -l root --json pfguest >"$PF_OUT" 2>"$PF_OUT.err"
+        --inventory "$case_dir/pf-inventory.toml" --no-agent -l root --timeout 60s --json pfguest >"$PF_OUT" 2>"$PF_OUT.err"
     rc=$?
     set -e
 }
