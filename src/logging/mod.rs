@@ -19,6 +19,7 @@
     clippy::panic
 )]
 
+mod bridge;
 mod fields;
 mod filter;
 mod float;
@@ -122,7 +123,16 @@ pub fn init(kmsg: bool, verbose: bool) {
     }
     let value = std::env::var("PORTCULLIS_LOG").ok();
     let filter = filter(value.as_deref(), verbose);
+    bridge::install(&filter);
     let _ = tracing::subscriber::set_global_default(LineSubscriber::new(filter, sink(kmsg)));
+}
+
+/// Hands russh's `log` records to tracing at the level `PORTCULLIS_LOG=value`
+/// gives the target `russh`, as [`init`] does: for tests that set their own
+/// subscriber ([`subscriber_with_sink`]). Once per process.
+#[doc(hidden)]
+pub fn forward_log_records(value: &str) {
+    bridge::install(&filter(Some(value), false));
 }
 
 /// The listener's own subscriber, at the level `PORTCULLIS_LOG=value`

@@ -559,3 +559,82 @@ fn stderr_lines_from_threads_do_not_mix() {
         assert!(body.starts_with(&want), "a line was cut: {}…", &l[..80]);
     }
 }
+
+/// russh's `log` record through the bridge, as `ours` captures it.
+fn bridged(value: Option<&str>, level: log::Level, target: &str, msg: &str) -> Vec<String> {
+    use log::Log;
+    ours(value, false, || {
+        super::bridge::Bridge.log(
+            &log::Record::builder()
+                .args(format_args!("{msg}"))
+                .level(level)
+                .target(target)
+                .build(),
+        )
+    })
+    .into_iter()
+    .map(|(_, l)| String::from_utf8_lossy(&l).into_owned())
+    .collect()
+}
+
+#[test]
+fn russh_records_are_logged_under_russh_with_their_module() {
+    // The standard filter: russh from warn up.
+    assert_eq!(
+        bridged(
+            None,
+            log::Level::Error,
+            "russh::server::kex",
+            "Unexpected kex message"
+        ),
+        ["ERROR russh::server::kex: Unexpected kex message\n"]
+    );
+    assert_eq!(
+        bridged(None, log::Level::Warn, "russh::server::encrypted", "x"),
+        [" WARN russh::server::encrypted: x\n"]
+    );
+    assert!(bridged(None, log::Level::Info, "russh::server", "x").is_empty());
+    assert!(bridged(Some("warn,russh=off"), log::Level::Error, "russh", "x").is_empty());
+    assert_eq!(
+        bridged(
+            Some("off,russh=trace"),
+            log::Level::Trace,
+            "russh::cipher",
+            "t"
+        ),
+        ["TRACE russh::cipher: t\n"]
+    );
+}
+
+/// A request name a peer chose, formatted into russh's message: one line,
+/// control characters escaped, bounded.
+#[test]
+fn peer_text_in_russh_records_is_one_bounded_line() {
+    let forged = "unknown channel request evil\n INFO unlocked: root\u{1b}[2K";
+    assert_eq!(
+        bridged(None, log::Level::Warn, "russh::server::encrypted", forged),
+        [" WARN russh::server::encrypted: unknown channel request evil\\n INFO unlocked: root\\x1b[2K\n"]
+    );
+    let big = format!("unknown channel request {}", "x".repeat(1 << 20));
+    let got = bridged(None, log::Level::Warn, "russh::server::encrypted", &big);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].len() < 1024, "{} bytes", got[0].len());
+}
+
+/// What `log`'s max level is set to: the most the filter gives `russh`.
+#[test]
+fn the_log_level_is_what_the_filter_gives_russh() {
+    use tracing::level_filters::LevelFilter as L;
+    let most = |v: Option<&str>, verbose| filter(v, verbose).most_for("russh");
+    assert_eq!(most(None, false), L::WARN);
+    assert_eq!(most(None, true), L::WARN);
+    assert_eq!(most(Some("debug"), false), L::DEBUG);
+    assert_eq!(most(Some("info,russh=trace"), false), L::TRACE);
+    assert_eq!(most(Some("trace,russh=error"), false), L::ERROR);
+    // Another target only: russh is not covered.
+    assert_eq!(most(Some("portcullis=trace"), false), L::OFF);
+    // A module directive does not reach the records' one target…
+    assert_eq!(most(Some("warn,russh::server=debug"), false), L::WARN);
+    // …but a field directive may allow more for some events.
+    assert_eq!(most(Some("warn,russh[{x}]=debug"), false), L::DEBUG);
+}
