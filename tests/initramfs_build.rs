@@ -29,9 +29,56 @@ fn same_version_and_usage_errors_as_the_full_build() {
     let boot = run(&portcullisd_initramfs(), &["--no-such-option"]);
     assert_eq!(boot.status.code(), Some(1));
     assert_eq!(boot.stderr, full.stderr);
-    let boot = run(&portcullisd_initramfs(), &["--help"]);
-    assert!(boot.status.success());
-    assert_eq!(boot.stdout, run(&portcullisd(), &["--help"]).stdout);
+}
+
+/// Its help is the full build's without `keygen` and `check`, and says
+/// where they are; asked for their help, it says so first.
+#[test]
+fn help_leaves_out_keygen_and_check_and_says_where_they_are() {
+    const NOT_HERE: &str = "keygen and check are not in this build of portcullisd (the initramfs\n\
+        listener); run them with the full portcullisd on the installed system.\n";
+    let text = |o: Output| {
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let full = text(run(&portcullisd(), &["--help"]));
+    let boot = text(run(&portcullisd_initramfs(), &["--help"]));
+    assert!(boot.ends_with(&format!("\n{NOT_HERE}")), "{boot}");
+    assert!(
+        !boot.contains("  keygen ") && !boot.contains("  check "),
+        "{boot}"
+    );
+    assert!(
+        boot.contains("  run ") && boot.contains("  help "),
+        "{boot}"
+    );
+    // Every other line is the full build's, in order.
+    let kept: Vec<&str> = full
+        .lines()
+        .filter(|l| {
+            !l.starts_with("  keygen ")
+                && !l.starts_with("  check ")
+                && !l.starts_with("          when building")
+        })
+        .collect();
+    let head = boot.strip_suffix(&format!("\n{NOT_HERE}")).unwrap();
+    assert_eq!(head.lines().collect::<Vec<_>>(), kept);
+    for args in [
+        &["keygen", "--help"][..],
+        &["help", "check"],
+        &["check", "-h"],
+    ] {
+        let full = text(run(&portcullisd(), args));
+        let boot = text(run(&portcullisd_initramfs(), args));
+        assert_eq!(boot, format!("{NOT_HERE}\n{full}"), "{args:?}");
+    }
+    for args in [&["run", "--help"][..], &["help", "run"]] {
+        assert_eq!(
+            run(&portcullisd_initramfs(), args).stdout,
+            run(&portcullisd(), args).stdout,
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args = match args::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help(text)) => return print(text),
+        Ok(Parsed::Help(text)) => return print(&help(text)),
         Ok(Parsed::Version) => return print(args::VERSION),
         Err(e) => return fail(&e.to_string()),
     };
@@ -37,6 +37,41 @@ fn main() -> ExitCode {
         "{name} is not in the initramfs build of portcullisd, which only listens; \
          run `portcullisd {name}` on the installed system"
     ))
+}
+
+/// What this build says of `keygen` and `check`, in place of them.
+const NOT_HERE: &str = "\
+keygen and check are not in this build of portcullisd (the initramfs
+listener); run them with the full portcullisd on the installed system.
+";
+
+/// The full build's help, without the two commands this build lacks: the
+/// top-level help lists `run` and `help` and says where the others are;
+/// the help of `keygen` or `check` starts by saying so.
+fn help(text: &'static str) -> String {
+    if text == args::help(None).unwrap_or_default() {
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            if line.starts_with("  keygen ") {
+                skipping = true;
+            } else if line.starts_with("  help ") {
+                skipping = false;
+            }
+            if !skipping {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        return format!("{out}\n{NOT_HERE}");
+    }
+    if ["keygen", "check"]
+        .iter()
+        .any(|c| args::help(Some(c)) == Some(text))
+    {
+        return format!("{NOT_HERE}\n{text}");
+    }
+    text.to_owned()
 }
 
 fn print(text: &str) -> ExitCode {
