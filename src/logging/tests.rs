@@ -11,7 +11,7 @@
 )]
 
 use super::subscriber::LineSubscriber;
-use super::{filter, kmsg_record, priority};
+use super::{filter, kmsg_record, names_stream, priority};
 use std::error::Error;
 use std::fmt;
 use std::io::Write;
@@ -515,7 +515,7 @@ fn threads_keep_their_own_spans_and_whole_lines() {
 #[test]
 fn stderr_lines_from_threads_do_not_mix() {
     if std::env::var_os("PORTCULLIS_LOGGING_CHILD").is_some() {
-        let sub = LineSubscriber::new(filter(None, false), super::sink(None));
+        let sub = LineSubscriber::new(filter(None, false), super::sink(None, true));
         let dispatch = tracing::Dispatch::new(sub);
         let workers: Vec<_> = (0..8)
             .map(|i| {
@@ -637,4 +637,28 @@ fn the_log_level_is_what_the_filter_gives_russh() {
     assert_eq!(most(Some("warn,russh::server=debug"), false), L::WARN);
     // …but a field directive may allow more for some events.
     assert_eq!(most(Some("warn,russh[{x}]=debug"), false), L::DEBUG);
+}
+
+/// `JOURNAL_STREAM` as systemd writes it names a file by device and inode;
+/// anything else names nothing (stderr then keeps its lines).
+#[test]
+fn journal_stream_names_a_file_by_device_and_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let f = tempfile::tempfile().unwrap();
+    let m = f.metadata().unwrap();
+    let (dev, ino) = (m.dev(), m.ino());
+    assert!(names_stream(&format!("{dev}:{ino}"), dev, ino));
+    for other in [
+        format!("{dev}:{}", ino + 1),
+        format!("{}:{ino}", dev + 1),
+        format!("{ino}:{dev}"),
+        format!("{dev}:{ino}:0"),
+        format!("{dev}"),
+        format!(" {dev}:{ino}"),
+        format!("{dev}:-{ino}"),
+        String::new(),
+        ":".into(),
+    ] {
+        assert!(!names_stream(&other, dev, ino), "{other:?}");
+    }
 }
