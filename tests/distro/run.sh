@@ -126,8 +126,8 @@ check_real_system() { # BACKEND [DATA [flushed|kept (10.0.2.15)|kept-dual (both 
         expect_serial PORTCULLIS-REAL-LINKS-UP none "no interface left up"
     fi
     expect_serial PORTCULLIS-REAL-FAILED-UNITS none "no failed systemd unit"
-    grep -aq "^PORTCULLIS-REAL-KMSG: .*portcullisd: .*unlock backend: $backend" "$VM_LOG" ||
-        fail "the listener did not log 'unlock backend: $backend': $(grep -a '^PORTCULLIS-REAL-KMSG' "$VM_LOG" | head -n 5)"
+    grep -aq "PORTCULLIS-REAL-KMSG: .*portcullisd: .*unlock backend: $backend" "$VM_LOG" ||
+        fail "the listener did not log 'unlock backend: $backend': $(grep -a 'PORTCULLIS-REAL-KMSG' "$VM_LOG" | head -n 5)"
     ok "auto-detected backend: $backend"
     expect_serial PORTCULLIS-REAL-LOG-COPIES "kmsg=1 journal=1" "the listener's lines are in the journal once"
     # From the host too: the forwarded port reaches no listener any more.
@@ -156,7 +156,7 @@ ssh_unlock() {
 # console_won: the listener opened nothing (the console did) and was gone
 # before the real system started.
 console_won() {
-    if grep -a '^PORTCULLIS-REAL-KMSG: .*portcullisd: .*result=Opened' "$VM_LOG"; then
+    if grep -a 'PORTCULLIS-REAL-KMSG: .*portcullisd: .*result=Opened' "$VM_LOG"; then
         fail "the listener opened a volume although only the console was answered"
     fi
     ok "the console answer won; the listener opened nothing"

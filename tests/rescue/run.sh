@@ -303,14 +303,14 @@ has "kexec -c -l /mnt/portcullis/boot/vmlinuz-$KERNEL_RELEASE --initrd=/run/port
 has "cryptsetup close root"
 has "handover: the main initramfs (initramfs-tools) gets /cryptroot/crypttab, /cryptroot/keyfiles/root.key in RAM"
 has "no lockdown, no Secure Boot: kexec_load (kexec -c)"
-wait_log "^$marker" 300
+wait_log "$marker" 300
 t_kexec=$EPOCHREALTIME
 grep -aq 'PORTCULLIS-MAIN-INITRAMFS-KEYFILE-USED: root' "$log" || die "the main initramfs did not use the handed-over key"
 if grep -aq 'Please unlock disk' "$log"; then die "the main system asked for the passphrase after kexec"; fi
-grep -aqE '^PORTCULLIS-MAIN-ROOT: /dev/(mapper/root|dm-0) btrfs ro,.*subvol=/@' "$log" || die "main root not mounted from the LUKS volume"
-grep -aq '^PORTCULLIS-MAIN-HOME-FILE: notes from @home' "$log" || die "main system did not mount @home"
-grep -aq '^PORTCULLIS-MAIN-BOOT: /dev/vda1 ext4' "$log" || die "main system did not mount /boot"
-grep -aq '^PORTCULLIS-MAIN-CHROOT-PROOF: chroot-was-here' "$log" || die "the chroot's change is not in the main system"
+grep -aqE 'PORTCULLIS-MAIN-ROOT: /dev/(mapper/root|dm-0) btrfs ro,.*subvol=/@' "$log" || die "main root not mounted from the LUKS volume"
+grep -aq 'PORTCULLIS-MAIN-HOME-FILE: notes from @home' "$log" || die "main system did not mount @home"
+grep -aq 'PORTCULLIS-MAIN-BOOT: /dev/vda1 ext4' "$log" || die "main system did not mount /boot"
+grep -aq 'PORTCULLIS-MAIN-CHROOT-PROOF: chroot-was-here' "$log" || die "the chroot's change is not in the main system"
 rlog "ok: the main system booted by kexec without a passphrase prompt"
 wait_exit 60
 
@@ -342,7 +342,7 @@ start on firmware
 wait_log 'Please unlock disk root' 300
 t_prompt=$EPOCHREALTIME
 vm_type "$log" "$pass"
-wait_log "^$marker" 300
+wait_log "$marker" 300
 t_reboot=$EPOCHREALTIME
 grep -aq 'PORTCULLIS-MAIN-INITRAMFS-PASSPHRASE-USED: root' "$log" || die "reboot path: no passphrase unlock"
 rlog "ok: the main system booted through firmware and extlinux, asking for the passphrase"
