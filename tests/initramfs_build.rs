@@ -11,7 +11,7 @@ mod listener_bin;
 
 use listener_bin::{portcullisd, portcullisd_initramfs};
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn run(bin: &std::path::Path, args: &[&str]) -> Output {
@@ -121,13 +121,7 @@ fn it_listens_and_stops_on_sigterm() {
     .unwrap();
     let port = free_port::free_port();
     let config = listener_bin::never_opened_config(dir.path(), port);
-    let mut child = Command::new(portcullisd_initramfs())
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = listener_bin::start(&portcullisd_initramfs(), &config);
     let mut conn = listener_bin::first_connection(&mut child, port);
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

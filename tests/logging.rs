@@ -150,14 +150,7 @@ fn russh_errors_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port::free_port();
     let config = image(dir.path(), port);
-    let mut child = Command::new(listener_bin::portcullisd())
-        .arg("--config")
-        .arg(&config)
-        .env_remove("PORTCULLIS_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = listener_bin::start(&listener_bin::portcullisd(), &config);
     let mut conn = listener_bin::first_connection(&mut child, port);
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

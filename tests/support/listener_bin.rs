@@ -41,6 +41,20 @@ pub fn never_opened_config(dir: &std::path::Path, port: u16) -> PathBuf {
     config
 }
 
+/// Starts the listener `bin` with `config`, under the standard log filter,
+/// its stderr piped (for [`sigterm`]).
+#[allow(dead_code)] // not every test file that includes this starts a listener
+pub fn start(bin: &std::path::Path, config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PORTCULLIS_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The first connection to 127.0.0.1:`port` once the listener `child`
 /// accepts; fails the test if it exits first or takes over 30 s.
 #[allow(dead_code)] // not every test file that includes this starts a listener
