@@ -50,8 +50,13 @@ fn log_of(log: Option<&str>, verbose: bool) -> String {
     listener_bin::sigterm(child).1
 }
 
+/// The levels of the lines, sorted: the connection summary (WARN) and the
+/// stop line (INFO) come in either order, as the summary's timer and the
+/// SIGTERM race (seen under load).
 fn levels(log: &str) -> Vec<&str> {
-    log.lines().map(|l| l.get(..5).unwrap_or(l)).collect()
+    let mut l: Vec<&str> = log.lines().map(|l| l.get(..5).unwrap_or(l)).collect();
+    l.sort_unstable();
+    l
 }
 
 #[test]
@@ -101,74 +106,4 @@ fn portcullis_log_and_verbose_reach_the_filter() {
             "{garbage}: {v}"
         );
     }
-}
-
-/// One unencrypted SSH packet around `payload`, padded to 8 bytes.
-fn packet(payload: &[u8]) -> Vec<u8> {
-    let mut pad = 8 - (5 + payload.len()) % 8;
-    if pad < 4 {
-        pad += 8;
-    }
-    let len = u32::try_from(1 + payload.len() + pad).unwrap();
-    let mut p = len.to_be_bytes().to_vec();
-    p.push(u8::try_from(pad).unwrap());
-    p.extend_from_slice(payload);
-    p.extend(std::iter::repeat_n(0, pad));
-    p
-}
-
-/// A client's KEXINIT: curve25519 key exchange, ed25519 host key.
-fn kexinit() -> Vec<u8> {
-    let mut k = vec![20];
-    k.extend_from_slice(&[7; 16]); // cookie
-    for list in [
-        "curve25519-sha256",
-        "ssh-ed25519",
-        "chacha20-poly1305@openssh.com",
-        "chacha20-poly1305@openssh.com",
-        "hmac-sha2-256",
-        "hmac-sha2-256",
-        "none",
-        "none",
-        "",
-        "",
-    ] {
-        k.extend_from_slice(&u32::try_from(list.len()).unwrap().to_be_bytes());
-        k.extend_from_slice(list.as_bytes());
-    }
-    k.push(0); // first_kex_packet_follows
-    k.extend_from_slice(&[0; 4]); // reserved
-    k
-}
-
-/// russh's own error records reach the listener's log (they were dropped:
-/// no `log` logger was set), under the standard filter. A peer that breaks
-/// the key exchange makes russh log "Unexpected kex message".
-#[test]
-fn russh_errors_reach_the_log() {
-    use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port::free_port();
-    let config = image(dir.path(), port);
-    let mut child = listener_bin::start(&listener_bin::portcullisd(), &config);
-    let mut conn = listener_bin::first_connection(&mut child, port);
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(b"SSH-2.0-hostile\r\n").unwrap();
-    // KEXINIT, then a key-exchange message of the wrong kind where the
-    // client's ECDH_INIT (30) must come: KEX_DH_GEX_REQUEST (34), whose
-    // group exchange was not negotiated.
-    conn.write_all(&packet(&kexinit())).unwrap();
-    conn.write_all(&packet(&[34, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0, 32, 0]))
-        .unwrap();
-    // The listener ends the connection: read to EOF (or an error).
-    let mut rest = Vec::new();
-    let _ = conn.read_to_end(&mut rest);
-    std::thread::sleep(Duration::from_millis(300));
-    let err = listener_bin::sigterm(child).1;
-    assert!(
-        err.lines()
-            .any(|l| l.starts_with("ERROR russh::server::kex: Unexpected kex message")),
-        "{err}"
-    );
 }

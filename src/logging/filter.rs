@@ -151,25 +151,6 @@ impl Filter {
         }
     }
 
-    /// The most verbose level any event under `target` may be logged at:
-    /// the first directive without fields that covers `target` decides, and
-    /// one with fields (which only some events match) may allow more.
-    pub(crate) fn most_for(&self, target: &str) -> LevelFilter {
-        let covers = |d: &&Directive| d.target.as_deref().is_none_or(|t| target.starts_with(t));
-        let plain = self
-            .directives
-            .iter()
-            .filter(covers)
-            .find(|d| d.fields.is_empty())
-            .map_or(LevelFilter::OFF, |d| d.level);
-        self.directives
-            .iter()
-            .filter(covers)
-            .filter(|d| !d.fields.is_empty())
-            .map(|d| d.level)
-            .fold(plain, LevelFilter::max)
-    }
-
     pub(crate) fn enabled(&self, meta: &Metadata<'_>) -> bool {
         self.directives
             .iter()

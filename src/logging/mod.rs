@@ -19,7 +19,6 @@
     clippy::panic
 )]
 
-mod bridge;
 mod fields;
 mod filter;
 mod float;
@@ -123,17 +122,13 @@ fn names_stream(journal_stream: &str, dev: u64, ino: u64) -> bool {
 /// portcullisd.service (`StandardError=journal`). A stderr redirected
 /// elsewhere by hand keeps its lines: `JOURNAL_STREAM` is inherited.
 fn stderr_is_journal() -> bool {
-    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
     let Ok(value) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
-    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    std::fs::File::from(fd)
-        .metadata()
-        .is_ok_and(|m| names_stream(&value, m.dev(), m.ino()))
+    // stat() through /proc (the initramfs has it mounted) follows fd 2 to
+    // its socket: no unsafe fstat, and less code in the image than a dup.
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| names_stream(&value, m.dev(), m.ino()))
 }
 
 /// Initializes logging. `kmsg` adds `/dev/kmsg` when it can be opened: only
@@ -158,19 +153,10 @@ pub fn init(kmsg: bool, verbose: bool) {
     KMSG_ONLY.store(kmsg_only, std::sync::atomic::Ordering::Relaxed);
     let value = std::env::var("PORTCULLIS_LOG").ok();
     let filter = filter(value.as_deref(), verbose);
-    bridge::install(&filter);
     let _ = tracing::subscriber::set_global_default(LineSubscriber::new(
         filter,
         sink(kmsg, !kmsg_only),
     ));
-}
-
-/// Hands russh's `log` records to tracing at the level `PORTCULLIS_LOG=value`
-/// gives the target `russh`, as [`init`] does: for tests that set their own
-/// subscriber ([`subscriber_with_sink`]). Once per process.
-#[doc(hidden)]
-pub fn forward_log_records(value: &str) {
-    bridge::install(&filter(Some(value), false));
 }
 
 /// The listener's own subscriber, at the level `PORTCULLIS_LOG=value`
