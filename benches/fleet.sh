@@ -22,6 +22,8 @@
 # time -v reports of client and simulator), CLIENT / SIM: other builds of
 # the two binaries to compare (no cargo build then).
 set -euo pipefail
+# bash's `time` and awk read numbers with a point, whatever the admin's locale.
+export LC_ALL=C
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 work=$(mktemp -d)

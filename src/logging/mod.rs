@@ -93,42 +93,13 @@ fn filter(value: Option<&str>, verbose: bool) -> Filter {
 
 /// Writes a line to stderr (and the kernel log): the whole line in one
 /// `write_all`, under stderr's lock, so threads do not interleave.
-/// `stderr: false` when stderr is the journal and the kernel log is open:
-/// journald reads the kernel log too, so each line was in the journal twice.
-fn sink(kmsg: Option<Kmsg>, stderr: bool) -> Sink {
+fn sink(kmsg: Option<Kmsg>) -> Sink {
     Box::new(move |level, line| {
-        if stderr {
-            let _ = std::io::stderr().write_all(line);
-        }
+        let _ = std::io::stderr().write_all(line);
         if let Some(k) = &kmsg {
             to_kmsg(k, priority(level), line);
         }
     })
-}
-
-/// Set by [`init`] when log lines go to the kernel log only (see [`sink`]).
-static KMSG_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether `JOURNAL_STREAM` (`DEV:INO`, which systemd sets to the stream it
-/// connected stdout and stderr to) names the file `dev`/`ino`.
-fn names_stream(journal_stream: &str, dev: u64, ino: u64) -> bool {
-    journal_stream
-        .split_once(':')
-        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
-        == Some((dev, ino))
-}
-
-/// Whether stderr is the journal's stream: a systemd initramfs's
-/// portcullisd.service (`StandardError=journal`). A stderr redirected
-/// elsewhere by hand keeps its lines: `JOURNAL_STREAM` is inherited.
-fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
-        return false;
-    };
-    // stat() through /proc (the initramfs has it mounted) follows fd 2 to
-    // its socket: no unsafe fstat, and less code in the image than a dup.
-    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| names_stream(&value, m.dev(), m.ino()))
 }
 
 /// Initializes logging. `kmsg` adds `/dev/kmsg` when it can be opened: only
@@ -149,14 +120,9 @@ pub fn init(kmsg: bool, verbose: bool) {
     if let Some(k) = &kmsg {
         let _ = KMSG.set(k.clone());
     }
-    let kmsg_only = kmsg.is_some() && stderr_is_journal();
-    KMSG_ONLY.store(kmsg_only, std::sync::atomic::Ordering::Relaxed);
     let value = std::env::var("PORTCULLIS_LOG").ok();
     let filter = filter(value.as_deref(), verbose);
-    let _ = tracing::subscriber::set_global_default(LineSubscriber::new(
-        filter,
-        sink(kmsg, !kmsg_only),
-    ));
+    let _ = tracing::subscriber::set_global_default(LineSubscriber::new(filter, sink(kmsg)));
 }
 
 /// The listener's own subscriber, at the level `PORTCULLIS_LOG=value`
@@ -178,9 +144,7 @@ pub fn subscriber_with_sink(
 /// (Logging it through tracing as well printed it twice on stderr.)
 pub fn final_error(msg: &str) {
     let line = format!("portcullisd: error: {msg}\n");
-    if !KMSG_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }
+    let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(k) = KMSG.get() {
         to_kmsg(k, 3, format!("error: {msg}\n").as_bytes());
     }

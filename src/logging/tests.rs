@@ -11,7 +11,7 @@
 )]
 
 use super::subscriber::LineSubscriber;
-use super::{filter, kmsg_record, names_stream, priority};
+use super::{filter, kmsg_record, priority};
 use std::error::Error;
 use std::fmt;
 use std::io::Write;
@@ -515,7 +515,7 @@ fn threads_keep_their_own_spans_and_whole_lines() {
 #[test]
 fn stderr_lines_from_threads_do_not_mix() {
     if std::env::var_os("PORTCULLIS_LOGGING_CHILD").is_some() {
-        let sub = LineSubscriber::new(filter(None, false), super::sink(None, true));
+        let sub = LineSubscriber::new(filter(None, false), super::sink(None));
         let dispatch = tracing::Dispatch::new(sub);
         let workers: Vec<_> = (0..8)
             .map(|i| {
@@ -557,29 +557,5 @@ fn stderr_lines_from_threads_do_not_mix() {
         let c = body.chars().next().unwrap();
         let want = format!("{} i={} j=", c.to_string().repeat(70_000), c as u8 - b'a');
         assert!(body.starts_with(&want), "a line was cut: {}…", &l[..80]);
-    }
-}
-
-/// `JOURNAL_STREAM` as systemd writes it names a file by device and inode;
-/// anything else names nothing (stderr then keeps its lines).
-#[test]
-fn journal_stream_names_a_file_by_device_and_inode() {
-    use std::os::unix::fs::MetadataExt;
-    let f = tempfile::tempfile().unwrap();
-    let m = f.metadata().unwrap();
-    let (dev, ino) = (m.dev(), m.ino());
-    assert!(names_stream(&format!("{dev}:{ino}"), dev, ino));
-    for other in [
-        format!("{dev}:{}", ino + 1),
-        format!("{}:{ino}", dev + 1),
-        format!("{ino}:{dev}"),
-        format!("{dev}:{ino}:0"),
-        format!("{dev}"),
-        format!(" {dev}:{ino}"),
-        format!("{dev}:-{ino}"),
-        String::new(),
-        ":".into(),
-    ] {
-        assert!(!names_stream(&other, dev, ino), "{other:?}");
     }
 }

@@ -305,6 +305,9 @@ Host *
 CFG
 }
 
+# The run log, for notes from functions whose stderr a caller captures.
+exec {PF_LOG_FD}>&2
+
 # gssh_once CMD: run CMD (a shell command line) on the guest system as root.
 gssh_once() {
     HOME=$PF_HOME ssh -F "$PF_HOME/.ssh/config" -o BatchMode=yes -o ConnectTimeout=30 \
@@ -318,6 +321,9 @@ gssh_once() {
 # on the guest and read none of stdin, so trying again changes nothing
 # there; every other exit is the command's own and is returned as it is.
 # stderr is passed on, so callers' redirections see what ssh said.
+# The patterns are anchored to ssh's own lines, so a command's stderr cannot
+# ask for a retry; the retry note goes to the run log (PF_LOG_FD), not to
+# the stderr a caller captures.
 gssh() {
     local try rc err=$case_dir/gssh.err
     for try in 1 2 3; do
@@ -325,9 +331,10 @@ gssh() {
         gssh_once "$@" 2>"$err" || rc=$?
         cat "$err" >&2
         [ "$rc" -eq 255 ] &&
-            grep -qE 'during banner exchange|kex_exchange_identification|connect to host .*(refused|timed out)' "$err" ||
+            grep -qE '^(Connection timed out during banner exchange|kex_exchange_identification: |ssh: connect to host .*(refused|timed out))' "$err" ||
             return "$rc"
-        dlog "ssh to the guest system failed before login (try $try of 3): $(tr '\n' ' ' <"$err")"
+        dlog "ssh to the guest system failed before login (try $try of 3): $(tr '\n' ' ' <"$err")" 2>&"$PF_LOG_FD"
+        [ "$try" -eq 3 ] || sleep 3
     done
     return "$rc"
 }
